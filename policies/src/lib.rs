@@ -1,0 +1,9 @@
+//! Policy model, strict loading with line/column errors, compiled matchers and pure decision
+//! functions. No IO and no async: callers hand in text and typed requests, and get typed
+//! outcomes back.
+#![forbid(unsafe_code)]
+
+pub mod decision;
+pub mod matchers;
+
+pub use decision::{Decision, Verdict};

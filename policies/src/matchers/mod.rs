@@ -1,0 +1,3 @@
+//! Compiled matchers: domain globs, CIDR prefixes and port ranges, validated at load time.
+pub mod domain;
+pub mod ports;
