@@ -5,5 +5,7 @@
 
 pub mod decision;
 pub mod matchers;
+pub mod model;
 
 pub use decision::{Decision, Verdict};
+pub use model::policy::Policy;
