@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decision;
+pub mod embedded;
 pub mod matchers;
 pub mod model;
 
