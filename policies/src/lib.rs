@@ -5,8 +5,10 @@
 
 pub mod decision;
 pub mod embedded;
+pub mod engine;
 pub mod matchers;
 pub mod model;
 
 pub use decision::{Decision, Verdict};
+pub use engine::{CompiledPolicy, ConnectRequest};
 pub use model::policy::Policy;

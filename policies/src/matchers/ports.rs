@@ -43,6 +43,44 @@ impl FromStr for PortRange {
     }
 }
 
+/// A rule's port list compiled for lookup: ranges sorted and merged where they overlap or touch.
+/// An empty set stands for "any port", as an empty `ports:` list does in a rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortSet {
+    ranges: Vec<PortRange>,
+}
+
+impl PortSet {
+    /// Compile `ranges` (any order, overlaps allowed).
+    pub fn new(ranges: &[PortRange]) -> Self {
+        let mut sorted = ranges.to_vec();
+        sorted.sort_unstable();
+        let mut merged: Vec<PortRange> = Vec::with_capacity(sorted.len());
+        for r in sorted {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end.saturating_add(1) => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        PortSet { ranges: merged }
+    }
+
+    /// Whether the set places no restriction (the rule listed no ports).
+    pub fn is_any(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Whether `port` is allowed by the set: always for an unrestricted set, otherwise by binary
+    /// search over the merged ranges.
+    pub fn contains(&self, port: u16) -> bool {
+        if self.ranges.is_empty() {
+            return true;
+        }
+        let after = self.ranges.partition_point(|r| r.start <= port);
+        after > 0 && self.ranges[after - 1].contains(port)
+    }
+}
+
 impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.start == self.end {
@@ -87,5 +125,28 @@ mod tests {
         assert!("9-8".parse::<PortRange>().is_err());
         assert!("70000".parse::<PortRange>().is_err());
         assert!("http".parse::<PortRange>().is_err());
+    }
+
+    #[test]
+    fn port_set_merges_and_searches() {
+        let r = |s: &str| s.parse::<PortRange>().expect("test range");
+        let set = PortSet::new(&[r("8000-8100"), r("443"), r("8050-9000"), r("444"), r("22")]);
+        assert_eq!(set.ranges, vec![r("22"), r("443-444"), r("8000-9000")]);
+        for (port, inside) in [
+            (22, true),
+            (23, false),
+            (443, true),
+            (444, true),
+            (445, false),
+            (8000, true),
+            (9000, true),
+            (9001, false),
+            (1, false),
+            (65535, false),
+        ] {
+            assert_eq!(set.contains(port), inside, "port {port}");
+        }
+        assert!(PortSet::new(&[]).contains(0));
+        assert!(PortSet::new(&[r("65535"), r("1-65534")]).contains(65535));
     }
 }
