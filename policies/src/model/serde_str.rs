@@ -3,6 +3,10 @@
 
 use std::{fmt, str::FromStr};
 
+use super::{
+    db_ops::DbOperation,
+    values::{DurationSpec, HostPort, NameGlob, PathGlob},
+};
 use crate::matchers::{
     cidr::Cidr,
     domain::{DomainPattern, Hostname},
@@ -60,6 +64,29 @@ deserialize_from_str! {
     Cidr => "a CIDR such as 10.0.0.0/8",
     DomainPattern => "a domain or domain glob such as *.example.com",
     Hostname => "a host name",
+    HostPort => "a host:port such as db.internal:5432",
+    PathGlob => "a path glob such as ~/.ssh/**",
+    NameGlob => "a glob such as claude-*",
+    DbOperation => "an operation group or alias such as read or READ",
+}
+
+impl<'de> serde::Deserialize<'de> for DurationSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DurationSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as 30s, 2m or 1h30m, or a number of seconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationSpec, E> {
+                Ok(DurationSpec(std::time::Duration::from_secs(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationSpec, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl FromStr for DomainPattern {
