@@ -3,12 +3,15 @@
 //! outcomes back.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod decision;
 pub mod embedded;
 pub mod engine;
+pub mod load;
 pub mod matchers;
 pub mod model;
 
 pub use decision::{Decision, Verdict};
 pub use engine::{CompiledPolicy, ConnectRequest};
+pub use load::{LoadError, LoadErrors, load_policy};
 pub use model::policy::Policy;

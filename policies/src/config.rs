@@ -1,0 +1,294 @@
+//! The server config (`agentsh server --config FILE`): what is not policy. Loaded by the same
+//! strict core as policies ([`crate::load::load_yaml`]); every key has a default.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    str::FromStr,
+};
+
+use serde::Deserialize;
+
+use crate::load::{LoadErrors, Validate, Validator, YamlPath, load_yaml};
+
+/// Load a server config. `file` is only used to name the file in errors.
+pub fn load_server_config(text: &str, file: &str) -> Result<ServerConfig, LoadErrors> {
+    load_yaml(text, file)
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/run/agentsh")
+}
+
+/// The whole server config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where sessions keep their sockets and state (default `/run/agentsh`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Control API listeners.
+    #[serde(default)]
+    pub listeners: Listeners,
+    /// Session resolver settings.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// Audit sinks.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Redirect backend selection.
+    #[serde(default)]
+    pub security: SecurityConfig,
+    /// LLM proxy limits.
+    #[serde(default)]
+    pub llm: LlmProxyConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            state_dir: default_state_dir(),
+            listeners: Listeners::default(),
+            dns: DnsConfig::default(),
+            audit: AuditConfig::default(),
+            security: SecurityConfig::default(),
+            llm: LlmProxyConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The control socket: `listeners.control_socket`, else `<state_dir>/agentsh.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.listeners.control_socket.clone().unwrap_or_else(|| self.state_dir.join("agentsh.sock"))
+    }
+}
+
+/// `listeners`: the control API is a Unix socket, optionally also loopback TCP.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    /// Control socket path (default `<state_dir>/agentsh.sock`).
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+    /// Optional TCP address; loopback only, since the API has no authentication.
+    #[serde(default)]
+    pub tcp: Option<SocketAddr>,
+}
+
+/// How allowed names are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsMode {
+    /// Answer with per-session pool addresses bound to the name (the default).
+    #[default]
+    Synthetic,
+    /// Answer with the upstream's real addresses.
+    Passthrough,
+}
+
+/// A DNS upstream: `ip:port`, or a bare IP meaning port 53.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DnsUpstream(pub SocketAddr);
+
+impl FromStr for DnsUpstream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return Ok(DnsUpstream(sa));
+        }
+        s.parse::<IpAddr>()
+            .map(|ip| DnsUpstream(SocketAddr::new(ip, 53)))
+            .map_err(|_| format!("invalid DNS upstream {s:?}: expected ip:port such as 1.1.1.1:53"))
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsUpstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `dns`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Resolvers the gateway forwards to; empty = the host's `/etc/resolv.conf`.
+    #[serde(default)]
+    pub upstream: Vec<DnsUpstream>,
+    /// Answer mode.
+    #[serde(default)]
+    pub mode: DnsMode,
+}
+
+/// The kind of an audit sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkType {
+    /// One JSON event per line, appended to `path`.
+    Jsonl,
+    /// One JSON event per line on stderr.
+    Stderr,
+}
+
+/// One audit sink; `path` is required for `jsonl` and refused for `stderr`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSink {
+    /// Sink kind.
+    #[serde(rename = "type")]
+    pub kind: SinkType,
+    /// File for `jsonl`; relative paths are under `state_dir`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+fn default_sinks() -> Vec<AuditSink> {
+    vec![AuditSink { kind: SinkType::Stderr, path: None }]
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Sinks every event goes to (default: stderr).
+    #[serde(default = "default_sinks")]
+    pub sinks: Vec<AuditSink>,
+    /// Also record allowed operations, not only denials and redirects (default true).
+    #[serde(default = "yes")]
+    pub log_allowed: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { sinks: default_sinks(), log_allowed: true }
+    }
+}
+
+/// A redirect backend (DESIGN.md §2), strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityMode {
+    /// The best backend `detect` finds (the default).
+    #[default]
+    Auto,
+    /// seccomp user-notify.
+    Seccomp,
+    /// eBPF cgroup/sock_addr.
+    Ebpf,
+    /// ptrace (weakest).
+    Ptrace,
+}
+
+impl SecurityMode {
+    /// Strength for `minimum_mode` comparisons (higher is stronger; `auto` has none).
+    pub fn strength(self) -> Option<u8> {
+        match self {
+            SecurityMode::Auto => None,
+            SecurityMode::Seccomp => Some(3),
+            SecurityMode::Ebpf => Some(2),
+            SecurityMode::Ptrace => Some(1),
+        }
+    }
+}
+
+/// `security`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Backend to use.
+    #[serde(default)]
+    pub mode: SecurityMode,
+    /// Refuse to start sessions with a weaker backend than this.
+    #[serde(default)]
+    pub minimum_mode: Option<SecurityMode>,
+    /// Treat every degraded protection (no Landlock, no PID namespace, ...) as fatal.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+fn default_max_body() -> u64 {
+    32 << 20
+}
+
+fn default_fallback_tokens() -> u64 {
+    200
+}
+
+fn default_in_flight() -> u32 {
+    16
+}
+
+/// `llm`: limits of the LLM proxy that are operational, not policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmProxyConfig {
+    /// Largest request body accepted (default 32 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Tokens charged for a response without parsable usage (default 200).
+    #[serde(default = "default_fallback_tokens")]
+    pub usage_fallback_tokens: u64,
+    /// Concurrent upstream requests per session (default 16).
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: u32,
+}
+
+impl Default for LlmProxyConfig {
+    fn default() -> Self {
+        LlmProxyConfig {
+            max_body_bytes: default_max_body(),
+            usage_fallback_tokens: default_fallback_tokens(),
+            max_in_flight: default_in_flight(),
+        }
+    }
+}
+
+impl Validate for ServerConfig {
+    fn validate(&self, v: &mut Validator) {
+        let root = YamlPath::root();
+        if !self.state_dir.is_absolute() {
+            v.error(root.key("state_dir"), "must be an absolute path");
+        }
+        if let Some(tcp) = self.listeners.tcp
+            && !tcp.ip().is_loopback()
+        {
+            v.error(
+                root.key("listeners").key("tcp"),
+                format!("{tcp} is not loopback (the control API has no authentication)"),
+            );
+        }
+        let sinks = root.key("audit").key("sinks");
+        for (i, s) in self.audit.sinks.iter().enumerate() {
+            match (s.kind, &s.path) {
+                (SinkType::Jsonl, None) => v.error(sinks.index(i), "a jsonl sink requires path"),
+                (SinkType::Stderr, Some(_)) => {
+                    v.error(sinks.index(i).key("path"), "a stderr sink takes no path")
+                }
+                _ => {}
+            }
+        }
+        let sec = root.key("security");
+        if let Some(min) = self.security.minimum_mode {
+            match (min.strength(), self.security.mode.strength()) {
+                (None, _) => v.error(
+                    sec.key("minimum_mode"),
+                    "minimum_mode must name a backend (seccomp, ebpf, ptrace)",
+                ),
+                (Some(need), Some(have)) if have < need => {
+                    v.error(sec.key("mode"), "mode is weaker than minimum_mode")
+                }
+                _ => {}
+            }
+        }
+        if self.llm.max_in_flight == 0 {
+            v.error(root.key("llm").key("max_in_flight"), "must be at least 1");
+        }
+    }
+}
