@@ -1,3 +1,28 @@
-//! Launching a session's processes: namespaces, cgroup, mount view, Landlock, FUSE workspace,
-//! capability drop, seccomp filter install and notify-fd hand-off; and `detect`.
-//! Not implemented yet: see the issue tracker.
+//! Launching a session's processes into a sandbox: new mount, PID, network, UTS, IPC and cgroup
+//! namespaces, a per-session cgroup v2, a private mount view (`/tmp`, `/run/agentsh`,
+//! `/etc/resolv.conf`, read-only extra files), capabilities dropped, `no_new_privs`, and a
+//! seccomp user-notify filter whose listener fd is handed to the parent.
+//!
+//! Entry point: [`launch`] with a [`LaunchSpec`], giving a [`Launched`]. The sandbox is an init
+//! (pid 1, host pid [`Launched::pid`]) that forks the command as pid 2; see `child.rs` for the
+//! exact child sequence and why it allocates nothing between fork and exec.
+//!
+//! Not here yet: Landlock, the FUSE workspace, `detect`.
+
+// Namespaces, clone3, mounts and SCM_RIGHTS need raw syscalls; every block says why it is sound.
+#![allow(unsafe_code)]
+
+pub mod cgroup;
+mod child;
+pub mod error;
+mod fdpass;
+mod launch;
+pub mod prepare;
+pub mod report;
+pub mod spec;
+mod sys;
+
+pub use child::encode_wait_status;
+pub use error::{Errno, SandboxError};
+pub use launch::{Launched, launch};
+pub use spec::{DEFAULT_PATH, LaunchSpec, SANDBOX_STATE_DIR, Stdio};

@@ -1,0 +1,308 @@
+//! The child side of a launch: the namespace init (pid 1) and the command it forks (pid 2).
+//!
+//! Process model: `launch` clones the init straight into new mount, PID, network, UTS, IPC and
+//! cgroup namespaces (and the session cgroup). The init builds the mount view, brings up `lo`,
+//! creates the gateway listeners, then forks the command and becomes a tiny reaper: it reaps
+//! every zombie, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the command, and exits
+//! with the command's status (exit code, or 128+signal). When it exits the kernel kills whatever
+//! is left in the namespace. The init keeps root and its capabilities but is not dumpable, so
+//! the command (which has none) can neither ptrace nor signal it.
+//!
+//! Nothing here allocates: the launcher may be multi-threaded and another thread may have held
+//! the allocator lock at `clone3` time. For the same reason uid/gid changes use raw syscalls,
+//! not glibc's wrappers, whose cross-thread "setxid" broadcast relies on thread bookkeeping that
+//! a raw `clone3` does not reset. Every failure writes a [`Report`] and exits 127.
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use crate::fdpass::{ACK, TAG_LISTENERS, TAG_NOTIFY, send_fds};
+use crate::prepare::Prepared;
+use crate::report::{Report, Step};
+use crate::sys::{self, SysResult};
+
+/// Descriptors the child uses; numbers valid in the child's copy of the fd table.
+pub(crate) struct ChildFds {
+    /// Child end of the launch socket (listeners, notify fd, ACK).
+    pub ctrl: RawFd,
+    /// Write end of the close-on-exec report pipe.
+    pub report: RawFd,
+    /// Sources for fds 0, 1, 2; `-1` keeps the inherited descriptor.
+    pub stdio: [RawFd; 3],
+}
+
+/// Exit code of a child that failed before `execve` (like a shell's "command not runnable").
+const SETUP_FAILED: i32 = 127;
+
+/// Signals the init passes on to the command.
+const FORWARDED: [libc::c_int; 6] =
+    [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+
+fn fail(fds: &ChildFds, step: Step, index: u16, errno: i32) -> ! {
+    let record = Report { step, index, errno }.encode();
+    // Nothing more can be done if the report itself cannot be written: exiting non-zero
+    // without a report still fails the launch.
+    let _ = sys::write_all(fds.report, &record);
+    sys::exit(SETUP_FAILED)
+}
+
+fn step<T>(fds: &ChildFds, step: Step, result: SysResult<T>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => fail(fds, step, 0, e),
+    }
+}
+
+/// Shell-style encoding of a wait status: the exit code, or 128 + the terminating signal.
+pub fn encode_wait_status(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    }
+}
+
+/// Closes every descriptor except 0-2 and the ones the child still needs, so the init does not
+/// keep the launcher's other sockets and pipes (other sessions' included) alive.
+fn close_all_but(keep: &[RawFd]) -> SysResult<()> {
+    let mut kept = [-1i32; 8];
+    let mut n = 0;
+    for &fd in [0, 1, 2].iter().chain(keep) {
+        if fd >= 0 && !kept[..n].contains(&fd) && n < kept.len() {
+            kept[n] = fd;
+            n += 1;
+        }
+    }
+    let kept = &mut kept[..n];
+    kept.sort_unstable();
+    let mut next: u32 = 0;
+    for &fd in kept.iter() {
+        let fd = fd as u32;
+        if fd > next {
+            sys::close_range(next, fd - 1, 0)?;
+        }
+        next = fd + 1;
+    }
+    sys::close_range(next, u32::MAX, 0)
+}
+
+fn block_all_signals() -> SysResult<()> {
+    // SAFETY: `set` is initialised by sigfillset before use; sigprocmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) < 0 {
+            return Err(sys::errno());
+        }
+    }
+    Ok(())
+}
+
+/// Entry point of the init (pid 1 of the new PID namespace). Never returns.
+pub(crate) fn run_init(p: &Prepared, fds: &ChildFds) -> ! {
+    let keep = [fds.ctrl, fds.report, fds.stdio[0], fds.stdio[1], fds.stdio[2]];
+    step(fds, Step::CloseFds, close_all_but(&keep));
+    step(fds, Step::NotDumpable, sys::prctl(libc::PR_SET_DUMPABLE, 0, 0));
+
+    // Mount view. Binds come before /proc, /sys and /tmp so their sources (a state dir under
+    // /tmp, say) still resolve on the host's mounts.
+    let rprivate = libc::MS_REC | libc::MS_PRIVATE;
+    step(fds, Step::MountPrivate, sys::mount(None, c"/", None, rprivate, None));
+    if let Some(name) = &p.hostname {
+        // SAFETY: `name` is a valid buffer of the length passed.
+        let ret = unsafe { libc::sethostname(name.as_ptr(), name.as_bytes().len()) };
+        step(fds, Step::Hostname, if ret < 0 { Err(sys::errno()) } else { Ok(()) });
+    }
+    step(fds, Step::BindStateDir, sys::bind_read_only(&p.state_dir, c"/run/agentsh"));
+    step(fds, Step::BindResolvConf, sys::bind_read_only(&p.resolv_src, c"/etc/resolv.conf"));
+    for (i, (host, inside)) in p.binds.iter().enumerate() {
+        if let Err(e) = sys::bind_read_only(host, inside) {
+            fail(fds, Step::BindFile, i as u16, e);
+        }
+    }
+    let hardened = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    step(fds, Step::MountProc, sys::mount(Some(c"proc"), c"/proc", Some(c"proc"), hardened, None));
+    let sys_flags = hardened | libc::MS_RDONLY;
+    step(fds, Step::MountSys, sys::mount(Some(c"sysfs"), c"/sys", Some(c"sysfs"), sys_flags, None));
+    let tmp_flags = libc::MS_NOSUID | libc::MS_NODEV;
+    let tmp = sys::mount(Some(c"tmpfs"), c"/tmp", Some(c"tmpfs"), tmp_flags, Some(c"mode=1777"));
+    step(fds, Step::MountTmp, tmp);
+
+    step(fds, Step::LoopbackUp, sys::interface_up(c"lo"));
+    if p.listeners {
+        let v4 = step(fds, Step::Listener4, sys::loopback_listener(false));
+        let v6 = step(fds, Step::Listener6, sys::loopback_listener(true));
+        step(fds, Step::SendListeners, send_fds(fds.ctrl, TAG_LISTENERS, &[v4, v6]));
+        sys::close(v4);
+        sys::close(v6);
+    }
+
+    // Blocked before the fork so a SIGCHLD or a SIGTERM that arrives early stays pending.
+    step(fds, Step::BlockSignals, block_all_signals());
+    // SAFETY: clone_args is plain old data; all-zero plus exit_signal is a plain fork.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.exit_signal = libc::SIGCHLD as u64;
+    // SAFETY: the child branch runs `run_command`, which never returns.
+    let command = step(fds, Step::ForkCommand, unsafe { sys::clone3(&mut args) });
+    if command == 0 {
+        run_command(p, fds);
+    }
+    // The init needs no descriptor from here on; dropping the report pipe and launch socket
+    // lets the parent see end-of-file once the command has exec'd.
+    let _ = sys::close_range(0, u32::MAX, 0);
+    reap(command)
+}
+
+/// The init's loop: forward signals to `command`, reap everything, exit with its status.
+fn reap(command: libc::pid_t) -> ! {
+    // SAFETY: `set` is initialised by sigemptyset/sigaddset; sigwaitinfo, waitpid and kill
+    // take plain values and a status pointer to a live local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for sig in FORWARDED {
+            libc::sigaddset(&mut set, sig);
+        }
+        loop {
+            let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
+            if sig == libc::SIGCHLD {
+                loop {
+                    let mut status = 0;
+                    let pid = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                    if pid <= 0 {
+                        break;
+                    }
+                    if pid == command {
+                        sys::exit(encode_wait_status(status));
+                    }
+                }
+            } else if sig > 0 {
+                libc::kill(command, sig);
+            }
+        }
+    }
+}
+
+fn reset_signals() -> SysResult<()> {
+    // SAFETY: signal() with SIG_DFL installs no handler; glibc rejects its own reserved
+    // signals with EINVAL, which is ignored. `empty` is initialised by sigemptyset.
+    unsafe {
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) < 0 {
+            return Err(sys::errno());
+        }
+    }
+    Ok(())
+}
+
+fn install_stdio(sources: [RawFd; 3]) -> SysResult<()> {
+    // Move every source above 2 first so installing fd 0 cannot clobber the source of fd 1.
+    let mut moved = [-1; 3];
+    for (slot, &src) in moved.iter_mut().zip(&sources) {
+        if src >= 0 {
+            *slot = sys::dup_above(src, 3)?;
+        }
+    }
+    for (target, &src) in moved.iter().enumerate() {
+        if src >= 0 {
+            sys::dup2(src, target as RawFd)?;
+        }
+    }
+    Ok(())
+}
+
+fn raw(ret: libc::c_long) -> SysResult<()> {
+    if ret < 0 { Err(sys::errno()) } else { Ok(()) }
+}
+
+fn drop_privileges(p: &Prepared, fds: &ChildFds) {
+    // Securebits, the bounding set and the uid switch need CAP_SETPCAP/SETUID/SETGID, so they
+    // go first; NOROOT keeps a uid-0 command from regaining capabilities at exec.
+    let bits = libc::SECBIT_NOROOT
+        | libc::SECBIT_NOROOT_LOCKED
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    step(fds, Step::SecureBits, sys::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0));
+    for cap in 0..64 {
+        match sys::prctl(libc::PR_CAPBSET_DROP, cap, 0) {
+            Ok(_) => {}
+            Err(libc::EINVAL) => break, // past CAP_LAST_CAP
+            Err(e) => fail(fds, Step::DropBounding, cap as u16, e),
+        }
+    }
+    let clear = libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong;
+    step(fds, Step::ClearAmbient, sys::prctl(libc::PR_CAP_AMBIENT, clear, 0));
+    // SAFETY (three calls): raw setgroups/setresgid/setresuid on this single-threaded process;
+    // the groups pointer and length describe a live slice.
+    let groups = unsafe { libc::syscall(libc::SYS_setgroups, p.groups.len(), p.groups.as_ptr()) };
+    step(fds, Step::SetGroups, raw(groups));
+    // SAFETY: see above.
+    let gid = unsafe { libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid) };
+    step(fds, Step::SetGid, raw(gid));
+    // SAFETY: see above.
+    let uid = unsafe { libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid) };
+    step(fds, Step::SetUid, raw(uid));
+    step(fds, Step::DropCaps, sys::capset_empty());
+}
+
+fn resolve_executable<'a>(p: &'a Prepared, fds: &ChildFds) -> &'a CStr {
+    let mut best = libc::ENOENT;
+    for candidate in &p.candidates {
+        match sys::is_executable_file(candidate) {
+            Ok(()) => return candidate,
+            Err(libc::ENOENT) | Err(libc::ENOTDIR) => {}
+            Err(e) => best = e,
+        }
+    }
+    fail(fds, Step::ResolveExecutable, 0, best)
+}
+
+/// Entry point of the command process (pid 2). Never returns.
+fn run_command(p: &Prepared, fds: &ChildFds) -> ! {
+    step(fds, Step::ResetSignals, reset_signals());
+    step(fds, Step::Stdio, install_stdio(fds.stdio));
+    step(fds, Step::CloseExtraFds, sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC));
+    drop_privileges(p, fds);
+    // SAFETY: `cwd` is NUL-terminated.
+    let cd = unsafe { libc::chdir(p.cwd.as_ptr()) };
+    step(fds, Step::Chdir, if cd < 0 { Err(sys::errno()) } else { Ok(()) });
+    step(fds, Step::NoNewPrivs, sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0));
+    // Before the filter: a filter may trap the stat/access calls the search makes.
+    let path = resolve_executable(p, fds);
+    if let Some(filter) = &p.filter {
+        let notify = step(fds, Step::InstallSeccomp, sys::seccomp_with_listener(filter));
+        step(fds, Step::SendNotifyFd, send_fds(fds.ctrl, TAG_NOTIFY, &[notify]));
+        sys::close(notify);
+        match sys::read_byte(fds.ctrl) {
+            Ok(Some(ACK)) => {}
+            Ok(Some(_)) => fail(fds, Step::WaitAck, 0, libc::EPROTO),
+            Ok(None) => fail(fds, Step::WaitAck, 0, libc::EPIPE),
+            Err(e) => fail(fds, Step::WaitAck, 0, e),
+        }
+    }
+    // SAFETY: path, argv and envp are NUL-terminated strings in NULL-terminated arrays that
+    // live in this process's copy of the parent's memory.
+    unsafe { libc::execve(path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr()) };
+    fail(fds, Step::Exec, 0, sys::errno())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_status_is_shell_style() {
+        assert_eq!(encode_wait_status(3 << 8), 3);
+        assert_eq!(encode_wait_status(libc::SIGKILL), 128 + 9);
+        assert_eq!(encode_wait_status(libc::SIGTERM), 143);
+    }
+}

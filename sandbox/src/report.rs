@@ -1,0 +1,226 @@
+//! The child's failure report: which setup step failed and with what errno.
+//!
+//! The child writes one fixed-size record on a `O_CLOEXEC` pipe and exits; a successful `execve`
+//! closes the pipe instead, so the parent reads either exactly one record or end-of-file. The
+//! record is 8 bytes (below `PIPE_BUF`, so the write is atomic) and is built on the stack:
+//! the child must not allocate between fork and exec.
+
+/// One step of the child's setup sequence, in the order the child runs them.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Closing descriptors inherited from the launcher that the sandbox must not hold.
+    CloseFds = 1,
+    /// Making the init non-dumpable so the command cannot ptrace or read it.
+    NotDumpable,
+    /// `mount --make-rprivate /`.
+    MountPrivate,
+    /// `sethostname` in the new UTS namespace.
+    Hostname,
+    /// Bind-mounting the session state dir at `/run/agentsh`.
+    BindStateDir,
+    /// Bind-mounting the resolv.conf copy at `/etc/resolv.conf`.
+    BindResolvConf,
+    /// Bind-mounting one of `spec.bind_files` (the record's index says which).
+    BindFile,
+    /// Mounting a fresh procfs on `/proc`.
+    MountProc,
+    /// Mounting a fresh sysfs on `/sys` (it shows the mounter's network namespace).
+    MountSys,
+    /// Mounting a private tmpfs on `/tmp`.
+    MountTmp,
+    /// Setting `IFF_UP` on `lo`.
+    LoopbackUp,
+    /// Creating the 127.0.0.1:0 gateway listener.
+    Listener4,
+    /// Creating the [::1]:0 gateway listener.
+    Listener6,
+    /// Sending the listeners to the parent.
+    SendListeners,
+    /// Blocking signals in the init so none is lost before it waits for them.
+    BlockSignals,
+    /// Forking the command process from the init.
+    ForkCommand,
+    /// Restoring default signal dispositions and an empty mask for the command.
+    ResetSignals,
+    /// Installing the command's stdin, stdout and stderr.
+    Stdio,
+    /// Marking every other inherited descriptor close-on-exec.
+    CloseExtraFds,
+    /// Locking the securebits so uid 0 gains no capabilities at exec.
+    SecureBits,
+    /// Emptying the capability bounding set.
+    DropBounding,
+    /// Clearing the ambient capability set.
+    ClearAmbient,
+    /// `setgroups` to `spec.groups`.
+    SetGroups,
+    /// `setresgid` to `spec.gid`.
+    SetGid,
+    /// `setresuid` to `spec.uid`.
+    SetUid,
+    /// Emptying the effective, permitted and inheritable capability sets.
+    DropCaps,
+    /// `chdir` to `spec.cwd`.
+    Chdir,
+    /// `PR_SET_NO_NEW_PRIVS`.
+    NoNewPrivs,
+    /// Finding the executable on `PATH`.
+    ResolveExecutable,
+    /// Installing the seccomp filter with a user-notify listener.
+    InstallSeccomp,
+    /// Sending the notify fd to the parent.
+    SendNotifyFd,
+    /// Waiting for the parent's go-ahead after it started supervising.
+    WaitAck,
+    /// `execve` itself.
+    Exec,
+}
+
+impl Step {
+    const ALL: [Step; 33] = [
+        Step::CloseFds,
+        Step::NotDumpable,
+        Step::MountPrivate,
+        Step::Hostname,
+        Step::BindStateDir,
+        Step::BindResolvConf,
+        Step::BindFile,
+        Step::MountProc,
+        Step::MountSys,
+        Step::MountTmp,
+        Step::LoopbackUp,
+        Step::Listener4,
+        Step::Listener6,
+        Step::SendListeners,
+        Step::BlockSignals,
+        Step::ForkCommand,
+        Step::ResetSignals,
+        Step::Stdio,
+        Step::CloseExtraFds,
+        Step::SecureBits,
+        Step::DropBounding,
+        Step::ClearAmbient,
+        Step::SetGroups,
+        Step::SetGid,
+        Step::SetUid,
+        Step::DropCaps,
+        Step::Chdir,
+        Step::NoNewPrivs,
+        Step::ResolveExecutable,
+        Step::InstallSeccomp,
+        Step::SendNotifyFd,
+        Step::WaitAck,
+        Step::Exec,
+    ];
+
+    /// The step's wire code.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The step for a wire code, if the code is known.
+    pub fn from_code(code: u16) -> Option<Step> {
+        Step::ALL.iter().copied().find(|s| s.code() == code)
+    }
+
+    /// A short description used in error messages; paths are appended by the caller.
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::CloseFds => "close inherited fds",
+            Step::NotDumpable => "make init non-dumpable",
+            Step::MountPrivate => "make / rprivate",
+            Step::Hostname => "sethostname",
+            Step::BindStateDir => "bind state dir at /run/agentsh",
+            Step::BindResolvConf => "bind /etc/resolv.conf",
+            Step::BindFile => "bind file",
+            Step::MountProc => "mount /proc",
+            Step::MountSys => "mount /sys",
+            Step::MountTmp => "mount /tmp",
+            Step::LoopbackUp => "bring up lo",
+            Step::Listener4 => "listen 127.0.0.1:0",
+            Step::Listener6 => "listen [::1]:0",
+            Step::SendListeners => "send listeners",
+            Step::BlockSignals => "block signals in init",
+            Step::ForkCommand => "fork command",
+            Step::ResetSignals => "reset signals",
+            Step::Stdio => "set up stdio",
+            Step::CloseExtraFds => "mark fds close-on-exec",
+            Step::SecureBits => "set securebits",
+            Step::DropBounding => "drop bounding set",
+            Step::ClearAmbient => "clear ambient capabilities",
+            Step::SetGroups => "setgroups",
+            Step::SetGid => "setresgid",
+            Step::SetUid => "setresuid",
+            Step::DropCaps => "capset",
+            Step::Chdir => "chdir",
+            Step::NoNewPrivs => "set no_new_privs",
+            Step::ResolveExecutable => "find executable",
+            Step::InstallSeccomp => "install seccomp filter",
+            Step::SendNotifyFd => "send notify fd",
+            Step::WaitAck => "wait for supervisor ack",
+            Step::Exec => "execve",
+        }
+    }
+}
+
+/// A decoded child failure: step, an index for per-item steps (bind files), and the errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The step that failed.
+    pub step: Step,
+    /// Which item of a list the step was working on (0 when the step has no list).
+    pub index: u16,
+    /// The errno the step failed with.
+    pub errno: i32,
+}
+
+/// Size in bytes of one encoded [`Report`].
+pub const REPORT_LEN: usize = 8;
+
+impl Report {
+    /// Encodes the report on the stack (little-endian step, index, errno).
+    pub fn encode(self) -> [u8; REPORT_LEN] {
+        let mut out = [0u8; REPORT_LEN];
+        out[0..2].copy_from_slice(&self.step.code().to_le_bytes());
+        out[2..4].copy_from_slice(&self.index.to_le_bytes());
+        out[4..8].copy_from_slice(&self.errno.to_le_bytes());
+        out
+    }
+
+    /// Decodes a report; `None` when the step code is unknown.
+    pub fn decode(buf: &[u8; REPORT_LEN]) -> Option<Report> {
+        let step = Step::from_code(u16::from_le_bytes([buf[0], buf[1]]))?;
+        let index = u16::from_le_bytes([buf[2], buf[3]]);
+        let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        Some(Report { step, index, errno })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_round_trips() {
+        for step in Step::ALL {
+            let r = Report { step, index: 7, errno: libc::EPERM };
+            assert_eq!(Report::decode(&r.encode()), Some(r));
+        }
+    }
+
+    #[test]
+    fn codes_are_dense_and_unique() {
+        for (i, step) in Step::ALL.iter().enumerate() {
+            assert_eq!(usize::from(step.code()), i + 1);
+        }
+    }
+
+    #[test]
+    fn unknown_code_is_rejected() {
+        let mut buf = Report { step: Step::Exec, index: 0, errno: 1 }.encode();
+        buf[0] = 0xff;
+        buf[1] = 0xff;
+        assert_eq!(Report::decode(&buf), None);
+    }
+}

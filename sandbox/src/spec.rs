@@ -1,0 +1,102 @@
+//! What a caller asks for: [`LaunchSpec`] and the stdio choices.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+/// Where one of the command's standard streams comes from.
+#[derive(Debug, Default)]
+pub enum Stdio {
+    /// The launcher's own descriptor with the same number.
+    #[default]
+    Inherit,
+    /// `/dev/null`, opened read-write.
+    Null,
+    /// A descriptor the caller owns, e.g. the write end of a pipe it reads.
+    ///
+    /// The sandbox receives a duplicate; the caller should drop its copy of a pipe's write end
+    /// after [`crate::launch`] returns, or it will never see end-of-file.
+    Fd(OwnedFd),
+}
+
+/// Everything needed to start one command in a fresh sandbox.
+///
+/// Build it with [`LaunchSpec::new`] and set fields directly; [`crate::launch`] validates it.
+#[derive(Debug)]
+pub struct LaunchSpec {
+    /// The command and its arguments; `argv[0]` is looked up on the `PATH` from `env` unless it
+    /// contains a `/`.
+    pub argv: Vec<OsString>,
+    /// The command's complete environment; nothing of the launcher's leaks in.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory inside the sandbox (entered after the uid change, so it must be
+    /// reachable by `uid`).
+    pub cwd: PathBuf,
+    /// User the command runs as.
+    pub uid: u32,
+    /// Primary group the command runs as.
+    pub gid: u32,
+    /// Supplementary groups; empty means none.
+    pub groups: Vec<u32>,
+    /// Session state dir on the host, bind-mounted read-only at `/run/agentsh`.
+    pub state_dir: PathBuf,
+    /// Text of the sandbox's `/etc/resolv.conf`; written to `<state_dir>/resolv.conf` and
+    /// bind-mounted read-only over `/etc/resolv.conf`.
+    pub resolv_conf: String,
+    /// Extra read-only bind mounts of single files: `(host_path, sandbox_path)`. The sandbox path
+    /// must already exist on the host and must not lie under `/tmp`, `/proc` or `/sys`.
+    pub bind_files: Vec<(PathBuf, PathBuf)>,
+    /// cgroup v2 directory the sandbox starts in (via `clone3(CLONE_INTO_CGROUP)`), normally
+    /// [`crate::cgroup::SessionCgroup::path`]; `None` leaves it in the launcher's cgroup.
+    pub cgroup: Option<PathBuf>,
+    /// Raw classic-BPF program (an array of `struct sock_filter`, 8 bytes each) installed last
+    /// before `execve` with a user-notify listener; the listener fd is handed to the parent.
+    pub seccomp: Option<Vec<u8>>,
+    /// Create TCP listeners on 127.0.0.1:0 and [::1]:0 inside the sandbox's network namespace
+    /// and hand them to the parent (the session gateway's listeners).
+    pub gateway_listeners: bool,
+    /// Hostname inside the new UTS namespace; `None` keeps a copy of the host's.
+    pub hostname: Option<String>,
+    /// The command's standard input.
+    pub stdin: Stdio,
+    /// The command's standard output.
+    pub stdout: Stdio,
+    /// The command's standard error.
+    pub stderr: Stdio,
+}
+
+impl LaunchSpec {
+    /// A spec for `argv` with conservative defaults: uid/gid 65534 (nobody), no groups, cwd `/`,
+    /// `PATH=/usr/local/bin:/usr/bin:/bin` only, an empty resolv.conf, no cgroup, no seccomp,
+    /// no listeners, inherited stdio.
+    pub fn new<I, S>(argv: I, state_dir: impl Into<PathBuf>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        LaunchSpec {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: vec![("PATH".into(), DEFAULT_PATH.into())],
+            cwd: PathBuf::from("/"),
+            uid: 65534,
+            gid: 65534,
+            groups: Vec::new(),
+            state_dir: state_dir.into(),
+            resolv_conf: String::new(),
+            bind_files: Vec::new(),
+            cgroup: None,
+            seccomp: None,
+            gateway_listeners: false,
+            hostname: None,
+            stdin: Stdio::Inherit,
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+        }
+    }
+}
+
+/// `PATH` used when the spec's environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Where the session state dir appears inside the sandbox.
+pub const SANDBOX_STATE_DIR: &str = "/run/agentsh";

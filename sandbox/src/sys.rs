@@ -1,0 +1,253 @@
+//! Thin, allocation-free wrappers over the raw syscalls the launcher needs.
+//!
+//! Every function here is safe to call between `clone3` and `execve`: no allocation, no locks,
+//! no glibc state that caches the thread id. Errors are plain errno values.
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+use std::ptr;
+
+/// A syscall result: the value, or the errno it failed with.
+pub(crate) type SysResult<T> = Result<T, i32>;
+
+/// The calling thread's errno.
+pub(crate) fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn check(ret: libc::c_int) -> SysResult<libc::c_int> {
+    if ret < 0 { Err(errno()) } else { Ok(ret) }
+}
+
+/// `clone3` without `CLONE_VM`: forks with the given namespace and cgroup flags.
+///
+/// # Safety
+/// The caller must treat a return of `Ok(0)` as being the child of a fork of a possibly
+/// multi-threaded process: only async-signal-safe work, no allocation, never return to callers
+/// that could unwind or run destructors (end with `_exit` or `execve`).
+pub(crate) unsafe fn clone3(args: &mut libc::clone_args) -> SysResult<libc::pid_t> {
+    // SAFETY: `args` is a valid, fully initialised clone_args of the size passed; without
+    // CLONE_VM and with a zero stack the child runs on a copy of this stack, like fork.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_clone3, args as *mut libc::clone_args, size_of::<libc::clone_args>())
+    };
+    if ret < 0 { Err(errno()) } else { Ok(ret as libc::pid_t) }
+}
+
+/// `mount(2)` with optional source, fstype and data.
+pub(crate) fn mount(
+    src: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> SysResult<()> {
+    let p = |s: Option<&CStr>| s.map_or(ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is NULL or a NUL-terminated string that outlives the call.
+    let ret = unsafe { libc::mount(p(src), target.as_ptr(), p(fstype), flags, p(data).cast()) };
+    check(ret).map(drop)
+}
+
+/// Read-only bind of `src` over `target`: bind, then remount the new mount read-only, nosuid,
+/// nodev (a bind ignores those flags on its first call).
+pub(crate) fn bind_read_only(src: &CStr, target: &CStr) -> SysResult<()> {
+    mount(Some(src), target, None, libc::MS_BIND, None)?;
+    let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    mount(None, target, None, ro, None)
+}
+
+/// `close_range(2)`.
+pub(crate) fn close_range(first: u32, last: u32, flags: u32) -> SysResult<()> {
+    // SAFETY: closing descriptors has no memory-safety effect on this process; callers only
+    // close ranges that hold no descriptor they still use.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
+    if ret < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// `prctl(2)` with up to four integer arguments.
+pub(crate) fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> SysResult<libc::c_int> {
+    // SAFETY: the options used by this crate take integer arguments only, no pointers.
+    check(unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) })
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Empties the effective, permitted and inheritable capability sets of the calling thread.
+pub(crate) fn capset_empty() -> SysResult<()> {
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: header and the two-element data array are the v3 layout capset(2) expects.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
+    if ret < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// Sets `IFF_UP` on the interface named `name` (e.g. `lo`) with `SIOCSIFFLAGS`.
+pub(crate) fn interface_up(name: &CStr) -> SysResult<()> {
+    // SAFETY: a plain socket() call.
+    let sock = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.to_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        close(sock);
+        return Err(libc::ENAMETOOLONG);
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name; the ioctls read/write its union.
+    let result = unsafe {
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req as *mut libc::ifreq) < 0 {
+            Err(errno())
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut req as *mut libc::ifreq) < 0 {
+                Err(errno())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    close(sock);
+    result
+}
+
+/// A listening TCP socket on `127.0.0.1:0` (`v6 == false`) or `[::1]:0`, close-on-exec.
+pub(crate) fn loopback_listener(v6: bool) -> SysResult<RawFd> {
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: a plain socket() call.
+    let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    let bound = if v6 {
+        // SAFETY: sockaddr_in6 is plain old data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_addr.s6_addr[15] = 1;
+        let one: libc::c_int = 1;
+        // SAFETY: valid socket, option value pointer and length; then a valid sockaddr_in6.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            libc::bind(fd, (&sa as *const libc::sockaddr_in6).cast(), size_of_val(&sa) as libc::socklen_t)
+        }
+    } else {
+        // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        // SAFETY: a valid sockaddr_in of the length passed.
+        unsafe {
+            libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), size_of_val(&sa) as libc::socklen_t)
+        }
+    };
+    // SAFETY: listen on the socket just bound.
+    let result = check(bound).and_then(|_| check(unsafe { libc::listen(fd, 128) }));
+    match result {
+        Ok(_) => Ok(fd),
+        Err(e) => {
+            close(fd);
+            Err(e)
+        }
+    }
+}
+
+/// Installs `prog` with `SECCOMP_FILTER_FLAG_NEW_LISTENER` and returns the notify fd.
+pub(crate) fn seccomp_with_listener(prog: &[libc::sock_filter]) -> SysResult<RawFd> {
+    let fprog = libc::sock_fprog { len: prog.len() as libc::c_ushort, filter: prog.as_ptr().cast_mut() };
+    // SAFETY: `fprog` points at `prog.len()` valid instructions that outlive the call; the
+    // kernel copies them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if ret < 0 { Err(errno()) } else { Ok(ret as RawFd) }
+}
+
+/// `true` when `path` names a regular file the real uid may execute.
+pub(crate) fn is_executable_file(path: &CStr) -> SysResult<()> {
+    // SAFETY: `st` is written by stat before it is read; `path` is NUL-terminated.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::stat(path.as_ptr(), &mut st) })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(libc::EACCES);
+    }
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::access(path.as_ptr(), libc::X_OK) }).map(drop)
+}
+
+/// Writes all of `buf`, retrying on `EINTR` and short writes.
+pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) -> SysResult<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a valid readable slice.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// Reads one byte; `Ok(None)` at end-of-file.
+pub(crate) fn read_byte(fd: RawFd) -> SysResult<Option<u8>> {
+    let mut b = 0u8;
+    loop {
+        // SAFETY: reads at most one byte into `b`.
+        let n = unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) };
+        match n {
+            1 => return Ok(Some(b)),
+            0 => return Ok(None),
+            _ if errno() == libc::EINTR => continue,
+            _ => return Err(errno()),
+        }
+    }
+}
+
+/// `close(2)`, ignoring errors (nothing useful can be done about them here).
+pub(crate) fn close(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and does not use it afterwards.
+    unsafe { libc::close(fd) };
+}
+
+/// `dup2(2)`.
+pub(crate) fn dup2(from: RawFd, to: RawFd) -> SysResult<()> {
+    // SAFETY: descriptor numbers only.
+    check(unsafe { libc::dup2(from, to) }).map(drop)
+}
+
+/// `fcntl(F_DUPFD_CLOEXEC, min)`.
+pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> SysResult<RawFd> {
+    // SAFETY: descriptor numbers only.
+    check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
+}
+
+/// Ends the calling process at once, without running atexit handlers or destructors.
+pub(crate) fn exit(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no userspace state.
+    unsafe { libc::_exit(code) }
+}
