@@ -45,7 +45,7 @@ pub fn load_yaml<T: DeserializeOwned + Validate>(text: &str, file: &str) -> Resu
             line: pos.line,
             column: pos.column,
             key: if path.is_root() { "(document)".to_string() } else { path.to_string() },
-            message,
+            message: message.replace('\n', " "),
         }
     };
     let value = match parse_yaml(text) {
@@ -53,7 +53,15 @@ pub fn load_yaml<T: DeserializeOwned + Validate>(text: &str, file: &str) -> Resu
         Ok(v) => v,
         Err(e) if !spans.duplicates.is_empty() => {
             let _ = e;
-            let errs = spans.duplicates.iter().map(|(p, _)| at(p, "duplicate key".to_string())).collect();
+            let errs = spans
+                .duplicates
+                .iter()
+                .map(|(p, pos)| LoadError {
+                    line: pos.line,
+                    column: pos.column,
+                    ..at(p, "duplicate key".to_string())
+                })
+                .collect();
             return Err(LoadErrors(errs));
         }
         Err(e) => {
@@ -72,7 +80,11 @@ pub fn load_yaml<T: DeserializeOwned + Validate>(text: &str, file: &str) -> Resu
     if let Some(t) = &typed {
         let mut v = Validator::default();
         t.validate(&mut v);
-        raw.extend(v.errors.into_iter().map(|(p, m)| (pruner.original(&p), m)));
+        // A check on a field that pruning emptied (an `operations` list whose only entry was
+        // bad) would only echo the error already reported inside it.
+        let echoes = |p: &YamlPath| matches!(p.last(), Some(Seg::Key(_))) && pruner.pruned_below(p);
+        let checked = v.errors.into_iter().map(|(p, m)| (pruner.original(&p), m));
+        raw.extend(checked.filter(|(p, _)| !echoes(p)));
     }
     match typed {
         Some(t) if raw.is_empty() => Ok(t),

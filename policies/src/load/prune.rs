@@ -20,9 +20,16 @@ pub(crate) const MAX_ERRORS: usize = 200;
 #[derive(Debug, Default)]
 pub(crate) struct Pruner {
     removed: Vec<(YamlPath, Vec<usize>)>,
+    pruned: HashSet<YamlPath>,
 }
 
 impl Pruner {
+    /// Whether pruning removed something strictly below `path` (original coordinates).
+    pub fn pruned_below(&self, path: &YamlPath) -> bool {
+        let n = path.segments().len();
+        self.pruned.iter().any(|q| q.segments().len() > n && q.segments()[..n] == *path.segments())
+    }
+
     /// Map a path of the pruned value to the path in the original text.
     pub fn original(&self, current: &YamlPath) -> YamlPath {
         let mut out = YamlPath::root();
@@ -175,7 +182,6 @@ pub(crate) fn deserialize_pruned<T: DeserializeOwned>(
     errors: &mut Vec<RawError>,
 ) -> (Option<T>, Pruner) {
     let mut pruner = Pruner::default();
-    let mut pruned: HashSet<YamlPath> = HashSet::new();
     while errors.len() < MAX_ERRORS {
         let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(t) => return (Some(t), pruner),
@@ -193,10 +199,10 @@ pub(crate) fn deserialize_pruned<T: DeserializeOwned>(
         let original = pruner.original(&target);
         match missing {
             // A required key that pruning removed: already reported.
-            Some(field) if pruned.contains(&original.key(field.clone())) => {}
+            Some(field) if pruner.pruned.contains(&original.key(field.clone())) => {}
             _ => errors.push((original.clone(), text)),
         }
-        pruned.insert(original);
+        pruner.pruned.insert(original);
         // Prune the node, or its nearest existing ancestor; give up at the root.
         while !target.is_root() && !exists(&mut value, &target) {
             target = target.parent();

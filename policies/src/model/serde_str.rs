@@ -35,7 +35,13 @@ impl FromStr for RegexPattern {
             .size_limit(1 << 20)
             .build()
             .map(|regex| RegexPattern { source: s.to_string(), regex })
-            .map_err(|e| format!("invalid regex {s:?}: {e}"))
+            .map_err(|e| {
+                // regex's syntax errors span several lines (pattern, caret, message); keep the
+                // message so every load error stays on one line.
+                let text = e.to_string();
+                let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+                format!("invalid regex {s:?}: {}", why.trim().trim_start_matches("error: "))
+            })
     }
 }
 

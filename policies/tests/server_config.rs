@@ -1,0 +1,42 @@
+//! The server config loads through the same strict core: defaults, checks and positions.
+
+use policies::config::{DnsMode, SecurityMode, ServerConfig, load_server_config};
+
+fn one(text: &str) -> String {
+    let e = load_server_config(text, "c.yaml").expect_err("should not load");
+    assert_eq!(e.len(), 1, "{e}");
+    let e = &e.0[0];
+    format!("{}:{}: {}: {}", e.line, e.column, e.key, e.message)
+}
+
+#[test]
+fn empty_config_is_the_default() {
+    let c = load_server_config("", "c.yaml").unwrap();
+    assert_eq!(c, ServerConfig::default());
+    assert_eq!(c.dns.mode, DnsMode::Synthetic);
+    assert_eq!(c.security.mode, SecurityMode::Auto);
+    assert_eq!(c.control_socket().to_str(), Some("/run/agentsh/agentsh.sock"));
+}
+
+#[test]
+fn checks_report_positions() {
+    assert_eq!(
+        one("audit:\n  sinks:\n    - {type: jsonl}\n"),
+        "3:7: audit.sinks[0]: a jsonl sink requires path"
+    );
+    assert_eq!(
+        one("security:\n  mode: ptrace\n  minimum_mode: seccomp\n"),
+        "2:3: security.mode: mode is weaker than minimum_mode"
+    );
+    assert_eq!(
+        one("listeners: {tcp: '0.0.0.0:18080'}\n"),
+        "1:13: listeners.tcp: 0.0.0.0:18080 is not loopback (the control API has no authentication)"
+    );
+    assert_eq!(
+        one("dns: {mode: magic}\n"),
+        r#"1:7: dns.mode: unknown mode "magic" (expected synthetic, passthrough)"#
+    );
+    let m = one("dns:\n  upstream: [1.1.1.1, 'x:53']\n");
+    assert!(m.starts_with("2:23: dns.upstream[1]: invalid DNS upstream \"x:53\""), "{m}");
+    assert!(one("state_dir: run\n").ends_with("must be an absolute path"));
+}
