@@ -4,7 +4,7 @@ mod policy_check;
 mod policy_source;
 mod policy_validate;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -68,13 +68,4 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             policy_check::run(&policy, &connects, ip, &names, json)
         }
     }
-}
-
-/// Where a policy named on the command line comes from.
-#[derive(Debug)]
-pub enum PolicyRef {
-    /// A file on disk.
-    File(PathBuf),
-    /// An embedded policy.
-    Embedded(&'static str),
 }

@@ -83,7 +83,10 @@ pub fn run(
         } else {
             print_decision("connect", text, &d);
             if let Some(r) = redirect {
-                let to = r.redirect_to.clone().or(r.redirect_to_unix.as_ref().map(|p| format!("unix:{}", p.display())));
+                let to = r
+                    .redirect_to
+                    .clone()
+                    .or(r.redirect_to_unix.as_ref().map(|p| format!("unix:{}", p.display())));
                 println!("  redirect (rule {}): to {}", r.name, to.unwrap_or_default());
             }
         }
@@ -96,12 +99,15 @@ pub fn run(
         if json {
             let mut v = decision_json("dns", name, &d);
             if let Some(r) = redirect {
-                v["dns_redirect"] = json!({"rule": r.name, "resolve_to": r.resolve_to.to_string(), "ttl": r.ttl});
+                v["dns_redirect"] =
+                    json!({"rule": r.name, "resolve_to": r.resolve_to.to_string(), "ttl": r.ttl});
             }
             println!("{v}");
         } else {
             match redirect {
-                Some(r) => println!("dns {name}: redirect to {} ttl {} (rule {})", r.resolve_to, r.ttl, r.name),
+                Some(r) => {
+                    println!("dns {name}: redirect to {} ttl {} (rule {})", r.resolve_to, r.ttl, r.name)
+                }
                 None => print_decision("dns", name, &d),
             }
         }

@@ -22,7 +22,9 @@ pub fn read(arg: &str) -> anyhow::Result<PolicySource> {
     }
     match embedded::source(arg) {
         Some(text) => Ok(PolicySource { display: format!("<embedded:{arg}>"), text: text.to_string() }),
-        None => bail!("{arg}: no such file, and not an embedded policy (one of: {})", embedded::NAMES.join(", ")),
+        None => {
+            bail!("{arg}: no such file, and not an embedded policy (one of: {})", embedded::NAMES.join(", "))
+        }
     }
 }
 

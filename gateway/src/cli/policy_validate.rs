@@ -10,7 +10,7 @@ pub fn run(files: &[String], config: bool) -> anyhow::Result<ExitCode> {
     for file in files {
         let src = policy_source::read(file)?;
         let result = if config {
-            policies::load_server_config(&src.text, &src.display).map(drop)
+            policies::config::load_server_config(&src.text, &src.display).map(drop)
         } else {
             policies::load_policy(&src.text, &src.display).map(drop)
         };
