@@ -241,7 +241,7 @@ fn drop_privileges(p: &Prepared, fds: &ChildFds) {
     }
     let clear = libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong;
     step(fds, Step::ClearAmbient, sys::prctl(libc::PR_CAP_AMBIENT, clear, 0));
-    // SAFETY (three calls): raw setgroups/setresgid/setresuid on this single-threaded process;
+    // SAFETY: raw setgroups/setresgid/setresuid on this single-threaded process;
     // the groups pointer and length describe a live slice.
     let groups = unsafe { libc::syscall(libc::SYS_setgroups, p.groups.len(), p.groups.as_ptr()) };
     step(fds, Step::SetGroups, raw(groups));

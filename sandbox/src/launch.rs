@@ -372,6 +372,8 @@ impl Launched {
         if self.exit.is_some() {
             return self.wait().map(Some);
         }
+        // As in `wait`: a command parked for its ACK is aborted rather than waited on forever.
+        self.ctrl = None;
         let mut pfd = libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
         // SAFETY: one live pollfd.
