@@ -64,6 +64,11 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The v2 cgroup path (`/agentsh/<id>`) in `/proc/<pid>/cgroup` text: the `0::` line.
+pub fn v2_path_of(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
 /// The cgroup v2 root of this host (`/sys/fs/cgroup/unified` on hybrid hosts).
 pub fn unified_root() -> Result<PathBuf, SandboxError> {
     let path = Path::new("/proc/self/mountinfo");
@@ -122,6 +127,20 @@ impl SessionCgroup {
         let file = self.path.join("cgroup.events");
         let text = fs::read_to_string(&file).map_err(cg_err("read", &file))?;
         Ok(text.lines().any(|l| l.trim() == "populated 1"))
+    }
+
+    /// Whether `pid` is in this cgroup or below it, from `/proc/<pid>/cgroup` as seen from the
+    /// caller's cgroup namespace (the host's, for the gateway): used to check that a Unix-socket
+    /// peer (SO_PEERCRED) belongs to this session.
+    pub fn contains(&self, pid: libc::pid_t) -> Result<bool, SandboxError> {
+        let root = unified_root()?;
+        let Ok(rel) = self.path.strip_prefix(&root) else {
+            return Ok(false);
+        };
+        let file = PathBuf::from(format!("/proc/{pid}/cgroup"));
+        let text = fs::read_to_string(&file).map_err(cg_err("read", &file))?;
+        let Some(theirs) = v2_path_of(&text) else { return Ok(false) };
+        Ok(Path::new(theirs).strip_prefix("/").is_ok_and(|p| p.starts_with(rel)))
     }
 
     /// Moves `pid` into this cgroup (for processes not started by [`crate::launch`]).
@@ -202,6 +221,13 @@ mod tests {
 ";
         assert_eq!(find_cgroup2_mount(text), Some(PathBuf::from("/sys/fs/cgroup/unified")));
         assert_eq!(find_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/sda rw\n"), None);
+    }
+
+    #[test]
+    fn the_v2_line_is_picked_from_a_hybrid_listing() {
+        let text = "9:name=systemd:/\n4:memory:/x\n0::/agentsh/s1\n";
+        assert_eq!(v2_path_of(text), Some("/agentsh/s1"));
+        assert_eq!(v2_path_of("4:memory:/x\n"), None);
     }
 
     #[test]

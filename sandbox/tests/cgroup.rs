@@ -42,6 +42,8 @@ fn sandbox_starts_in_the_session_cgroup_and_kill_all_ends_it() {
     };
     assert!(procs.contains(&launched.pid), "init {} not in {procs:?}", launched.pid);
     assert!(procs.len() >= 3, "{procs:?}");
+    assert!(procs.iter().all(|p| cg.contains(*p).unwrap()), "{procs:?}");
+    assert!(!cg.contains(std::process::id() as libc::pid_t).unwrap());
 
     cg.kill_all().unwrap();
     assert_eq!(launched.wait_timeout(Duration::from_secs(10)).unwrap(), Some(137));
