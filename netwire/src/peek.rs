@@ -24,6 +24,9 @@ use tokio::net::TcpStream;
 use crate::http::{self, HttpError, HttpHead};
 use crate::tls::{self, ClientHelloInfo, TlsError};
 
+/// Longest wait between two looks at a socket whose queued bytes are not yet decisive.
+const MAX_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Longest method token considered (`PROPPATCH`, `MKCALENDAR`, … fit easily).
 const MAX_METHOD_LEN: usize = 20;
 
@@ -132,19 +135,25 @@ pub async fn peek_first_bytes(
 
 /// Wait until more than `seen` bytes are queued (returning how many are) or the peer has
 /// closed (returning `seen` again).
+///
+/// Readiness is only ever cleared when the socket truly has nothing queued (`EAGAIN`). While
+/// bytes sit unread but nothing new has come, it polls with a short back-off instead: clearing
+/// the readiness then would leave the caller's next `readable()` asleep on data already there.
 async fn peek_more(stream: &TcpStream, buf: &mut [u8], seen: usize) -> io::Result<usize> {
+    let mut backoff = Duration::from_millis(1);
     loop {
         let ready = stream.ready(Interest::READABLE).await?;
-        let closed = ready.is_read_closed();
         let res = stream.try_io(Interest::READABLE, || {
-            let n = recv(stream.as_raw_fd(), buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT)
-                .map_err(io::Error::from)?;
-            // Readable but nothing new: report WouldBlock so tokio clears the readiness and
-            // the next wait sleeps until the kernel signals new data, instead of spinning.
-            if n <= seen && !closed && n != 0 { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(n) }
+            recv(stream.as_raw_fd(), buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT)
+                .map_err(io::Error::from)
         });
         match res {
-            Ok(n) => return Ok(n.max(seen)),
+            // `0` is end of stream with nothing queued; `seen` again after a close is the end too.
+            Ok(n) if n > seen || n == 0 || ready.is_read_closed() => return Ok(n.max(seen)),
+            Ok(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_POLL_INTERVAL);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }

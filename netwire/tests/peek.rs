@@ -87,6 +87,11 @@ async fn partial_then_timeout_is_need_more() {
     client.write_all(partial).await.expect("write");
     let (peeked, n) = peek_first_bytes(&server, 4096, Duration::from_millis(150)).await.expect("peek");
     assert_eq!((peeked, n), (Peeked::NeedMore, partial.len()));
+    // The queued bytes must still wake a reader: peeking may not swallow the readiness.
+    let mut server = server;
+    let mut buf = [0u8; 64];
+    let got = tokio::time::timeout(Duration::from_secs(2), server.read(&mut buf)).await.expect("not stuck");
+    assert_eq!(got.expect("read"), partial.len());
 }
 
 #[tokio::test]
