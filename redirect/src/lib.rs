@@ -1,3 +1,20 @@
-//! Connect redirection backends (seccomp user-notify, eBPF cgroup/sock_addr, ptrace) behind one
-//! trait, and the `OriginalDst` table that names each redirected connection.
-//! Not implemented yet: see the issue tracker.
+//! Connect redirection backends behind one trait, and the `OriginalDst` table.
+//!
+//! Today this crate provides the seccomp user-notify backend of DESIGN.md §2:
+//! - [`filter`]: the sandbox's seccomp filter, from a pure [`filter::FilterSpec`] to raw BPF;
+//! - [`seccomp::Supervisor`]: the loop that answers the filter's notifications;
+//! - [`OriginalDstTable`]: where each redirected connection really was going;
+//! - [`handoff`]: passing the notify fd over a Unix socket with SCM_RIGHTS.
+
+pub mod decide;
+pub mod filter;
+pub mod handoff;
+pub mod original_dst;
+pub mod seccomp;
+pub mod sockaddr;
+#[doc(hidden)]
+pub mod testing;
+
+pub use decide::{Action, CallKind, ConnectDecider, SockInfo};
+pub use original_dst::{OriginalDst, OriginalDstTable, TableError, Transport};
+pub use sockaddr::{ParsedAddr, SockaddrError, UnixAddr, parse_sockaddr};

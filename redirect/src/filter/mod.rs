@@ -1,0 +1,13 @@
+//! The sandbox's seccomp filter: a pure [`FilterSpec`], compiled by libseccomp into a raw,
+//! checked classic-BPF program that a forked child installs without allocating.
+
+mod compile;
+mod install;
+mod spec;
+
+pub use compile::{
+    BpfProgram, FilterError, INSN_LEN, MAX_INSNS, ProgramError, check_program, compile, program_notifies,
+    render_pfc,
+};
+pub use install::{install, install_with_listener};
+pub use spec::{DEFAULT_DENIED, DeniedSyscall, FilterSpec, ForeignArch, NotifySet, SocketRules, SpecError};
