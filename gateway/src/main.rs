@@ -2,12 +2,22 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod control;
+mod daemon;
+mod events;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AGENTSH_LOG")
+                .unwrap_or_else(|_| "warn,gateway=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

@@ -1,10 +1,14 @@
 //! Command-line surface (DESIGN.md §6). One file per command; only commands that work are here.
 
+pub mod client;
+mod exec;
 mod policy_check;
 mod policy_source;
 mod policy_validate;
+mod server;
+mod session;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -21,9 +25,81 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon in the foreground (other commands start it on demand).
+    Server {
+        /// Server config file (state dir, listeners, DNS, audit sinks, security mode).
+        #[arg(long, env = "AGENTSH_CONFIG")]
+        config: Option<String>,
+    },
+    /// Create, list, show and destroy sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Run a command in a session; exits with the command's exit code.
+    Exec {
+        #[command(flatten)]
+        flags: exec::ExecFlags,
+        /// Session id (default: $AGENTSH_SESSION_ID).
+        #[arg(env = "AGENTSH_SESSION_ID")]
+        session: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// One shot: create a session, run the command in it, destroy the session.
+    Run {
+        /// Policy file or embedded policy name.
+        #[arg(long, default_value = "default")]
+        policy: String,
+        /// The workspace (default: the current directory).
+        #[arg(long, default_value = ".")]
+        workspace: PathBuf,
+        /// Server config for a daemon started by this command.
+        #[arg(long)]
+        config: Option<String>,
+        #[command(flatten)]
+        flags: exec::ExecFlags,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCommand {
+    /// Create a session and print its id.
+    Create {
+        /// The agent's working directory.
+        #[arg(long)]
+        workspace: PathBuf,
+        /// Policy file or embedded policy name (default, strict, audit).
+        #[arg(long, default_value = "default")]
+        policy: String,
+        /// Print `{"id": …}` instead of the bare id.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sessions.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session.
+    Show {
+        /// Session id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy a session, killing every process in it.
+    Destroy {
+        /// Session id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,7 +124,8 @@ enum PolicyCommand {
         /// Decide a connect to HOST:PORT (a name, an IPv4 address or a bracketed IPv6 address).
         #[arg(long = "connect", value_name = "HOST:PORT")]
         connects: Vec<String>,
-        /// With --connect NAME:PORT, the address the name resolved to (checked against CIDR rules).
+        /// With --connect NAME:PORT, the address the name resolved to (checked against CIDR
+        /// rules); applies to every --connect given by name.
         #[arg(long, value_name = "IP")]
         ip: Option<std::net::IpAddr>,
         /// Decide a DNS question for NAME.
@@ -63,6 +140,20 @@ enum PolicyCommand {
 /// Run the parsed command line and return the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Server { config } => server::run(config.as_deref()),
+        Command::Session(SessionCommand::Create { workspace, policy, json }) => {
+            session::create(&workspace, &policy, json)
+        }
+        Command::Session(SessionCommand::List { json }) => session::list(json),
+        Command::Session(SessionCommand::Show { id, json }) => session::show(&id, json),
+        Command::Session(SessionCommand::Destroy { id }) => session::destroy(&id),
+        Command::Exec { flags, session, command } => exec::exec(&session, &command, &flags),
+        Command::Run { policy, workspace, config, flags, command } => {
+            if let Some(c) = config {
+                client::set_daemon_config(c);
+            }
+            exec::run(&policy, &workspace, &command, &flags)
+        }
         Command::Policy(PolicyCommand::Validate { files, config }) => policy_validate::run(&files, config),
         Command::Policy(PolicyCommand::Check { policy, connects, ip, names, json }) => {
             policy_check::run(&policy, &connects, ip, &names, json)

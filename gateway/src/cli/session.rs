@@ -1,0 +1,96 @@
+//! `agentsh session create|list|show|destroy`.
+
+use std::{path::Path, process::ExitCode};
+
+use anyhow::{Context, bail};
+
+use super::client;
+use crate::control::protocol::{PolicySpec, Request, Response, SessionInfo};
+
+/// Turn a `--policy` argument into what the daemon needs: an existing file's text, else an
+/// embedded name.
+pub fn policy_spec(arg: &str) -> anyhow::Result<PolicySpec> {
+    let path = Path::new(arg);
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {arg}"))?;
+        return Ok(PolicySpec::Inline { file: arg.to_string(), text });
+    }
+    if policies::embedded::source(arg).is_none() {
+        bail!(
+            "{arg}: no such file, and not an embedded policy (one of: {})",
+            policies::embedded::NAMES.join(", ")
+        );
+    }
+    Ok(PolicySpec::Embedded { name: arg.to_string() })
+}
+
+/// Ask the daemon for a new session; returns its description.
+pub fn create_session(workspace: &Path, policy: &str) -> anyhow::Result<SessionInfo> {
+    let workspace =
+        std::fs::canonicalize(workspace).with_context(|| format!("workspace {}", workspace.display()))?;
+    let req = Request::SessionCreate { workspace, policy: policy_spec(policy)? };
+    match client::call(&req)? {
+        Response::Created { session } => Ok(session),
+        other => bail!("unexpected response: {other:?}"),
+    }
+}
+
+/// Destroy a session.
+pub fn destroy_session(id: &str) -> anyhow::Result<()> {
+    client::call(&Request::SessionDestroy { id: id.to_string() })?;
+    Ok(())
+}
+
+fn print_info(s: &SessionInfo) {
+    println!("id:         {}", s.id);
+    println!("workspace:  {}", s.workspace.display());
+    println!("policy:     {}", s.policy);
+    println!("backend:    {}", s.backend);
+    println!("created:    {}", s.created_at);
+    println!("commands:   {} ({} running)", s.commands, s.running);
+}
+
+/// `session create`.
+pub fn create(workspace: &Path, policy: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let s = create_session(workspace, policy)?;
+    if json {
+        println!("{}", serde_json::json!({"id": s.id, "workspace": s.workspace, "policy": s.policy}));
+    } else {
+        println!("{}", s.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `session list`.
+pub fn list(json: bool) -> anyhow::Result<ExitCode> {
+    let Response::Sessions { sessions } = client::call(&Request::SessionList)? else {
+        bail!("unexpected response")
+    };
+    if json {
+        println!("{}", serde_json::to_string(&sessions)?);
+    } else {
+        for s in sessions {
+            println!("{}  {}  {}  {}", s.id, s.policy, s.workspace.display(), s.created_at);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `session show`.
+pub fn show(id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let Response::Session { session } = client::call(&Request::SessionShow { id: id.to_string() })? else {
+        bail!("unexpected response")
+    };
+    if json {
+        println!("{}", serde_json::to_string(&session)?);
+    } else {
+        print_info(&session);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `session destroy`.
+pub fn destroy(id: &str) -> anyhow::Result<ExitCode> {
+    destroy_session(id)?;
+    Ok(ExitCode::SUCCESS)
+}

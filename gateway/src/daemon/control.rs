@@ -1,0 +1,117 @@
+//! One control connection: check the caller with SO_PEERCRED, read one request, answer it.
+
+use std::{os::unix::net::UnixStream, sync::Arc};
+
+use anyhow::{Context, bail};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use policies::{embedded, load_policy};
+
+use super::{Daemon, Session};
+use crate::{
+    control::{
+        frame::{read_frame, write_frame},
+        protocol::{PolicySpec, Request, Response},
+    },
+    events::Event,
+};
+
+/// The caller, as the kernel reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Serve one connection to completion; errors go back to the caller as `Response::Error`.
+pub fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
+    let peer = match getsockopt(&stream, PeerCredentials) {
+        Ok(c) => Peer { pid: c.pid(), uid: c.uid(), gid: c.gid() },
+        Err(e) => {
+            eprintln!("agentsh server: SO_PEERCRED: {e}");
+            return;
+        }
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if peer.uid != 0 && peer.uid != me {
+        let ev = Event::new("listener_auth_fail", "")
+            .field("listener", "control")
+            .field("peer_uid", peer.uid)
+            .field("peer_pid", peer.pid)
+            .field("reason", "uid_not_allowed");
+        daemon.recorder.record(ev);
+        return;
+    }
+    let response = match read_frame::<Request>(&mut stream) {
+        Ok(req) => handle(daemon, req, &mut stream, peer)
+            .unwrap_or_else(|e| Response::Error { error: format!("{e:#}") }),
+        Err(e) => Response::Error { error: format!("bad request: {e}") },
+    };
+    let _ = write_frame(&mut stream, &response);
+}
+
+fn resolve_policy(spec: PolicySpec) -> anyhow::Result<(String, policies::Policy)> {
+    let (name, file, text) = match spec {
+        PolicySpec::Embedded { name } => {
+            let Some(text) = embedded::source(&name) else {
+                bail!("unknown embedded policy {name:?} (one of: {})", embedded::NAMES.join(", "));
+            };
+            (name.clone(), format!("<embedded:{name}>"), text.to_string())
+        }
+        PolicySpec::Inline { file, text } => (file.clone(), file, text),
+    };
+    let policy = load_policy(&text, &file).map_err(|errs| anyhow::anyhow!("invalid policy:\n{errs}"))?;
+    Ok((name, policy))
+}
+
+fn handle(
+    daemon: &Arc<Daemon>,
+    req: Request,
+    stream: &mut UnixStream,
+    peer: Peer,
+) -> anyhow::Result<Response> {
+    match req {
+        Request::SessionCreate { workspace, policy } => {
+            if !workspace.is_absolute() || !workspace.is_dir() {
+                bail!("workspace {} is not an existing absolute directory", workspace.display());
+            }
+            let (name, policy) = resolve_policy(policy)?;
+            let session = Session::create(&daemon.config.state_dir, workspace, name, policy)?;
+            let info = session.info();
+            daemon.recorder.record(
+                Event::new("session_created", &session.id)
+                    .field("workspace", session.workspace.display().to_string())
+                    .field("policy", session.policy_name.clone())
+                    .field("peer_uid", peer.uid),
+            );
+            daemon
+                .sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(session.id.clone(), Arc::new(session));
+            Ok(Response::Created { session: info })
+        }
+        Request::SessionList => {
+            let sessions = daemon
+                .sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .map(|s| s.info())
+                .collect();
+            Ok(Response::Sessions { sessions })
+        }
+        Request::SessionShow { id } => Ok(Response::Session { session: daemon.session(&id)?.info() }),
+        Request::SessionDestroy { id } => {
+            let session = daemon.session(&id)?;
+            session.destroy().with_context(|| format!("destroying {id}"))?;
+            daemon.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            daemon.recorder.record(Event::new("session_destroyed", &id));
+            Ok(Response::Done)
+        }
+        Request::Exec(exec) => super::exec::run(daemon, exec, stream, peer),
+    }
+}

@@ -1,0 +1,222 @@
+//! The session's answer to the seccomp supervisor: where may this socket go. It only decides
+//! (and records blocked attempts); the supervisor does the IO. The full decision on name + IP +
+//! port is made later by the funnel, once the first bytes name the destination.
+
+use std::{
+    net::SocketAddr,
+    path::{Component, Path, PathBuf},
+    sync::Arc,
+};
+
+use policies::{CompiledPolicy, ConnectRequest, Decision, Policy};
+use redirect::{
+    Action,
+    decide::{CallKind, ConnectDecider, SockInfo},
+    sockaddr::UnixAddr,
+};
+
+use super::Recorder;
+use crate::events::Event;
+
+/// Where the sandbox sees the session's state dir.
+const SANDBOX_STATE_DIR: &str = "/run/agentsh";
+
+/// Per-command decider.
+pub struct SessionDecider {
+    /// Session id, for events.
+    pub session_id: String,
+    /// Command id, for events.
+    pub command_id: String,
+    /// The policy as loaded (rule details).
+    pub policy: Arc<Policy>,
+    /// The compiled policy.
+    pub compiled: Arc<CompiledPolicy>,
+    /// The gateway listener for IPv4 sockets.
+    pub gateway_v4: SocketAddr,
+    /// The gateway listener for IPv6 sockets.
+    pub gateway_v6: SocketAddr,
+    /// The workspace: Unix sockets inside it are reachable.
+    pub workspace: PathBuf,
+    /// Event sink.
+    pub recorder: Arc<Recorder>,
+    /// Unix paths already reported as blocked (programs retry, e.g. glibc's nscd lookups).
+    pub reported_unix: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+}
+
+/// The position of the rule named `rule` in `network_rules`, if it is one.
+fn rule_index(policy: &Policy, rule: &str) -> Option<usize> {
+    policy.network_rules.iter().position(|r| r.name == rule)
+}
+
+/// A decision on the address alone is final when the deciding rule does not look at names and
+/// no earlier rule could match by name instead (the name is only known once the first bytes
+/// come). The built-in default deny is never final: a name rule may still allow.
+fn final_on_address(policy: &Policy, d: &Decision) -> bool {
+    match rule_index(policy, &d.rule) {
+        Some(i) => {
+            policy.network_rules[i].domains.is_empty()
+                && policy.network_rules[..i].iter().all(|r| r.domains.is_empty())
+        }
+        None => false,
+    }
+}
+
+/// Whether a connect to the host's loopback `dst` is exported by an explicit CIDR rule.
+pub fn loopback_exported(policy: &Policy, compiled: &CompiledPolicy, dst: SocketAddr) -> bool {
+    let d = compiled.decide_connect(&ConnectRequest::by_ip(dst.ip(), dst.port()));
+    d.verdict.permits()
+        && rule_index(policy, &d.rule).is_some_and(|i| !policy.network_rules[i].cidrs.is_empty())
+}
+
+/// Lexically normalise `path` (resolving `.` and `..`), relative to `cwd` when not absolute.
+fn normalise(path: &Path, cwd: Option<&Path>) -> Option<PathBuf> {
+    let joined = if path.is_absolute() { path.to_path_buf() } else { cwd?.join(path) };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    Some(out)
+}
+
+impl SessionDecider {
+    fn blocked(&self, kind: &str, remote: String, pid: u32, d: &Decision, fields: &[(&str, String)]) {
+        let mut e = Event::new(kind, &self.session_id);
+        e.command_id = Some(self.command_id.clone());
+        e.pid = i32::try_from(pid).ok();
+        e.remote = Some(remote);
+        e.policy = Some(d.into());
+        for (k, v) in fields {
+            e.fields.insert((*k).to_string(), v.clone().into());
+        }
+        self.recorder.record(e);
+    }
+
+    fn gateway_for(&self, sock: SockInfo) -> SocketAddr {
+        if sock.family == libc::AF_INET6 { self.gateway_v6 } else { self.gateway_v4 }
+    }
+
+    /// Whether an AF_UNIX pathname is reachable: the session's own sockets and the workspace.
+    fn unix_allowed(&self, path: &Path) -> bool {
+        path.starts_with(SANDBOX_STATE_DIR) || path.starts_with(&self.workspace)
+    }
+}
+
+impl ConnectDecider for SessionDecider {
+    fn decide(&self, dst: SocketAddr, sock: SockInfo, pid: u32) -> Action {
+        self.decide_call(CallKind::Connect, dst, sock, pid)
+    }
+
+    fn decide_call(&self, call: CallKind, dst: SocketAddr, sock: SockInfo, pid: u32) -> Action {
+        let exported = dst.ip().is_loopback() && loopback_exported(&self.policy, &self.compiled, dst);
+        if dst.ip().is_loopback() && !exported {
+            return Action::Continue; // stays on the sandbox's own loopback
+        }
+        if !sock.is_stream() || call == CallKind::Send {
+            let d = Decision {
+                verdict: policies::Verdict::Deny,
+                rule: "datagram-egress".into(),
+                message: Some("only TCP leaves the sandbox; UDP and raw datagrams are refused".into()),
+            };
+            self.blocked("net_connect_blocked", dst.to_string(), pid, &d, &[("transport", "udp".into())]);
+            return Action::Deny(libc::EACCES);
+        }
+        let quick = self.compiled.decide_connect(&ConnectRequest::by_ip(dst.ip(), dst.port()));
+        if !quick.verdict.permits() && final_on_address(&self.policy, &quick) {
+            self.blocked("net_connect_blocked", dst.to_string(), pid, &quick, &[("stage", "connect".into())]);
+            return Action::Deny(libc::EACCES);
+        }
+        Action::Redirect(self.gateway_for(sock))
+    }
+
+    fn decide_unix(&self, addr: &UnixAddr, _sock: SockInfo, pid: u32) -> Action {
+        let UnixAddr::Pathname(raw) = addr else {
+            // Abstract names live in the sandbox's own network namespace.
+            return Action::Continue;
+        };
+        let path = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(raw));
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        match normalise(path, cwd.as_deref()) {
+            Some(p) if self.unix_allowed(&p) => Action::Continue,
+            other => {
+                let shown = other.unwrap_or_else(|| path.to_path_buf());
+                let first =
+                    self.reported_unix.lock().unwrap_or_else(|p| p.into_inner()).insert(shown.clone());
+                if !first {
+                    return Action::Deny(libc::EACCES);
+                }
+                let shown = shown.display().to_string();
+                let d = Decision {
+                    verdict: policies::Verdict::Deny,
+                    rule: "default-deny-unix".into(),
+                    message: Some(
+                        "only the session's sockets and sockets in the workspace are reachable".into(),
+                    ),
+                };
+                self.blocked("unix_socket_blocked", shown, pid, &d, &[]);
+                Action::Deny(libc::EACCES)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_paths_lexically() {
+        assert_eq!(normalise(Path::new("/w/../run/x.sock"), None), Some(PathBuf::from("/run/x.sock")));
+        assert_eq!(
+            normalise(Path::new("a/./b.sock"), Some(Path::new("/w"))),
+            Some(PathBuf::from("/w/a/b.sock"))
+        );
+        assert_eq!(
+            normalise(Path::new("../../../../etc/x"), Some(Path::new("/w"))),
+            Some(PathBuf::from("/etc/x"))
+        );
+        assert_eq!(normalise(Path::new("rel"), None), None);
+    }
+
+    fn policy(yaml: &str) -> (Policy, CompiledPolicy) {
+        let p = policies::load_policy(yaml, "t.yaml").unwrap();
+        let c = CompiledPolicy::new(&p);
+        (p, c)
+    }
+
+    #[test]
+    fn address_decisions_are_final_only_without_earlier_name_rules() {
+        let (p, c) = policy(
+            "network_rules:\n  - {name: meta, cidrs: [169.254.0.0/16], decision: deny}\n  - {name: gh, domains: [github.com], decision: allow}\n",
+        );
+        let d = c.decide_connect(&ConnectRequest::by_ip("169.254.169.254".parse().unwrap(), 80));
+        assert!(final_on_address(&p, &d));
+        let d = c.decide_connect(&ConnectRequest::by_ip("140.82.112.3".parse().unwrap(), 443));
+        assert!(!final_on_address(&p, &d), "default deny must wait for the name");
+
+        let (p, c) = policy(
+            "network_rules:\n  - {name: gh, domains: [github.com], decision: allow}\n  - {name: meta, cidrs: [169.254.0.0/16], decision: deny}\n",
+        );
+        let d = c.decide_connect(&ConnectRequest::by_ip("169.254.169.254".parse().unwrap(), 80));
+        assert!(!final_on_address(&p, &d), "an earlier name rule could still match");
+
+        let (p, c) = policy("network_rules:\n  - {name: deny-all, decision: deny}\n");
+        let d = c.decide_connect(&ConnectRequest::by_ip("140.82.112.3".parse().unwrap(), 443));
+        assert!(final_on_address(&p, &d), "a catch-all deny needs no name");
+    }
+
+    #[test]
+    fn loopback_is_exported_only_by_an_explicit_cidr_rule() {
+        let (p, c) = policy("network_rules:\n  - {name: all, decision: audit}\n");
+        assert!(!loopback_exported(&p, &c, "127.0.0.1:5432".parse().unwrap()));
+        let (p, c) =
+            policy("network_rules:\n  - {name: pg, cidrs: [127.0.0.1/32], ports: [5432], decision: allow}\n");
+        assert!(loopback_exported(&p, &c, "127.0.0.1:5432".parse().unwrap()));
+        assert!(!loopback_exported(&p, &c, "127.0.0.1:6379".parse().unwrap()));
+    }
+}

@@ -1,0 +1,236 @@
+//! Running one command in a session: launch the sandbox, supervise its notify fd, serve its
+//! gateway listeners, wait (with timeout and client-hangup handling), and collect output and
+//! events.
+
+use std::{
+    collections::BTreeMap,
+    io::Read,
+    os::{fd::OwnedFd, unix::net::UnixStream},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use redirect::{
+    OriginalDstTable,
+    filter::{FilterSpec, compile},
+    seccomp::Supervisor,
+};
+use sandbox::{LaunchSpec, Stdio};
+
+use super::{Daemon, control::Peer, decider::SessionDecider};
+use crate::{
+    control::protocol::{EventsMode, ExecRequest, ExecResult, Response},
+    events::{Event, millis},
+};
+
+/// Most bytes of stdout or stderr kept in captured mode.
+const MAX_CAPTURE: usize = 16 << 20;
+/// Exit code reported when `--timeout` killed the command (as `timeout(1)` does).
+const EXIT_TIMEOUT: i32 = 124;
+/// At most this many events in `--events summary`.
+const SUMMARY_MAX: usize = 25;
+/// How long finished commands' connections get to report before events are collected.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// The sandbox filter, compiled once per daemon.
+fn filter_program() -> anyhow::Result<&'static [u8]> {
+    static PROGRAM: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    let p = PROGRAM.get_or_init(|| {
+        let mut spec = FilterSpec::sandbox_default();
+        // The sandbox hands the notify fd over with sendmsg after the filter is installed.
+        spec.notify.sendmsg = false;
+        compile(&spec).map(|p| p.as_bytes().to_vec()).map_err(|e| e.to_string())
+    });
+    p.as_deref().map_err(|e| anyhow::anyhow!("compiling the seccomp filter: {e}"))
+}
+
+/// Read a pipe to its end, keeping at most `MAX_CAPTURE` bytes.
+fn drain(fd: OwnedFd) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::from(fd);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = MAX_CAPTURE.saturating_sub(out.len());
+                    out.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+        }
+        out
+    })
+}
+
+fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+fn environment(
+    req: &ExecRequest,
+    session_id: &str,
+    command_id: &str,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: BTreeMap<String, String> = req.env.clone();
+    env.insert("AGENTSH_SESSION_ID".into(), session_id.into());
+    env.insert("AGENTSH_COMMAND_ID".into(), command_id.into());
+    env.remove("AGENTSH_SERVER");
+    env.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+fn select_events(events: Vec<Event>, mode: EventsMode) -> Vec<Event> {
+    match mode {
+        EventsMode::None => Vec::new(),
+        EventsMode::All => events,
+        EventsMode::Summary => events.into_iter().filter(Event::is_blocked).take(SUMMARY_MAX).collect(),
+    }
+}
+
+/// Run `req` and answer with its result.
+pub fn run(
+    daemon: &Arc<Daemon>,
+    req: ExecRequest,
+    control: &mut UnixStream,
+    peer: Peer,
+) -> anyhow::Result<Response> {
+    let session = daemon.session(&req.session_id)?;
+    if req.argv.is_empty() {
+        bail!("no command given");
+    }
+    let passed: Vec<OwnedFd> = if req.capture {
+        Vec::new()
+    } else {
+        (0..3)
+            .map(|_| redirect::handoff::recv_fd(control))
+            .collect::<Result<_, _>>()
+            .context("receiving stdio")?
+    };
+    let command_id = format!("cmd-{}", uuid::Uuid::new_v4());
+    let _running = session.command_started();
+    daemon.recorder.start_collecting(&command_id);
+
+    let mut spec = LaunchSpec::new(&req.argv, &session.dir);
+    spec.env = environment(&req, &session.id, &command_id);
+    spec.cwd = session.workspace.clone();
+    spec.uid = peer.uid;
+    spec.gid = peer.gid;
+    spec.resolv_conf = "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n".into();
+    spec.cgroup = session.cgroup_path();
+    spec.seccomp = Some(filter_program()?.to_vec());
+    spec.gateway_listeners = true;
+    let mut readers = Vec::new();
+    if req.capture {
+        spec.stdin = Stdio::Null;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        spec.stdout = Stdio::Fd(out_w);
+        spec.stderr = Stdio::Fd(err_w);
+        readers.push(drain(out_r));
+        readers.push(drain(err_r));
+    } else {
+        let mut it = passed.into_iter();
+        let (Some(i), Some(o), Some(e)) = (it.next(), it.next(), it.next()) else {
+            bail!("stdio not passed")
+        };
+        spec.stdin = Stdio::Fd(i);
+        spec.stdout = Stdio::Fd(o);
+        spec.stderr = Stdio::Fd(e);
+    }
+
+    let start = Instant::now();
+    let mut launched = sandbox::launch(&spec).with_context(|| format!("starting {}", req.argv[0]))?;
+    drop(spec); // our copies of the pipes' write ends: the readers see EOF when the command ends
+
+    let listeners = std::mem::take(&mut launched.listeners);
+    let [v4, v6] = <[std::net::TcpListener; 2]>::try_from(listeners)
+        .map_err(|_| anyhow::anyhow!("sandbox gave no gateway listeners"))?;
+    let table = Arc::new(OriginalDstTable::new(4096, Duration::from_secs(30)));
+    let decider = SessionDecider {
+        session_id: session.id.clone(),
+        command_id: command_id.clone(),
+        policy: session.policy.clone(),
+        compiled: session.compiled.clone(),
+        gateway_v4: v4.local_addr()?,
+        gateway_v6: v6.local_addr()?,
+        workspace: session.workspace.clone(),
+        recorder: daemon.recorder.clone(),
+        reported_unix: Default::default(),
+    };
+    let notify = launched.notify_fd.take().context("sandbox gave no notify fd")?;
+    let supervisor = Supervisor::new(notify, Arc::new(decider), table.clone()).spawn()?;
+    let funnel = Arc::new(super::funnel::Funnel {
+        session_id: session.id.clone(),
+        command_id: command_id.clone(),
+        policy: session.policy.clone(),
+        compiled: session.compiled.clone(),
+        table,
+        recorder: daemon.recorder.clone(),
+        active: AtomicUsize::new(0),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    {
+        let _rt = daemon.runtime.enter();
+        for l in [v4, v6] {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            daemon.runtime.spawn(super::funnel::serve(l, funnel.clone(), stop_rx.clone()));
+        }
+    }
+    launched.resume().with_context(|| format!("starting {}", req.argv[0]))?;
+
+    // The caller hanging up (Ctrl-C on `agentsh exec`) ends the command.
+    let hung_up = Arc::new(AtomicBool::new(false));
+    if let Ok(mut watch) = control.try_clone() {
+        let flag = hung_up.clone();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            if matches!(watch.read(&mut b), Ok(0) | Err(_)) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let deadline = req.timeout_ms.map(|ms| start + Duration::from_millis(ms));
+    let mut timed_out = false;
+    let exit_code = loop {
+        if let Some(code) = launched.wait_timeout(Duration::from_millis(50))? {
+            break code;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            timed_out = true;
+            launched.kill()?;
+        } else if hung_up.load(Ordering::SeqCst) {
+            launched.kill()?;
+        }
+    };
+    let duration = start.elapsed();
+    let _ = supervisor.stop();
+    let _ = stop_tx.send(true);
+    let drain_until = Instant::now() + DRAIN;
+    while funnel.active.load(Ordering::SeqCst) > 0 && Instant::now() < drain_until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if timed_out {
+        let mut e = Event::new("command_timeout", &session.id);
+        e.command_id = Some(command_id.clone());
+        daemon.recorder.record(e.field("timeout_ms", req.timeout_ms.unwrap_or_default()));
+    }
+    let mut outputs = readers.into_iter().map(|h| h.join().unwrap_or_default());
+    let stdout = outputs.next().unwrap_or_default();
+    let stderr = outputs.next().unwrap_or_default();
+    let events = select_events(daemon.recorder.finish(&command_id), req.events);
+    Ok(Response::Exited(ExecResult {
+        session_id: session.id.clone(),
+        command_id,
+        exit_code: if timed_out { EXIT_TIMEOUT } else { exit_code },
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        duration_ms: millis(duration),
+        events,
+    }))
+}

@@ -1,0 +1,114 @@
+//! The daemon (`agentsh server`): owns the sessions, serves the control API on a Unix socket
+//! (mode 0600, callers checked with SO_PEERCRED) and runs every session's gateway.
+
+mod audit;
+mod control;
+mod decider;
+mod exec;
+mod funnel;
+mod session;
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    os::unix::net::{UnixListener, UnixStream},
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context, bail};
+use policies::config::ServerConfig;
+
+pub use audit::Recorder;
+pub use session::Session;
+
+/// Shared daemon state.
+pub struct Daemon {
+    /// The server config in force.
+    pub config: ServerConfig,
+    /// Live sessions by id.
+    pub sessions: Mutex<BTreeMap<String, Arc<Session>>>,
+    /// Where events go.
+    pub recorder: Arc<Recorder>,
+    /// Runtime for the data plane (session gateways).
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Daemon {
+    /// Look up a live session.
+    pub fn session(&self, id: &str) -> anyhow::Result<Arc<Session>> {
+        match self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            Some(s) => Ok(s.clone()),
+            None => bail!("no such session: {id}"),
+        }
+    }
+
+    /// Destroy every session (on shutdown).
+    fn destroy_all(&self) {
+        let sessions = std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in sessions.values() {
+            if let Err(e) = s.destroy() {
+                eprintln!("agentsh: destroying {}: {e:#}", s.id);
+            }
+        }
+    }
+}
+
+/// Bind the control socket at `path`: refuse if a live daemon answers there, else replace the
+/// stale file; the socket is mode 0600 in a 0700 directory.
+fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    if UnixStream::connect(path).is_ok() {
+        bail!("another agentsh server is already listening on {}", path.display());
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Run the daemon until SIGINT or SIGTERM.
+pub fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let state_dir = config.state_dir.clone();
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir.join("sessions"))?;
+    let socket = config.control_socket();
+    let listener = bind_control(&socket)?;
+    let recorder = Arc::new(Recorder::open(&state_dir, &config.audit).context("opening the audit log")?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("agentsh-gw")
+        .enable_all()
+        .build()?;
+    let daemon = Arc::new(Daemon { config, sessions: Mutex::default(), recorder, runtime });
+
+    let on_signal = daemon.clone();
+    let sock_path = socket.clone();
+    daemon.runtime.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        on_signal.destroy_all();
+        let _ = std::fs::remove_file(&sock_path);
+        std::process::exit(0);
+    });
+
+    eprintln!("agentsh server: listening on {}", socket.display());
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let daemon = daemon.clone();
+                std::thread::spawn(move || control::serve(&daemon, stream));
+            }
+            Err(e) => eprintln!("agentsh server: accept: {e}"),
+        }
+    }
+    Ok(())
+}

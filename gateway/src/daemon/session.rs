@@ -1,0 +1,120 @@
+//! A session: a workspace, a compiled policy, a state dir with its sockets, and a cgroup that
+//! holds every process the session ever started.
+
+use std::{
+    os::unix::fs::DirBuilderExt,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::SystemTime,
+};
+
+use anyhow::Context;
+use policies::{CompiledPolicy, Policy};
+use sandbox::cgroup::SessionCgroup;
+
+use crate::control::protocol::SessionInfo;
+
+/// One live session.
+pub struct Session {
+    /// `session-<uuid>`.
+    pub id: String,
+    /// The agent's working directory.
+    pub workspace: PathBuf,
+    /// Policy name (embedded name or file name).
+    pub policy_name: String,
+    /// The policy as loaded.
+    pub policy: Arc<Policy>,
+    /// The policy compiled for decisions.
+    pub compiled: Arc<CompiledPolicy>,
+    /// Host path of the session's state dir (seen as `/run/agentsh` inside the sandbox).
+    pub dir: PathBuf,
+    cgroup: Mutex<Option<SessionCgroup>>,
+    created_at: String,
+    commands: AtomicU64,
+    running: AtomicU64,
+}
+
+impl Session {
+    /// Create the state dir and cgroup of a new session.
+    pub fn create(
+        state_dir: &Path,
+        workspace: PathBuf,
+        policy_name: String,
+        policy: Policy,
+    ) -> anyhow::Result<Session> {
+        let id = format!("session-{}", uuid::Uuid::new_v4());
+        let dir = state_dir.join("sessions").join(&id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let cgroup = SessionCgroup::create(&id).context("creating the session cgroup")?;
+        let compiled = Arc::new(CompiledPolicy::new(&policy));
+        Ok(Session {
+            id,
+            workspace,
+            policy_name,
+            policy: Arc::new(policy),
+            compiled,
+            dir,
+            cgroup: Mutex::new(Some(cgroup)),
+            created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            commands: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+        })
+    }
+
+    /// The session cgroup's directory, while the session lives.
+    pub fn cgroup_path(&self) -> Option<PathBuf> {
+        self.cgroup.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|c| c.path().to_path_buf())
+    }
+
+    /// Count a command as started; the guard counts it as finished when dropped.
+    pub fn command_started(self: &Arc<Self>) -> RunningGuard {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        self.running.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(self.clone())
+    }
+
+    /// A snapshot for the control API.
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id.clone(),
+            workspace: self.workspace.clone(),
+            policy: self.policy_name.clone(),
+            backend: "seccomp".into(),
+            created_at: self.created_at.clone(),
+            commands: self.commands.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Kill every process of the session, remove its cgroup and its state dir (sockets included).
+    pub fn destroy(&self) -> anyhow::Result<()> {
+        if let Some(cg) = self.cgroup.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            cg.kill_all().context("killing the session's processes")?;
+            cg.wait_empty(std::time::Duration::from_secs(5))
+                .context("waiting for the session's processes")?;
+            cg.remove().context("removing the session cgroup")?;
+        }
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", self.dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Marks a command as running until dropped.
+pub struct RunningGuard(Arc<Session>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}

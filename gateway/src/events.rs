@@ -1,0 +1,125 @@
+//! Audit events (DESIGN.md §6): one JSON shape for `exec --events`, the JSONL audit file and
+//! `agentsh events`. Every decision the gateway makes becomes one event.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use policies::Decision;
+use serde::{Deserialize, Serialize};
+
+/// The policy part of an event: the verdict and the rule that made it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventPolicy {
+    /// `allow`, `deny`, `approve` or `audit`.
+    pub decision: String,
+    /// The deciding rule (a built-in name such as `default-deny-network` when none matched).
+    pub rule: String,
+    /// The rule's message, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl From<&Decision> for EventPolicy {
+    fn from(d: &Decision) -> Self {
+        EventPolicy {
+            decision: d.verdict.as_str().to_string(),
+            rule: d.rule.clone(),
+            message: d.message.clone(),
+        }
+    }
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id (`evt-<uuid>`).
+    pub id: String,
+    /// RFC 3339 time with milliseconds, UTC.
+    pub timestamp: String,
+    /// Event type: `net_connect`, `net_connect_blocked`, `dns_query`, `listener_auth_fail`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The session the event belongs to.
+    pub session_id: String,
+    /// The command that caused it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// The process that caused it, when known (a pid in the host's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// The destination name (SNI, Host or DNS name), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The destination as `ip:port` (or `name:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    /// The decision, for events that record one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<EventPolicy>,
+    /// Type-specific details.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, serde_json::Value>,
+}
+
+impl Event {
+    /// A new event of `kind` for `session_id`, stamped now.
+    pub fn new(kind: &str, session_id: &str) -> Self {
+        Event {
+            id: format!("evt-{}", uuid::Uuid::new_v4()),
+            timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            kind: kind.to_string(),
+            session_id: session_id.to_string(),
+            command_id: None,
+            pid: None,
+            domain: None,
+            remote: None,
+            policy: None,
+            fields: BTreeMap::new(),
+        }
+    }
+
+    /// Set a field in `fields`.
+    pub fn field(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.fields.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Whether the event records something that was refused.
+    pub fn is_blocked(&self) -> bool {
+        self.kind.ends_with("_blocked")
+            || self.kind == "listener_auth_fail"
+            || self.policy.as_ref().is_some_and(|p| p.decision == "deny" || p.decision == "approve")
+    }
+}
+
+/// Milliseconds in a duration, saturating, for `duration_ms` fields.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialises_in_the_documented_shape() {
+        let mut e = Event::new("net_connect_blocked", "session-1");
+        e.command_id = Some("cmd-1".into());
+        e.remote = Some("203.0.113.5:443".into());
+        e.policy =
+            Some(EventPolicy { decision: "deny".into(), rule: "default-deny-network".into(), message: None });
+        let e = e.field("sni", "example.com");
+        let v = serde_json::to_value(&e).unwrap();
+        for key in ["id", "timestamp", "type", "session_id", "command_id", "remote", "policy", "fields"] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["type"], "net_connect_blocked");
+        assert_eq!(v["policy"]["rule"], "default-deny-network");
+        assert_eq!(v["fields"]["sni"], "example.com");
+        assert!(e.is_blocked());
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+}
