@@ -38,7 +38,7 @@ pub struct ExecFlags {
     pub timeout: Option<Duration>,
 }
 
-fn describe(e: &Event) -> String {
+pub fn describe(e: &Event) -> String {
     let mut s = format!("agentsh: {}", e.kind);
     if let Some(r) = e.domain.as_ref().or(e.remote.as_ref()) {
         s.push_str(&format!(" {r}"));
@@ -93,6 +93,22 @@ fn report(result: &ExecResult, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Run `argv` in session `sid` with output captured, returning the whole result.
+pub fn exec_captured(sid: &str, argv: &[String], events: EventsMode) -> anyhow::Result<ExecResult> {
+    let req = Request::Exec(ExecRequest {
+        session_id: sid.to_string(),
+        argv: argv.to_vec(),
+        env: std::env::vars().collect(),
+        timeout_ms: Some(60_000),
+        capture: true,
+        events,
+    });
+    let mut sock = client::connect()?;
+    write_frame(&mut sock, &req)?;
+    let Response::Exited(result) = client::read_response(&mut sock)? else { bail!("unexpected response") };
+    Ok(result)
 }
 
 /// One-shot: create a session, run the command, destroy the session.

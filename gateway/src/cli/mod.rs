@@ -1,6 +1,7 @@
 //! Command-line surface (DESIGN.md §6). One file per command; only commands that work are here.
 
 pub mod client;
+mod demo;
 mod exec;
 mod policy_check;
 mod policy_source;
@@ -65,6 +66,8 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// An offline tour: a local TLS upstream, an allowed flow and denied ones, with their events.
+    Demo,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +144,7 @@ enum PolicyCommand {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server { config } => server::run(config.as_deref()),
+        Command::Demo => demo::run(),
         Command::Session(SessionCommand::Create { workspace, policy, json }) => {
             session::create(&workspace, &policy, json)
         }
