@@ -17,6 +17,7 @@ use std::ffi::CStr;
 use std::os::fd::RawFd;
 
 use crate::fdpass::{ACK, TAG_LISTENERS, TAG_NOTIFY, send_fds};
+use crate::mounts::MAX_LATE_BINDS;
 use crate::prepare::Prepared;
 use crate::report::{Report, Step};
 use crate::sys::{self, SysResult};
@@ -100,14 +101,15 @@ fn block_all_signals() -> SysResult<()> {
     Ok(())
 }
 
-/// Entry point of the init (pid 1 of the new PID namespace). Never returns.
-pub(crate) fn run_init(p: &Prepared, fds: &ChildFds) -> ! {
-    let keep = [fds.ctrl, fds.report, fds.stdio[0], fds.stdio[1], fds.stdio[2]];
-    step(fds, Step::CloseFds, close_all_but(&keep));
-    step(fds, Step::NotDumpable, sys::prctl(libc::PR_SET_DUMPABLE, 0, 0));
-
-    // Mount view. Binds come before /proc, /sys and /tmp so their sources (a state dir under
-    // /tmp, say) still resolve on the host's mounts.
+/// Builds the sandbox's mount view in the init's new mount namespace.
+///
+/// Order matters. Sources are taken while the host's mounts are all visible: file binds are
+/// made at once (their targets lie outside every tmpfs mounted here), and late binds (state
+/// dir, bind dirs, and resolv.conf when it lands in a private tmpfs) are captured with
+/// `open_tree`, since their sources may sit under the host's /tmp or /run. Then the fresh
+/// /proc, /sys, /tmp and /run go on, and the late binds are attached on top, so a workspace
+/// at /tmp/ws on the host appears at /tmp/ws inside and /run holds nothing but /run/agentsh.
+fn mount_view(p: &Prepared, fds: &ChildFds) {
     let rprivate = libc::MS_REC | libc::MS_PRIVATE;
     step(fds, Step::MountPrivate, sys::mount(None, c"/", None, rprivate, None));
     if let Some(name) = &p.hostname {
@@ -115,13 +117,27 @@ pub(crate) fn run_init(p: &Prepared, fds: &ChildFds) -> ! {
         let ret = unsafe { libc::sethostname(name.as_ptr(), name.as_bytes().len()) };
         step(fds, Step::Hostname, if ret < 0 { Err(sys::errno()) } else { Ok(()) });
     }
-    step(fds, Step::BindStateDir, sys::bind_read_only(&p.state_dir, c"/run/agentsh"));
-    step(fds, Step::BindResolvConf, sys::bind_read_only(&p.resolv_src, c"/etc/resolv.conf"));
+    // A fixed array: the child must not allocate. `Prepared` caps the count; this check only
+    // keeps a broken cap from silently dropping binds.
+    if p.late_binds.len() > MAX_LATE_BINDS {
+        fail(fds, Step::OpenBindSource, MAX_LATE_BINDS as u16, libc::E2BIG);
+    }
+    let mut trees: [RawFd; MAX_LATE_BINDS] = [-1; MAX_LATE_BINDS];
+    for (i, (bind, tree)) in p.late_binds.iter().zip(trees.iter_mut()).enumerate() {
+        match sys::open_tree_clone(&bind.source) {
+            Ok(fd) => *tree = fd,
+            Err(e) => fail(fds, Step::OpenBindSource, i as u16, e),
+        }
+    }
+    if p.resolv_early {
+        step(fds, Step::BindResolvConf, sys::bind_read_only(&p.resolv_src, c"/etc/resolv.conf"));
+    }
     for (i, (host, inside)) in p.binds.iter().enumerate() {
         if let Err(e) = sys::bind_read_only(host, inside) {
             fail(fds, Step::BindFile, i as u16, e);
         }
     }
+
     let hardened = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     step(fds, Step::MountProc, sys::mount(Some(c"proc"), c"/proc", Some(c"proc"), hardened, None));
     let sys_flags = hardened | libc::MS_RDONLY;
@@ -129,7 +145,42 @@ pub(crate) fn run_init(p: &Prepared, fds: &ChildFds) -> ! {
     let tmp_flags = libc::MS_NOSUID | libc::MS_NODEV;
     let tmp = sys::mount(Some(c"tmpfs"), c"/tmp", Some(c"tmpfs"), tmp_flags, Some(c"mode=1777"));
     step(fds, Step::MountTmp, tmp);
+    if p.hide_run {
+        // Host daemons' sockets (container engines, dbus, postgres, the agentsh control socket)
+        // live under /run, and /var/run is a symlink to it.
+        let run = sys::mount(Some(c"tmpfs"), c"/run", Some(c"tmpfs"), hardened, Some(c"mode=0755"));
+        step(fds, Step::MountRun, run);
+    }
 
+    for (i, (bind, &tree)) in p.late_binds.iter().zip(trees.iter()).enumerate() {
+        let index = i as u16;
+        for dir in &bind.mkdirs {
+            if let Err(e) = sys::make_dir(dir) {
+                fail(fds, Step::MakeMountPoint, index, e);
+            }
+        }
+        if bind.create_file
+            && let Err(e) = sys::make_file(&bind.target)
+        {
+            fail(fds, Step::MakeMountPoint, index, e);
+        }
+        if let Err(e) = sys::attach_tree(tree, &bind.target) {
+            fail(fds, Step::AttachBind, index, e);
+        }
+        sys::close(tree);
+        if let Err(e) = sys::remount_bind(&bind.target, bind.writable) {
+            fail(fds, Step::RemountBind, index, e);
+        }
+    }
+}
+
+/// Entry point of the init (pid 1 of the new PID namespace). Never returns.
+pub(crate) fn run_init(p: &Prepared, fds: &ChildFds) -> ! {
+    let keep = [fds.ctrl, fds.report, fds.stdio[0], fds.stdio[1], fds.stdio[2]];
+    step(fds, Step::CloseFds, close_all_but(&keep));
+    step(fds, Step::NotDumpable, sys::prctl(libc::PR_SET_DUMPABLE, 0, 0));
+
+    mount_view(p, fds);
     step(fds, Step::LoopbackUp, sys::interface_up(c"lo"));
     if p.listeners {
         let v4 = step(fds, Step::Listener4, sys::loopback_listener(false));

@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::child::{ChildFds, run_init};
 use crate::error::{Errno, SandboxError};
 use crate::fdpass::{ACK, TAG_LISTENERS, TAG_NOTIFY, recv_fds};
+use crate::mounts;
 use crate::prepare::Prepared;
 use crate::report::{REPORT_LEN, Report, Step};
 use crate::spec::{LaunchSpec, SANDBOX_STATE_DIR, Stdio};
@@ -47,6 +48,7 @@ struct Labels {
     argv0: String,
     cwd: String,
     binds: Vec<String>,
+    late: Vec<String>,
 }
 
 impl Labels {
@@ -55,6 +57,10 @@ impl Labels {
         let step = match r.step {
             Step::BindFile => {
                 let target = self.binds.get(usize::from(r.index)).map_or("?", String::as_str);
+                format!("{base} {target}")
+            }
+            Step::OpenBindSource | Step::MakeMountPoint | Step::AttachBind | Step::RemountBind => {
+                let target = self.late.get(usize::from(r.index)).map_or("?", String::as_str);
                 format!("{base} {target}")
             }
             Step::Chdir => format!("{base} {}", self.cwd),
@@ -159,13 +165,15 @@ fn poll_readable<const N: usize>(fds: [BorrowedFd<'_>; N], what: &str) -> Result
 /// `mount /tmp: EPERM (Operation not permitted)`.
 pub fn launch(spec: &LaunchSpec) -> Result<Launched, SandboxError> {
     let resolv_path = spec.state_dir.join("resolv.conf");
-    let prep = Prepared::new(spec, &resolv_path)?;
+    let resolv_landing = mounts::bind_landing(Path::new("/etc/resolv.conf"));
+    let prep = Prepared::new(spec, &resolv_path, &resolv_landing)?;
     if !spec.state_dir.is_dir() {
         let e = io::Error::from(io::ErrorKind::NotFound);
         return Err(SandboxError::setup(format!("state dir {}", spec.state_dir.display()), e));
     }
     write_resolv_conf(&spec.state_dir, &spec.resolv_conf)?;
-    // The mount point must exist on the host; /run/agentsh is also the default state root.
+    // Without a private /run the mount point must exist on the host; /run/agentsh is also the
+    // default state root.
     fs::create_dir_all(SANDBOX_STATE_DIR)
         .map_err(|e| SandboxError::setup(format!("create {SANDBOX_STATE_DIR}"), e))?;
 
@@ -235,6 +243,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, SandboxError> {
             argv0: spec.argv[0].to_string_lossy().into_owned(),
             cwd: spec.cwd.display().to_string(),
             binds: spec.bind_files.iter().map(|(_, t)| t.display().to_string()).collect(),
+            late: prep.late_labels.clone(),
         },
     };
     if spec.gateway_listeners {

@@ -1,6 +1,6 @@
 //! Launching a session's processes into a sandbox: new mount, PID, network, UTS, IPC and cgroup
-//! namespaces, a per-session cgroup v2, a private mount view (`/tmp`, `/run/agentsh`,
-//! `/etc/resolv.conf`, read-only extra files), capabilities dropped, `no_new_privs`, and a
+//! namespaces, a per-session cgroup v2, a private mount view (`/tmp`, an empty `/run`,
+//! `/run/agentsh`, `/etc/resolv.conf`, read-only extra files, directory binds), capabilities dropped, `no_new_privs`, and a
 //! seccomp user-notify filter whose listener fd is handed to the parent.
 //!
 //! Entry point: [`launch`] with a [`LaunchSpec`], giving a [`Launched`]. The sandbox is an init
@@ -17,6 +17,7 @@ mod child;
 pub mod error;
 mod fdpass;
 mod launch;
+mod mounts;
 pub mod prepare;
 pub mod report;
 pub mod spec;
@@ -25,4 +26,4 @@ mod sys;
 pub use child::encode_wait_status;
 pub use error::{Errno, SandboxError};
 pub use launch::{Launched, launch};
-pub use spec::{DEFAULT_PATH, LaunchSpec, SANDBOX_STATE_DIR, Stdio};
+pub use spec::{BindDir, DEFAULT_PATH, LaunchSpec, SANDBOX_STATE_DIR, Stdio};

@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::error::SandboxError;
+use crate::mounts::{self, LateBind};
 use crate::spec::{DEFAULT_PATH, LaunchSpec};
 
 /// Largest classic-BPF program the kernel accepts (`BPF_MAXINSNS`).
@@ -27,14 +28,43 @@ pub(crate) struct Prepared {
     pub candidates: Vec<CString>,
     pub cwd: CString,
     pub hostname: Option<CString>,
-    pub state_dir: CString,
     pub resolv_src: CString,
+    /// Bind `resolv_src` over `/etc/resolv.conf` with the early binds; otherwise it is late.
+    pub resolv_early: bool,
     pub binds: Vec<(CString, CString)>,
+    /// Mount an empty tmpfs over `/run`.
+    pub hide_run: bool,
+    /// Captured before the tmpfs mounts, attached after them; at most `MAX_LATE_BINDS`.
+    pub late_binds: Vec<PreparedBind>,
+    /// How errors name each of `late_binds`.
+    pub late_labels: Vec<String>,
     pub filter: Option<Vec<libc::sock_filter>>,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
     pub groups: Vec<libc::gid_t>,
     pub listeners: bool,
+}
+
+/// A [`LateBind`] as C strings.
+pub(crate) struct PreparedBind {
+    pub source: CString,
+    pub target: CString,
+    pub mkdirs: Vec<CString>,
+    pub create_file: bool,
+    pub writable: bool,
+}
+
+impl PreparedBind {
+    fn new(b: &LateBind) -> Result<PreparedBind, SandboxError> {
+        let c = |p: &Path| cstring("bind_dirs", p.as_os_str().as_bytes());
+        Ok(PreparedBind {
+            source: c(&b.source)?,
+            target: c(&b.target)?,
+            mkdirs: b.mkdirs.iter().map(|d| c(d)).collect::<Result<_, _>>()?,
+            create_file: b.create_file,
+            writable: b.writable,
+        })
+    }
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> SandboxError {
@@ -118,12 +148,15 @@ pub fn check_program(bytes: &[u8]) -> Result<Vec<libc::sock_filter>, SandboxErro
     Ok(prog)
 }
 
-fn check_bind_target(target: &Path) -> Result<(), SandboxError> {
+fn check_bind_target(target: &Path, hide_run: bool) -> Result<(), SandboxError> {
     if !target.is_absolute() {
         return Err(invalid("bind_files", format!("{} is not absolute", target.display())));
     }
-    // These are mounted over after the binds, which would hide them.
-    for covered in ["/tmp", "/proc", "/sys"] {
+    // These are mounted over after the file binds, which would hide them.
+    if let Some(root) = mounts::private_root(target, hide_run) {
+        return Err(invalid("bind_files", format!("{} lies under {root}", target.display())));
+    }
+    for covered in ["/proc", "/sys"] {
         if target.starts_with(covered) {
             return Err(invalid("bind_files", format!("{} lies under {covered}", target.display())));
         }
@@ -133,8 +166,14 @@ fn check_bind_target(target: &Path) -> Result<(), SandboxError> {
 
 impl Prepared {
     /// Validates `spec` and builds the child's view of it. `resolv_src` is the host path of the
-    /// resolv.conf copy the parent wrote.
-    pub fn new(spec: &LaunchSpec, resolv_src: &Path) -> Result<Prepared, SandboxError> {
+    /// resolv.conf copy the parent wrote; `resolv_landing` is where a bind over the host's
+    /// `/etc/resolv.conf` lands (see [`mounts::bind_landing`]). Checks `bind_dirs` against the
+    /// host's filesystem.
+    pub(crate) fn new(
+        spec: &LaunchSpec,
+        resolv_src: &Path,
+        resolv_landing: &Path,
+    ) -> Result<Prepared, SandboxError> {
         let Some(program) = spec.argv.first() else {
             return Err(invalid("argv", "is empty"));
         };
@@ -160,7 +199,7 @@ impl Prepared {
         }
         let mut binds = Vec::with_capacity(spec.bind_files.len());
         for (host, inside) in &spec.bind_files {
-            check_bind_target(inside)?;
+            check_bind_target(inside, spec.hide_run)?;
             binds.push((
                 cstring("bind_files", host.as_os_str().as_bytes())?,
                 cstring("bind_files", inside.as_os_str().as_bytes())?,
@@ -177,6 +216,8 @@ impl Prepared {
             None => None,
         };
         let filter = spec.seccomp.as_deref().map(check_program).transpose()?;
+        let view = mounts::view(spec, resolv_src, resolv_landing)?;
+        let late_binds = view.late.iter().map(PreparedBind::new).collect::<Result<Vec<_>, _>>()?;
         let argv_ptrs = null_terminated(&argv);
         let envp_ptrs = null_terminated(&envp);
         Ok(Prepared {
@@ -187,9 +228,12 @@ impl Prepared {
             candidates,
             cwd: cstring("cwd", spec.cwd.as_os_str().as_bytes())?,
             hostname,
-            state_dir: cstring("state_dir", spec.state_dir.as_os_str().as_bytes())?,
             resolv_src: cstring("state_dir", resolv_src.as_os_str().as_bytes())?,
+            resolv_early: view.resolv_early,
             binds,
+            hide_run: spec.hide_run,
+            late_binds,
+            late_labels: view.late.into_iter().map(|b| b.label).collect(),
             filter,
             uid: spec.uid,
             gid: spec.gid,
@@ -249,8 +293,11 @@ mod tests {
 
     #[test]
     fn bind_targets_under_covered_mounts_are_rejected() {
-        assert!(check_bind_target(Path::new("/tmp/x")).is_err());
-        assert!(check_bind_target(Path::new("relative")).is_err());
-        assert!(check_bind_target(Path::new("/etc/ssl/certs/ca.pem")).is_ok());
+        assert!(check_bind_target(Path::new("/tmp/x"), false).is_err());
+        assert!(check_bind_target(Path::new("/proc/x"), false).is_err());
+        assert!(check_bind_target(Path::new("relative"), false).is_err());
+        assert!(check_bind_target(Path::new("/etc/ssl/certs/ca.pem"), true).is_ok());
+        assert!(check_bind_target(Path::new("/run/x"), true).is_err());
+        assert!(check_bind_target(Path::new("/run/x"), false).is_ok());
     }
 }

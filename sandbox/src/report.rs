@@ -17,8 +17,9 @@ pub enum Step {
     MountPrivate,
     /// `sethostname` in the new UTS namespace.
     Hostname,
-    /// Bind-mounting the session state dir at `/run/agentsh`.
-    BindStateDir,
+    /// Capturing the source of a late bind (state dir, resolv.conf or a bind dir) with
+    /// `open_tree` before any tmpfs hides it (the record's index says which).
+    OpenBindSource,
     /// Bind-mounting the resolv.conf copy at `/etc/resolv.conf`.
     BindResolvConf,
     /// Bind-mounting one of `spec.bind_files` (the record's index says which).
@@ -29,6 +30,14 @@ pub enum Step {
     MountSys,
     /// Mounting a private tmpfs on `/tmp`.
     MountTmp,
+    /// Mounting an empty tmpfs over `/run`.
+    MountRun,
+    /// Creating a late bind's mount point inside a private tmpfs.
+    MakeMountPoint,
+    /// Attaching a captured late bind at its mount point.
+    AttachBind,
+    /// Setting a late bind's nosuid, nodev and read-only flags.
+    RemountBind,
     /// Setting `IFF_UP` on `lo`.
     LoopbackUp,
     /// Creating the 127.0.0.1:0 gateway listener.
@@ -78,17 +87,21 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 33] = [
+    const ALL: [Step; 37] = [
         Step::CloseFds,
         Step::NotDumpable,
         Step::MountPrivate,
         Step::Hostname,
-        Step::BindStateDir,
+        Step::OpenBindSource,
         Step::BindResolvConf,
         Step::BindFile,
         Step::MountProc,
         Step::MountSys,
         Step::MountTmp,
+        Step::MountRun,
+        Step::MakeMountPoint,
+        Step::AttachBind,
+        Step::RemountBind,
         Step::LoopbackUp,
         Step::Listener4,
         Step::Listener6,
@@ -131,12 +144,16 @@ impl Step {
             Step::NotDumpable => "make init non-dumpable",
             Step::MountPrivate => "make / rprivate",
             Step::Hostname => "sethostname",
-            Step::BindStateDir => "bind state dir at /run/agentsh",
+            Step::OpenBindSource => "open bind source for",
             Step::BindResolvConf => "bind /etc/resolv.conf",
             Step::BindFile => "bind file",
             Step::MountProc => "mount /proc",
             Step::MountSys => "mount /sys",
             Step::MountTmp => "mount /tmp",
+            Step::MountRun => "mount /run",
+            Step::MakeMountPoint => "create mount point",
+            Step::AttachBind => "attach bind",
+            Step::RemountBind => "remount bind",
             Step::LoopbackUp => "bring up lo",
             Step::Listener4 => "listen 127.0.0.1:0",
             Step::Listener6 => "listen [::1]:0",
@@ -164,7 +181,8 @@ impl Step {
     }
 }
 
-/// A decoded child failure: step, an index for per-item steps (bind files), and the errno.
+/// A decoded child failure: step, an index for per-item steps (bind files, late binds), and the
+/// errno.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Report {
     /// The step that failed.

@@ -19,6 +19,23 @@ pub enum Stdio {
     Fd(OwnedFd),
 }
 
+/// A host directory bind-mounted into the sandbox, e.g. the session workspace.
+///
+/// [`crate::launch`] rejects it unless both paths are absolute without `..`, `host` is an
+/// existing directory, and `sandbox` lies outside `/proc`, `/sys` and `/run/agentsh`. A `sandbox`
+/// path inside a sandbox-private tmpfs (`/tmp`, or `/run` when hidden) is created there as
+/// needed; any other must already be a directory on the host. The bind is not recursive (mounts
+/// below `host` are not carried over) and is always `nosuid,nodev`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindDir {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where it appears inside the sandbox.
+    pub sandbox: PathBuf,
+    /// `false` remounts the bind read-only, which holds even for uid 0 inside.
+    pub writable: bool,
+}
+
 /// Everything needed to start one command in a fresh sandbox.
 ///
 /// Build it with [`LaunchSpec::new`] and set fields directly; [`crate::launch`] validates it.
@@ -41,11 +58,20 @@ pub struct LaunchSpec {
     /// Session state dir on the host, bind-mounted read-only at `/run/agentsh`.
     pub state_dir: PathBuf,
     /// Text of the sandbox's `/etc/resolv.conf`; written to `<state_dir>/resolv.conf` and
-    /// bind-mounted read-only over `/etc/resolv.conf`.
+    /// bind-mounted read-only over `/etc/resolv.conf`. When the host's `/etc/resolv.conf` is a
+    /// symlink into a private tmpfs (systemd-resolved's link into `/run`), the copy is bound at
+    /// the link's target inside that tmpfs instead, so the link still leads to it.
     pub resolv_conf: String,
     /// Extra read-only bind mounts of single files: `(host_path, sandbox_path)`. The sandbox path
-    /// must already exist on the host and must not lie under `/tmp`, `/proc` or `/sys`.
+    /// must already exist on the host and must not lie under `/tmp`, `/proc` or `/sys` (nor
+    /// `/run` when [`LaunchSpec::hide_run`] is set).
     pub bind_files: Vec<(PathBuf, PathBuf)>,
+    /// Directory bind mounts, applied in order after the private `/tmp` and `/run` are mounted,
+    /// so a host directory under `/tmp` can appear at the same path inside. See [`BindDir`].
+    pub bind_dirs: Vec<BindDir>,
+    /// Mount a fresh, empty tmpfs over `/run` (and so `/var/run`) before the state dir is bound
+    /// at `/run/agentsh`, so no host socket under `/run` is reachable from the sandbox.
+    pub hide_run: bool,
     /// cgroup v2 directory the sandbox starts in (via `clone3(CLONE_INTO_CGROUP)`), normally
     /// [`crate::cgroup::SessionCgroup::path`]; `None` leaves it in the launcher's cgroup.
     pub cgroup: Option<PathBuf>,
@@ -67,8 +93,8 @@ pub struct LaunchSpec {
 
 impl LaunchSpec {
     /// A spec for `argv` with conservative defaults: uid/gid 65534 (nobody), no groups, cwd `/`,
-    /// `PATH=/usr/local/bin:/usr/bin:/bin` only, an empty resolv.conf, no cgroup, no seccomp,
-    /// no listeners, inherited stdio.
+    /// `PATH=/usr/local/bin:/usr/bin:/bin` only, an empty resolv.conf, no extra binds, `/run`
+    /// hidden, no cgroup, no seccomp, no listeners, inherited stdio.
     pub fn new<I, S>(argv: I, state_dir: impl Into<PathBuf>) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -84,6 +110,8 @@ impl LaunchSpec {
             state_dir: state_dir.into(),
             resolv_conf: String::new(),
             bind_files: Vec::new(),
+            bind_dirs: Vec::new(),
+            hide_run: true,
             cgroup: None,
             seccomp: None,
             gateway_listeners: false,

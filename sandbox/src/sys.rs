@@ -56,6 +56,65 @@ pub(crate) fn bind_read_only(src: &CStr, target: &CStr) -> SysResult<()> {
     mount(None, target, None, ro, None)
 }
 
+/// `open_tree(path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)`: a detached, non-recursive bind of
+/// `path` that stays usable after `path` itself is covered by another mount.
+pub(crate) fn open_tree_clone(path: &CStr) -> SysResult<RawFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: `path` is NUL-terminated and outlives the call; the result is a new descriptor.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if ret < 0 { Err(errno()) } else { Ok(ret as RawFd) }
+}
+
+/// `move_mount` of the detached tree `tree` onto `target`. A symlink as the last component of
+/// `target` is not followed, so the attach fails rather than land somewhere else.
+pub(crate) fn attach_tree(tree: RawFd, target: &CStr) -> SysResult<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    // SAFETY: both paths are NUL-terminated and outlive the call; `tree` is an open_tree fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if ret < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// Sets the per-mount flags of the bind at `target`: always nosuid and nodev, read-only unless
+/// `writable`. A bind takes none of these flags when it is created, only on a remount.
+pub(crate) fn remount_bind(target: &CStr, writable: bool) -> SysResult<()> {
+    let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV;
+    if !writable {
+        flags |= libc::MS_RDONLY;
+    }
+    mount(None, target, None, flags, None)
+}
+
+/// `mkdir(path, 0755)`, where an existing entry is fine; a new directory gets exactly 0755
+/// whatever the umask inherited from the launcher.
+pub(crate) fn make_dir(path: &CStr) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated.
+    if unsafe { libc::mkdir(path.as_ptr(), 0o755) } < 0 {
+        let e = errno();
+        return if e == libc::EEXIST { Ok(()) } else { Err(e) };
+    }
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::chmod(path.as_ptr(), 0o755) }).map(drop)
+}
+
+/// Creates `path` as an empty file (mode 0644) if nothing is there, for a file mount point.
+pub(crate) fn make_file(path: &CStr) -> SysResult<()> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // SAFETY: `path` is NUL-terminated; the mode argument is read because O_CREAT is set.
+    let fd = check(unsafe { libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint) })?;
+    close(fd);
+    Ok(())
+}
+
 /// `close_range(2)`.
 pub(crate) fn close_range(first: u32, last: u32, flags: u32) -> SysResult<()> {
     // SAFETY: closing descriptors has no memory-safety effect on this process; callers only

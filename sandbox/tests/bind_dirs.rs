@@ -1,0 +1,172 @@
+//! Directory binds: a workspace under the host's /tmp appears writable at the same path inside
+//! the private /tmp, read-only binds stay read-only even for uid 0, mount points are created
+//! only inside private tmpfs, and bad specs are rejected before anything starts.
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use common::{StateDir, privileged, run, sh};
+use sandbox::{BindDir, LaunchSpec, SandboxError};
+
+/// A fresh directory directly under the host's `/tmp` (not `$TMPDIR`: the point is `/tmp`).
+struct HostDir(PathBuf);
+
+impl HostDir {
+    fn new(tag: &str) -> HostDir {
+        let dir = PathBuf::from(format!("/tmp/agentsh-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        HostDir(dir)
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `awk` text printing the options of the mount at `path` from the command's mountinfo.
+fn mount_options(path: &str) -> String {
+    format!("awk '$5 == \"{path}\" {{ print $6 }}' /proc/self/mountinfo; ")
+}
+
+fn has_options(line: &str, want: &[&str]) -> bool {
+    want.iter().all(|w| line.split(',').any(|o| o == *w))
+}
+
+#[test]
+fn workspace_under_tmp_is_writable_at_the_same_path() {
+    if !privileged("workspace_under_tmp_is_writable_at_the_same_path") {
+        return;
+    }
+    let ws = HostDir::new("ws");
+    std::os::unix::fs::chown(&ws.0, Some(65534), Some(65534)).unwrap();
+    std::fs::write(ws.0.join("seed.txt"), "from host\n").unwrap();
+    let state = StateDir::new();
+    let script = format!(
+        "pwd; cat seed.txt; echo from sandbox > out.txt; ls -A /tmp; {}",
+        mount_options(ws.0.to_str().unwrap())
+    );
+    let mut spec = sh(&script, &state);
+    spec.cwd = ws.0.clone();
+    spec.bind_dirs = vec![BindDir { host: ws.0.clone(), sandbox: ws.0.clone(), writable: true }];
+    let out = run(spec);
+    assert_eq!(out.code, 0, "{out:?}");
+    let name = ws.0.file_name().unwrap().to_str().unwrap();
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), ws.0.to_str());
+    assert_eq!(lines.next(), Some("from host"));
+    assert_eq!(lines.next(), Some(name), "the rest of the host's /tmp stays hidden: {out:?}");
+    let opts = lines.next().unwrap_or_default();
+    assert!(has_options(opts, &["rw", "nosuid", "nodev"]), "{opts}");
+    let written = ws.0.join("out.txt");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "from sandbox\n");
+    assert_eq!(std::fs::metadata(&written).unwrap().uid(), 65534);
+}
+
+#[test]
+fn read_only_bind_refuses_writes_even_for_uid_zero() {
+    if !privileged("read_only_bind_refuses_writes_even_for_uid_zero") {
+        return;
+    }
+    let src = HostDir::new("ro-src");
+    std::fs::write(src.0.join("data.txt"), "data\n").unwrap();
+    let state = StateDir::new();
+    // Two levels of mount point to create, inside the private /run this time.
+    let inside = format!("/run/agentsh-test-{}/ro", std::process::id());
+    let script = format!(
+        "cat {inside}/data.txt; touch {inside}/new 2>/dev/null && echo writable || echo read-only; \
+         echo x 2>/dev/null > {inside}/data.txt || echo still-read-only; {}",
+        mount_options(&inside)
+    );
+    let mut spec = sh(&script, &state);
+    spec.uid = 0;
+    spec.gid = 0;
+    spec.bind_dirs = vec![BindDir { host: src.0.clone(), sandbox: PathBuf::from(&inside), writable: false }];
+    let out = run(spec);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("data"));
+    assert_eq!(lines.next(), Some("read-only"));
+    assert_eq!(lines.next(), Some("still-read-only"));
+    let opts = lines.next().unwrap_or_default();
+    assert!(has_options(opts, &["ro", "nosuid", "nodev"]), "{opts}");
+    assert_eq!(std::fs::read_to_string(src.0.join("data.txt")).unwrap(), "data\n");
+    assert!(!src.0.join("new").exists());
+    assert!(!PathBuf::from(&inside).exists(), "the mount point was created on the host");
+}
+
+#[test]
+fn no_mount_point_is_created_through_an_earlier_bind() {
+    if !privileged("no_mount_point_is_created_through_an_earlier_bind") {
+        return;
+    }
+    let ws = HostDir::new("nested");
+    let other = HostDir::new("nested-src");
+    let state = StateDir::new();
+    let mut spec = sh("true", &state);
+    spec.bind_dirs = vec![
+        BindDir { host: ws.0.clone(), sandbox: ws.0.clone(), writable: true },
+        BindDir { host: other.0.clone(), sandbox: ws.0.join("missing"), writable: true },
+    ];
+    let err = sandbox::launch(&spec).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("attach bind {}/missing: ENOENT (No such file or directory)", ws.0.display())
+    );
+    assert!(!ws.0.join("missing").exists(), "created on the host through the workspace bind");
+}
+
+fn rejected(dirs: Vec<BindDir>) -> String {
+    let state = StateDir::new();
+    let mut spec = LaunchSpec::new(["true"], &state.0);
+    spec.bind_dirs = dirs;
+    match sandbox::launch(&spec) {
+        Err(SandboxError::InvalidSpec { field: "bind_dirs", reason }) => reason,
+        other => panic!("expected a bind_dirs InvalidSpec, got {other:?}"),
+    }
+}
+
+fn bind(host: &str, sandbox: &str) -> BindDir {
+    BindDir { host: host.into(), sandbox: sandbox.into(), writable: false }
+}
+
+#[test]
+fn bad_bind_dirs_are_rejected_before_launch() {
+    // No privilege needed: validation runs before any namespace is made.
+    assert_eq!(
+        rejected(vec![bind("relative", "/tmp/x")]),
+        "[0] host path relative must be absolute without `..`"
+    );
+    assert_eq!(
+        rejected(vec![bind("/etc", "/tmp/../etc")]),
+        "[0] sandbox path /tmp/../etc must be absolute without `..`"
+    );
+    assert!(
+        rejected(vec![bind("/nonexistent-agentsh", "/tmp/x")])
+            .starts_with("[0] host path /nonexistent-agentsh: ")
+    );
+    assert_eq!(
+        rejected(vec![bind("/etc/hostname", "/tmp/x")]),
+        "[0] host path /etc/hostname is not a directory"
+    );
+    assert_eq!(rejected(vec![bind("/etc", "/proc/x")]), "[0] sandbox path /proc/x lies under /proc");
+    assert_eq!(rejected(vec![bind("/etc", "/sys")]), "[0] sandbox path /sys lies under /sys");
+    assert_eq!(
+        rejected(vec![bind("/etc", "/tmp/ok"), bind("/etc", "/run/agentsh/x")]),
+        "[1] sandbox path /run/agentsh/x overlaps the state dir mount /run/agentsh"
+    );
+    assert!(rejected(vec![bind("/etc", "/")]).contains("overlaps the state dir mount"));
+    assert!(
+        rejected(vec![bind("/etc", "/nonexistent-agentsh")])
+            .starts_with("[0] sandbox path /nonexistent-agentsh is outside the sandbox's private tmpfs")
+    );
+    assert_eq!(
+        rejected(vec![bind("/etc", "/tmp/a/b"), bind("/etc", "/tmp/a")]),
+        "/tmp/a would hide the earlier mount /tmp/a/b"
+    );
+    let many = (0..33).map(|i| bind("/etc", &format!("/tmp/{i}"))).collect();
+    assert_eq!(rejected(many), "33 entries exceed the limit of 32");
+}
