@@ -20,7 +20,7 @@ use redirect::{
     filter::{FilterSpec, compile},
     seccomp::Supervisor,
 };
-use sandbox::{LaunchSpec, Stdio};
+use sandbox::{BindDir, LaunchSpec, Stdio};
 
 use super::{Daemon, control::Peer, decider::SessionDecider};
 use crate::{
@@ -118,6 +118,8 @@ pub fn run(
     let mut spec = LaunchSpec::new(&req.argv, &session.dir);
     spec.env = environment(&req, &session.id, &command_id);
     spec.cwd = session.workspace.clone();
+    spec.bind_dirs =
+        vec![BindDir { host: session.workspace.clone(), sandbox: session.workspace.clone(), writable: true }];
     spec.uid = peer.uid;
     spec.gid = peer.gid;
     spec.resolv_conf = "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n".into();
