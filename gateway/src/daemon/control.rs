@@ -45,6 +45,23 @@ pub fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
         daemon.recorder.record(ev);
         return;
     }
+    // The control API is never reachable from inside a sandbox, whatever path led there (a
+    // symlink in the workspace, a state dir inside it): a session's process is refused.
+    let inside = daemon
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .find_map(|s| s.contains(peer.pid).then(|| s.id.clone()));
+    if let Some(session_id) = inside {
+        let ev = Event::new("listener_auth_fail", &session_id)
+            .field("listener", "control")
+            .field("peer_uid", peer.uid)
+            .field("peer_pid", peer.pid)
+            .field("reason", "peer_in_session");
+        daemon.recorder.record(ev);
+        return;
+    }
     let response = match read_frame::<Request>(&mut stream) {
         Ok(req) => handle(daemon, req, &mut stream, peer)
             .unwrap_or_else(|e| Response::Error { error: format!("{e:#}") }),

@@ -148,6 +148,15 @@ impl Funnel {
     }
 
     async fn decide(&self, dst: &OriginalDst, named: &Named) -> Decision {
+        // Bytes that claim TLS or HTTP but do not parse may still be accepted upstream: relaying
+        // them unnamed would let a broken ClientHello slip past every name rule.
+        if named.protocol == "malformed" {
+            return Decision {
+                verdict: Verdict::Deny,
+                rule: "malformed-first-bytes".into(),
+                message: Some("the first bytes claim TLS or HTTP but do not parse".into()),
+            };
+        }
         let d = self.compiled.decide_connect(&ConnectRequest::new(
             named.host.clone(),
             Some(dst.ip()),

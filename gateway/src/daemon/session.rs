@@ -73,6 +73,13 @@ impl Session {
         self.cgroup.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|c| c.path().to_path_buf())
     }
 
+    /// Whether `pid` runs inside this session (by its cgroup). A pid whose cgroup cannot be read
+    /// counts as inside, so a caller refusing session processes fails closed.
+    pub fn contains(&self, pid: i32) -> bool {
+        let cgroup = self.cgroup.lock().unwrap_or_else(|p| p.into_inner());
+        cgroup.as_ref().is_some_and(|cg| cg.contains(pid).unwrap_or(true))
+    }
+
     /// Count a command as started; the guard counts it as finished when dropped.
     pub fn command_started(self: &Arc<Self>) -> RunningGuard {
         self.commands.fetch_add(1, Ordering::Relaxed);

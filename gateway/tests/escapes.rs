@@ -1,0 +1,135 @@
+//! Escape attempts from inside a session (DESIGN.md §2): each fails with the errno the filter
+//! or the decider gives it, and those the gateway sees are audited with their rule. Loopback
+//! stays inside the sandbox; the host's loopback is reachable only through an export rule.
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+
+use common::{Daemon, TempDir, upstream};
+use serde_json::{Value, json};
+
+const ESCAPES: &str = include_str!("scripts/escapes.py");
+const LOOPBACK: &str = include_str!("scripts/loopback.py");
+
+const DENY_TESTNET: &str = "version: 1\nname: escapes\nnetwork_rules:\n  - {name: deny-testnet, cidrs: [203.0.113.0/24], decision: deny}\n";
+
+#[test]
+fn escape_attempts_fail_and_are_audited() {
+    if !common::privileged("escape_attempts_fail_and_are_audited") {
+        return;
+    }
+    let d = Daemon::start();
+    let s = d.session(DENY_TESTNET);
+    let outside = TempDir::new("hostsock");
+    let host_sock = outside.path().join("host.sock");
+    let listener = UnixListener::bind(&host_sock).expect("bind host socket");
+    listener.set_nonblocking(true).unwrap();
+    let control = d.socket();
+    let r = d.python(&s, "escapes.py", ESCAPES, &[control.to_str().unwrap(), host_sock.to_str().unwrap()]);
+    r.assert_exit(0);
+    let got: Value = serde_json::from_str(&r.stdout).expect("escape results");
+    assert_eq!(
+        got,
+        json!({
+            "io_uring_setup": "EPERM",
+            "setns": "EPERM",
+            "unshare_net": "EPERM",
+            "unshare_user": "EPERM",
+            "raw_socket": "EPERM",
+            "packet_socket": "EAFNOSUPPORT",
+            "udp_sendto": "EACCES",
+            "v4_mapped": "EACCES",
+            "control_socket": "EACCES",
+            "host_unix_socket": "EACCES",
+        }),
+        "{r:#?}"
+    );
+    assert!(listener.accept().is_err(), "the host socket saw no connection");
+
+    let blocked = r.of("net_connect_blocked");
+    let udp = blocked.iter().find(|e| e.remote.as_deref() == Some("203.0.113.5:9999")).expect("udp event");
+    assert_eq!((udp.rule(), udp.str("transport")), ("datagram-egress", "udp"));
+    let mapped =
+        blocked.iter().find(|e| e.remote.as_deref() == Some("203.0.113.5:443")).expect("v4-mapped event");
+    assert_eq!((mapped.rule(), mapped.decision()), ("deny-testnet", "deny"), "decided as IPv4");
+    assert_eq!(blocked.len(), 2, "{r:#?}");
+
+    let unix = r.of("unix_socket_blocked");
+    for path in [&control, &host_sock] {
+        let e = unix
+            .iter()
+            .find(|e| e.remote.as_deref() == path.to_str())
+            .unwrap_or_else(|| panic!("no unix_socket_blocked for {}: {r:#?}", path.display()));
+        assert_eq!((e.rule(), e.decision()), ("default-deny-unix", "deny"));
+    }
+    assert!(r.of("net_connect").is_empty(), "{r:#?}");
+}
+
+#[test]
+fn control_socket_is_unreachable_through_a_workspace_symlink() {
+    if !common::privileged("control_socket_is_unreachable_through_a_workspace_symlink") {
+        return;
+    }
+    let d = Daemon::start();
+    let s = d.session(DENY_TESTNET);
+    std::os::unix::fs::symlink(d.socket(), s.workspace.path().join("ctl.sock")).unwrap();
+    // A session listing request, framed as the CLI frames it.
+    let script = "import socket,struct,sys,errno\ns=socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('ctl.sock')\nexcept OSError as e:\n    print('connect', errno.errorcode[e.errno]); sys.exit(0)\nbody=b'{\"op\":\"session_list\"}'\ns.sendall(struct.pack('>I', len(body)) + body)\ns.settimeout(5)\ntry:\n    print('answer', s.recv(4096)[4:].decode())\nexcept OSError as e:\n    print('recv', errno.errorcode.get(e.errno, e))\n";
+    let r = d.python(&s, "ctl.py", script, &[]);
+    r.assert_exit(0);
+    // The path is inside the workspace, so the connect itself goes through; the daemon then
+    // refuses the peer by its cgroup and closes without a word (a reset when the request was
+    // still unread).
+    assert!(
+        ["answer \n", "recv ECONNRESET\n"].contains(&r.stdout.as_str()),
+        "the control API answered the sandbox: {r:#?}"
+    );
+    let refused =
+        d.audit().into_iter().find(|e| e.kind == "listener_auth_fail").expect("the refusal is audited");
+    assert_eq!(refused.session_id, s.id);
+    assert_eq!((refused.str("listener"), refused.str("reason")), ("control", "peer_in_session"));
+}
+
+#[test]
+fn loopback_inside_the_sandbox_works() {
+    if !common::privileged("loopback_inside_the_sandbox_works") {
+        return;
+    }
+    let d = Daemon::start();
+    let s = d.session(DENY_TESTNET);
+    let r = d.python(&s, "loopback.py", LOOPBACK, &["inside"]);
+    r.assert_exit(0);
+    let got: Value = serde_json::from_str(&r.stdout).expect("loopback result");
+    let both = json!({"reply": "pong:ping", "peer_port_matches": true});
+    assert_eq!(got, json!({"v4": both, "v6": both}), "{r:#?}");
+    assert!(r.network_events().is_empty(), "loopback never reaches the gateway: {r:#?}");
+}
+
+#[test]
+fn host_loopback_needs_an_export_rule() {
+    if !common::privileged("host_loopback_needs_an_export_rule") {
+        return;
+    }
+    let host = upstream::banner();
+    let port = host.port().to_string();
+    let d = Daemon::start();
+
+    let closed = d.session(DENY_TESTNET);
+    let r = d.python(&closed, "loopback.py", LOOPBACK, &["host", &port]);
+    r.assert_exit(0);
+    assert_eq!(r.stdout.trim(), r#"{"error": "ECONNREFUSED"}"#, "{r:#?}");
+    assert!(r.network_events().is_empty(), "{r:#?}");
+    assert_eq!(host.accepted(), 0, "the host listener saw nothing");
+
+    let exported = d.session(&format!(
+        "version: 1\nname: export\nnetwork_rules:\n  - {{name: export-banner, cidrs: [127.0.0.1/32], ports: [{port}], decision: allow}}\n"
+    ));
+    let r = d.python(&exported, "loopback.py", LOOPBACK, &["host", &port]);
+    r.assert_exit(0);
+    let got: Value = serde_json::from_str(&r.stdout).expect("host result");
+    assert_eq!(got, json!({"said": upstream::BANNER}), "{r:#?}");
+    let e = r.one("net_connect");
+    assert_eq!((e.rule(), e.str("protocol")), ("export-banner", "raw"));
+    assert_eq!(host.accepted(), 1);
+}
