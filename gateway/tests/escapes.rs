@@ -75,16 +75,12 @@ fn control_socket_is_unreachable_through_a_workspace_symlink() {
     let s = d.session(DENY_TESTNET);
     std::os::unix::fs::symlink(d.socket(), s.workspace.path().join("ctl.sock")).unwrap();
     // A session listing request, framed as the CLI frames it.
-    let script = "import socket,struct,sys,errno\ns=socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('ctl.sock')\nexcept OSError as e:\n    print('connect', errno.errorcode[e.errno]); sys.exit(0)\nbody=b'{\"op\":\"session_list\"}'\ns.sendall(struct.pack('>I', len(body)) + body)\ns.settimeout(5)\ntry:\n    print('answer', s.recv(4096)[4:].decode())\nexcept OSError as e:\n    print('recv', errno.errorcode.get(e.errno, e))\n";
+    let script = "import socket,struct,sys,errno\ns=socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('ctl.sock')\nexcept OSError as e:\n    print('connect', errno.errorcode[e.errno]); sys.exit(0)\nbody=b'{\"op\":\"session_list\"}'\ntry:\n    s.sendall(struct.pack('>I', len(body)) + body)\n    s.settimeout(5)\n    answer = s.recv(4096)[4:].decode()\n    print('answer ' + answer if answer else 'refused eof')\nexcept OSError as e:\n    print('refused', errno.errorcode.get(e.errno, e))\n";
     let r = d.python(&s, "ctl.py", script, &[]);
     r.assert_exit(0);
     // The path is inside the workspace, so the connect itself goes through; the daemon then
-    // refuses the peer by its cgroup and closes without a word (a reset when the request was
-    // still unread).
-    assert!(
-        ["answer \n", "recv ECONNRESET\n"].contains(&r.stdout.as_str()),
-        "the control API answered the sandbox: {r:#?}"
-    );
+    // refuses the peer by its cgroup and closes without a word (EOF, EPIPE or a reset, by timing).
+    assert!(r.stdout.starts_with("refused "), "the control API answered the sandbox: {r:#?}");
     let refused =
         d.audit().into_iter().find(|e| e.kind == "listener_auth_fail").expect("the refusal is audited");
     assert_eq!(refused.session_id, s.id);
