@@ -239,7 +239,15 @@ impl SessionResolver {
                 }
             }
             Plan::Forward { name, qtype, strip_addresses, .. } => {
-                self.forward(name, *qtype, *strip_addresses).await
+                let mut o = self.forward(name, *qtype, *strip_addresses).await;
+                // Echo the question's spelling (0x20 case randomisation) on records owned by it.
+                let asked = &msg.queries[0].name;
+                for r in &mut o.answers {
+                    if r.name.eq_ignore_root(asked) {
+                        r.name = asked.clone();
+                    }
+                }
+                o
             }
         };
         self.emit(&msg, &plan, &outcome, transport);

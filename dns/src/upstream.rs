@@ -167,7 +167,7 @@ fn matches(query: &Message, answer: &Message) -> bool {
             let a = &answer.queries[0];
             a.query_type == q.query_type
                 && a.query_class == q.query_class
-                && a.name.eq_ignore_root_case(&q.name)
+                && a.name.eq_ignore_root_case(&q.name) // exact spelling, as sent
         })
 }
 
