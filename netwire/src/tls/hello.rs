@@ -6,11 +6,11 @@ use super::reader::Reader;
 use super::{ClientHelloInfo, TlsError};
 use crate::hostname::Hostname;
 
-const EXT_SERVER_NAME: u16 = 0;
+pub(super) const EXT_SERVER_NAME: u16 = 0;
 const EXT_ALPN: u16 = 16;
 const EXT_SUPPORTED_VERSIONS: u16 = 43;
 const EXT_ECH: u16 = 0xfe0d;
-const NAME_TYPE_HOST_NAME: u8 = 0;
+pub(super) const NAME_TYPE_HOST_NAME: u8 = 0;
 
 /// Parse a complete ClientHello body (the handshake header already removed).
 pub(super) fn parse_body(body: &[u8]) -> Result<ClientHelloInfo, TlsError> {

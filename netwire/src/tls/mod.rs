@@ -9,6 +9,9 @@
 
 mod hello;
 mod reader;
+mod rewrite;
+
+pub use rewrite::{Rewritten, rewrite_sni};
 
 use crate::hostname::{Hostname, HostnameError};
 
@@ -48,6 +51,9 @@ pub enum TlsError {
     /// TLS framing, but broken, oversized or not a ClientHello.
     #[error("malformed ClientHello: {0}")]
     Malformed(&'static str),
+    /// A valid ClientHello that [`rewrite_sni`] refuses to alter (ECH, or a result too long).
+    #[error("ClientHello cannot be rewritten: {0}")]
+    Unrewritable(&'static str),
     /// The `server_name` host name is not a valid host name.
     #[error("invalid SNI host name: {0}")]
     Sni(#[from] HostnameError),
@@ -59,6 +65,17 @@ pub enum TlsError {
 /// ClientHello is complete; `info.consumed` bytes belong to it and anything after is left
 /// alone. `Err(NotTls)`: the first record header is not TLS handshake framing.
 pub fn parse_client_hello(buf: &[u8]) -> Result<Option<ClientHelloInfo>, TlsError> {
+    let Some((message, consumed)) = reassemble(buf)? else {
+        return Ok(None);
+    };
+    let mut info = hello::parse_body(&message[HANDSHAKE_HEADER_LEN..])?;
+    info.consumed = consumed;
+    Ok(Some(info))
+}
+
+/// Collect the first handshake message (header included) from the records at the start of
+/// `buf`, with the number of bytes those records take; `Ok(None)` while it is incomplete.
+fn reassemble(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, TlsError> {
     let mut pos = 0;
     let mut message: Vec<u8> = Vec::new();
     // Total message length (header included), known once its first four bytes are in.
@@ -96,9 +113,7 @@ pub fn parse_client_hello(buf: &[u8]) -> Result<Option<ClientHelloInfo>, TlsErro
         }
         pos = start + len;
         if need == Some(message.len()) {
-            let mut info = hello::parse_body(&message[HANDSHAKE_HEADER_LEN..])?;
-            info.consumed = pos;
-            return Ok(Some(info));
+            return Ok(Some((message, pos)));
         }
     }
 }

@@ -17,6 +17,11 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
+    /// Octets not yet read.
+    pub(super) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
     pub(super) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], TlsError> {
         if self.buf.len() < n {
             return Err(TlsError::Malformed(what));

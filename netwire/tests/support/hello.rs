@@ -47,6 +47,35 @@ pub fn versions_ext() -> Ext {
     (43, vec![4, 0x03, 0x04, 0x03, 0x03])
 }
 
+/// `psk_key_exchange_modes` offering psk_dhe_ke.
+pub fn psk_modes_ext() -> Ext {
+    (45, vec![1, 1])
+}
+
+/// `early_data` as a ClientHello carries it (empty).
+pub fn early_data_ext() -> Ext {
+    (42, vec![])
+}
+
+/// A `pre_shared_key` with one identity and one 32-octet binder (contents are opaque to us).
+pub fn psk_ext() -> Ext {
+    let identity = [0x77; 16];
+    let mut ids = u16be(identity.len()).to_vec();
+    ids.extend_from_slice(&identity);
+    ids.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // obfuscated_ticket_age
+    let mut data = u16be(ids.len()).to_vec();
+    data.extend_from_slice(&ids);
+    data.extend_from_slice(&u16be(33));
+    data.push(32);
+    data.extend_from_slice(&[0xbb; 32]);
+    (41, data)
+}
+
+/// `padding` (RFC 7685) of `n` zero octets, for hellos of a chosen size.
+pub fn padding_ext(n: usize) -> Ext {
+    (21, vec![0; n])
+}
+
 /// A complete ClientHello handshake message (4-byte header included) with `exts`.
 pub fn client_hello(exts: &[Ext]) -> Vec<u8> {
     let mut body = vec![0x03, 0x03];
@@ -76,9 +105,14 @@ pub fn handshake(body: &[u8]) -> Vec<u8> {
 
 /// Frame `msg` into handshake records of at most `max` payload bytes each.
 pub fn records(msg: &[u8], max: usize) -> Vec<u8> {
+    records_with_version(msg, max, [3, 1])
+}
+
+/// [`records`] with `version` as every record's `legacy_record_version`.
+pub fn records_with_version(msg: &[u8], max: usize, version: [u8; 2]) -> Vec<u8> {
     let mut out = Vec::new();
     for chunk in msg.chunks(max) {
-        out.extend_from_slice(&[22, 3, 1]);
+        out.extend_from_slice(&[22, version[0], version[1]]);
         out.extend_from_slice(&u16be(chunk.len()));
         out.extend_from_slice(chunk);
     }
