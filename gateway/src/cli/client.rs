@@ -22,6 +22,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The state dir: `AGENTSH_STATE_DIR`, else `/run/agentsh` for root, else
 /// `$XDG_RUNTIME_DIR/agentsh`.
 pub fn state_dir() -> PathBuf {
+    if let Some(dir) = STATE_DIR.get() {
+        return dir.clone();
+    }
     if let Some(dir) = std::env::var_os("AGENTSH_STATE_DIR") {
         return dir.into();
     }
@@ -37,7 +40,9 @@ pub fn state_dir() -> PathBuf {
 /// The control socket: `AGENTSH_SERVER` (a path, or `unix://PATH`), else `<state dir>/agentsh.sock`.
 pub fn control_socket() -> PathBuf {
     match std::env::var("AGENTSH_SERVER") {
-        Ok(s) if !s.is_empty() => PathBuf::from(s.strip_prefix("unix://").unwrap_or(&s)),
+        Ok(s) if !s.is_empty() && STATE_DIR.get().is_none() => {
+            PathBuf::from(s.strip_prefix("unix://").unwrap_or(&s))
+        }
         _ => state_dir().join("agentsh.sock"),
     }
 }
@@ -47,6 +52,12 @@ fn auto_start_allowed() -> bool {
 }
 
 static DAEMON_CONFIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static STATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Use `dir` as the state dir (and so the control socket) for the rest of this process.
+pub fn use_state_dir(dir: PathBuf) {
+    let _ = STATE_DIR.set(dir);
+}
 
 /// Use `path` as `--config` for a daemon this process starts.
 pub fn set_daemon_config(path: String) {

@@ -1,6 +1,8 @@
-//! `agentsh demo`: an offline tour of the egress funnel. It starts its own TLS upstream on
-//! loopback (with a CA made on the spot), writes a small policy, and runs curl in a sandboxed
-//! session: one allowed flow, one denied by name, one denied by default, and the strict policy.
+//! `agentsh demo`: an offline tour of the egress funnel. It starts its own daemon, a TLS
+//! upstream and a DNS server on loopback (with a CA made on the spot), writes a small policy,
+//! and runs curl and getent in sandboxed sessions: names resolved, refused and redirected by
+//! the session resolver, flows allowed and denied by name and by address, and the strict
+//! policy. Nothing leaves the machine.
 
 use std::{
     io::Write,
@@ -15,7 +17,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{exec, session};
+use super::{demo_dns, exec, session};
 use crate::control::protocol::EventsMode;
 
 const BODY: &str = "hello from the demo upstream\n";
@@ -33,7 +35,8 @@ fn make_pki() -> anyhow::Result<DemoPki> {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
     let leaf_key = KeyPair::generate()?;
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])?.signed_by(&leaf_key, &ca)?;
+    let names = vec!["localhost".to_string(), "api.demo.test".to_string()];
+    let leaf = CertificateParams::new(names)?.signed_by(&leaf_key, &ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -77,8 +80,11 @@ fn start_upstream(config: Arc<rustls::ServerConfig>) -> anyhow::Result<SocketAdd
 fn policy_text(port: u16) -> String {
     format!(
         "version: 1\nname: demo\nnetwork_rules:\n  \
-         - {{name: no-blocked-example, domains: [blocked.example], decision: deny, message: \"blocked.example is off limits\"}}\n  \
-         - {{name: demo-upstream, cidrs: [127.0.0.1/32], ports: [{port}], decision: allow}}\n"
+         - {{name: no-blocked-example, domains: [blocked.example, \"**.blocked.example\"], decision: deny, message: \"blocked.example is off limits\"}}\n  \
+         - {{name: demo-api, domains: [api.demo.test], ports: [{port}], decision: allow}}\n  \
+         - {{name: demo-upstream, cidrs: [127.0.0.1/32], ports: [{port}], decision: allow}}\n\
+         dns_redirects:\n  \
+         - {{name: pin-internal, match: '(^|\\.)internal\\.demo\\.test$', resolve_to: 127.0.0.1}}\n"
     )
 }
 
@@ -91,9 +97,9 @@ fn show(title: &str, sid: &str, argv: &[String]) -> anyhow::Result<()> {
         println!("  (stderr) {line}");
     }
     println!("  exit code {}", r.exit_code);
-    for e in r.events.iter().filter(|e| e.kind.starts_with("net_")) {
+    for e in r.events.iter().filter(|e| e.kind.starts_with("net_") || e.kind.starts_with("dns_")) {
         let mut line = exec::describe(e);
-        for key in ["sni", "host", "bytes_sent", "bytes_received"] {
+        for key in ["qtype", "rcode", "answers", "sni", "host", "bytes_sent", "bytes_received"] {
             if let Some(v) = e.fields.get(key) {
                 line.push_str(&format!(" {key}={v}"));
             }
@@ -115,31 +121,75 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Start a private daemon for the demo (its own state dir, DNS pointed at the demo's server).
+fn private_daemon(ws: &Path, dns: SocketAddr) -> anyhow::Result<PathBuf> {
+    let state = ws.join("state");
+    std::fs::create_dir_all(&state)?;
+    let config = ws.join("server.yaml");
+    write(
+        &config,
+        &format!(
+            "dns:\n  upstream: [\"{dns}\"]\n  mode: synthetic\naudit:\n  sinks: [{{type: jsonl, path: {}}}]\n",
+            state.join("audit.jsonl").display()
+        ),
+    )?;
+    super::client::use_state_dir(state.clone());
+    super::client::set_daemon_config(config.display().to_string());
+    Ok(state)
+}
+
 /// Run the demo.
 pub fn run() -> anyhow::Result<ExitCode> {
     let pki = make_pki()?;
     let upstream = start_upstream(pki.server.clone())?;
     let port = upstream.port();
+    let dns = demo_dns::start()?;
     let ws = workspace()?;
+    let state = private_daemon(&ws, dns.addr)?;
     let ca = ws.join("demo-ca.pem");
     write(&ca, &pki.ca_pem)?;
     let policy = ws.join("demo-policy.yaml");
     write(&policy, &policy_text(port))?;
-    println!("agentsh demo: a TLS upstream on {upstream}, a CA made just now, and this policy:\n");
+    println!("agentsh demo: a TLS upstream on {upstream}, a DNS server on {}, a CA made just now,", dns.addr);
+    println!("and this policy:\n");
     print!("{}", policy_text(port));
 
-    let s = session::create_session(&ws, &policy.display().to_string())?;
+    let result = tour(&ws, &ca, &policy, port);
+    let _ = super::client::call(&crate::control::protocol::Request::Shutdown);
+    result?;
+    println!("\nThe DNS server outside saw only these questions (no blocked name ever left):");
+    for q in dns.questions() {
+        println!("  {q}");
+    }
+    println!("\nEvery decision above is also in the audit log: {}", state.join("audit.jsonl").display());
+    let _ = std::fs::remove_dir_all(&ws);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tour(ws: &Path, ca: &Path, policy: &Path, port: u16) -> anyhow::Result<()> {
+    let s = session::create_session(ws, &policy.display().to_string())?;
     let curl = |args: &[&str]| -> Vec<String> {
         let mut v = vec!["curl".to_string(), "-sS".into(), "-m".into(), "5".into(), "--cacert".into()];
         v.push(ca.display().to_string());
         v.extend(args.iter().map(|a| a.to_string()));
         v
     };
-    let url = format!("https://localhost:{port}/");
+    let getent = |name: &str| vec!["getent".to_string(), "ahostsv4".into(), name.to_string()];
+    let api = format!("https://api.demo.test:{port}/");
     let blocked = format!("https://blocked.example:{port}/");
     let resolve = format!("blocked.example:{port}:127.0.0.1");
     let result = (|| {
-        show("allowed: the policy exports the local upstream", &s.id, &curl(&[&url]))?;
+        show(
+            "allowed by name: the session resolver answers a synthetic address bound to api.demo.test",
+            &s.id,
+            &curl(&[&api]),
+        )?;
+        show(
+            "DNS is policy: a denied name is refused and never forwarded",
+            &s.id,
+            &getent("exfil.blocked.example"),
+        )?;
+        show("DNS redirect: internal.demo.test is pinned by rule", &s.id, &getent("db.internal.demo.test"))?;
         show(
             "denied by name: the TLS SNI names blocked.example",
             &s.id,
@@ -150,19 +200,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
     })();
     session::destroy_session(&s.id)?;
     result?;
-
-    let strict = session::create_session(&ws, "strict")?;
+    let strict = session::create_session(ws, "strict")?;
     let r = show(
         "the embedded strict policy: refused at connect()",
         &strict.id,
         &curl(&["https://203.0.113.10/"]),
     );
     session::destroy_session(&strict.id)?;
-    r?;
-    let _ = std::fs::remove_dir_all(&ws);
-    println!(
-        "\nEvery decision above is also in the audit log: {}",
-        super::client::state_dir().join("audit.jsonl").display()
-    );
-    Ok(ExitCode::SUCCESS)
+    r
 }

@@ -2,6 +2,7 @@
 
 pub mod client;
 mod demo;
+mod demo_dns;
 mod exec;
 mod policy_check;
 mod policy_source;

@@ -64,6 +64,8 @@ pub enum Request {
     },
     /// Run a command in a session and wait for it.
     Exec(ExecRequest),
+    /// Destroy every session and stop the daemon.
+    Shutdown,
 }
 
 /// The body of an `exec` request.

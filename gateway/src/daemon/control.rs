@@ -96,7 +96,7 @@ fn handle(
                 bail!("workspace {} is not an existing absolute directory", workspace.display());
             }
             let (name, policy) = resolve_policy(policy)?;
-            let session = Session::create(&daemon.config.state_dir, workspace, name, policy)?;
+            let session = Session::create(&daemon.config, daemon.recorder.clone(), workspace, name, policy)?;
             let info = session.info();
             daemon.recorder.record(
                 Event::new("session_created", &session.id)
@@ -130,5 +130,15 @@ fn handle(
             Ok(Response::Done)
         }
         Request::Exec(exec) => super::exec::run(daemon, exec, stream, peer),
+        Request::Shutdown => {
+            daemon.destroy_all();
+            let _ = std::fs::remove_file(daemon.config.control_socket());
+            // Answer first, then leave: the caller waits for the reply.
+            std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                std::process::exit(0);
+            });
+            Ok(Response::Done)
+        }
     }
 }

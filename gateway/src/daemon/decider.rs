@@ -11,7 +11,7 @@ use std::{
 use policies::{CompiledPolicy, ConnectRequest, Decision, Policy};
 use redirect::{
     Action,
-    decide::{CallKind, ConnectDecider, SockInfo},
+    decide::{CallKind, ConnectDecider, SockInfo, UnixRefusal},
     sockaddr::UnixAddr,
 };
 
@@ -39,6 +39,8 @@ pub struct SessionDecider {
     pub workspace: PathBuf,
     /// Event sink.
     pub recorder: Arc<Recorder>,
+    /// The session resolver: names of synthetic and remembered addresses.
+    pub resolver: Arc<dns::SessionResolver>,
     /// Unix paths already reported as blocked (programs retry, e.g. glibc's nscd lookups).
     pub reported_unix: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
@@ -66,6 +68,20 @@ pub fn loopback_exported(policy: &Policy, compiled: &CompiledPolicy, dst: Socket
     let d = compiled.decide_connect(&ConnectRequest::by_ip(dst.ip(), dst.port()));
     d.verdict.permits()
         && rule_index(policy, &d.rule).is_some_and(|i| !policy.network_rules[i].cidrs.is_empty())
+}
+
+/// The session resolver's own address inside the sandbox (127.0.0.1:53 or [::1]:53).
+fn is_session_resolver(dst: SocketAddr) -> bool {
+    dst.ip().is_loopback() && dst.port() == 53 && matches!(dst.ip().to_string().as_str(), "127.0.0.1" | "::1")
+}
+
+/// Where a DNS socket of this family is sent.
+fn resolver_for(sock: SockInfo) -> SocketAddr {
+    if sock.family == libc::AF_INET6 {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 53))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 53))
+    }
 }
 
 /// Lexically normalise `path` (resolving `.` and `..`), relative to `cwd` when not absolute.
@@ -105,6 +121,27 @@ impl SessionDecider {
     fn unix_allowed(&self, path: &Path) -> bool {
         path.starts_with(SANDBOX_STATE_DIR) || path.starts_with(&self.workspace)
     }
+
+    /// The path as the agent meant it (absolute, lexically normalised against its cwd), for
+    /// deciding and for events.
+    fn unix_path(raw: &[u8], pid: u32) -> (PathBuf, Option<PathBuf>) {
+        let path = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(raw));
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        (path.to_path_buf(), normalise(path, cwd.as_deref()))
+    }
+
+    /// Records one `unix_socket_blocked` per path (programs retry, e.g. glibc's nscd lookups).
+    fn unix_blocked(&self, shown: PathBuf, pid: u32, rule: &str, message: &str) {
+        let first = self.reported_unix.lock().unwrap_or_else(|p| p.into_inner()).insert(shown.clone());
+        if first {
+            let d = Decision {
+                verdict: policies::Verdict::Deny,
+                rule: rule.into(),
+                message: Some(message.into()),
+            };
+            self.blocked("unix_socket_blocked", shown.display().to_string(), pid, &d, &[]);
+        }
+    }
 }
 
 impl ConnectDecider for SessionDecider {
@@ -113,9 +150,18 @@ impl ConnectDecider for SessionDecider {
     }
 
     fn decide_call(&self, call: CallKind, dst: SocketAddr, sock: SockInfo, pid: u32) -> Action {
+        if dst.port() == 53 && !is_session_resolver(dst) {
+            // Every DNS question goes to the session resolver, whatever server it was meant for.
+            return Action::Redirect(resolver_for(sock));
+        }
         let exported = dst.ip().is_loopback() && loopback_exported(&self.policy, &self.compiled, dst);
         if dst.ip().is_loopback() && !exported {
             return Action::Continue; // stays on the sandbox's own loopback
+        }
+        if !sock.is_stream() && call == CallKind::Connect {
+            // Connecting a datagram socket sends nothing (glibc does it to sort addresses); the
+            // sandbox has no route, so the kernel answers ENETUNREACH itself. Sends are decided.
+            return Action::Continue;
         }
         if !sock.is_stream() || call == CallKind::Send {
             let d = Decision {
@@ -126,6 +172,16 @@ impl ConnectDecider for SessionDecider {
             self.blocked("net_connect_blocked", dst.to_string(), pid, &d, &[("transport", "udp".into())]);
             return Action::Deny(libc::EACCES);
         }
+        if let Some(name) = self.resolver.name_for(dst.ip()) {
+            // The address names exactly one host: the decision on the name is final now.
+            let d = self.compiled.decide_connect(&ConnectRequest::by_name(name.clone(), dst.port()));
+            if !d.verdict.permits() {
+                let fields = [("stage", "connect".to_string()), ("domain", name.to_string())];
+                self.blocked("net_connect_blocked", format!("{name}:{}", dst.port()), pid, &d, &fields);
+                return Action::Deny(libc::EACCES);
+            }
+            return Action::Redirect(self.gateway_for(sock));
+        }
         let quick = self.compiled.decide_connect(&ConnectRequest::by_ip(dst.ip(), dst.port()));
         if !quick.verdict.permits() && final_on_address(&self.policy, &quick) {
             self.blocked("net_connect_blocked", dst.to_string(), pid, &quick, &[("stage", "connect".into())]);
@@ -135,33 +191,37 @@ impl ConnectDecider for SessionDecider {
     }
 
     fn decide_unix(&self, addr: &UnixAddr, _sock: SockInfo, pid: u32) -> Action {
-        let UnixAddr::Pathname(raw) = addr else {
-            // Abstract names live in the sandbox's own network namespace.
-            return Action::Continue;
+        let raw = match addr {
+            UnixAddr::Pathname(raw) => raw,
+            // Abstract names live in the sandbox's own network namespace; pinned all the same,
+            // so the bytes cannot turn into a path after this answer.
+            UnixAddr::Abstract(_) => return Action::ConnectUnixPinned,
+            UnixAddr::Unnamed => return Action::Continue,
         };
-        let path = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(raw));
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
-        match normalise(path, cwd.as_deref()) {
-            Some(p) if self.unix_allowed(&p) => Action::Continue,
-            other => {
-                let shown = other.unwrap_or_else(|| path.to_path_buf());
-                let first =
-                    self.reported_unix.lock().unwrap_or_else(|p| p.into_inner()).insert(shown.clone());
-                if !first {
-                    return Action::Deny(libc::EACCES);
-                }
-                let shown = shown.display().to_string();
-                let d = Decision {
-                    verdict: policies::Verdict::Deny,
-                    rule: "default-deny-unix".into(),
-                    message: Some(
-                        "only the session's sockets and sockets in the workspace are reachable".into(),
-                    ),
-                };
-                self.blocked("unix_socket_blocked", shown, pid, &d, &[]);
+        // Lexical here; the supervisor then resolves the path with no symlink followed and
+        // connects to the inode it checked, so the text decided on is the file reached.
+        match Self::unix_path(raw, pid) {
+            (_, Some(p)) if self.unix_allowed(&p) => Action::ConnectUnixPinned,
+            (path, other) => {
+                self.unix_blocked(
+                    other.unwrap_or(path),
+                    pid,
+                    "default-deny-unix",
+                    "only the session's sockets and sockets in the workspace are reachable",
+                );
                 Action::Deny(libc::EACCES)
             }
         }
+    }
+
+    fn unix_refused(&self, addr: &UnixAddr, why: UnixRefusal, pid: u32) {
+        let UnixAddr::Pathname(raw) = addr else { return };
+        let (path, normal) = Self::unix_path(raw, pid);
+        let (rule, message) = match why {
+            UnixRefusal::Symlink => ("unix-symlink", "Unix sockets reached through a symlink are refused"),
+            UnixRefusal::HardLink => ("unix-hard-link", "Unix sockets with more than one name are refused"),
+        };
+        self.unix_blocked(normal.unwrap_or(path), pid, rule, message);
     }
 }
 

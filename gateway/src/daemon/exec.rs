@@ -92,6 +92,29 @@ fn select_events(events: Vec<Event>, mode: EventsMode) -> Vec<Event> {
     }
 }
 
+/// Serve the session resolver on the sandbox's loopback until `stop` flips.
+fn serve_dns(
+    daemon: &Daemon,
+    resolver: &Arc<dns::SessionResolver>,
+    sockets: super::netns::DnsSockets,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    for udp in [sockets.udp4, sockets.udp6] {
+        udp.set_nonblocking(true)?;
+        let udp = tokio::net::UdpSocket::from_std(udp)?;
+        daemon.runtime.spawn(dns::serve_udp(udp, resolver.clone(), stopped(stop.clone())));
+    }
+    for tcp in [sockets.tcp4, sockets.tcp6] {
+        tcp.set_nonblocking(true)?;
+        let tcp = tokio::net::TcpListener::from_std(tcp)?;
+        daemon.runtime.spawn(dns::serve_tcp(tcp, resolver.clone(), stopped(stop.clone())));
+    }
+    Ok(())
+}
+
 /// Run `req` and answer with its result.
 pub fn run(
     daemon: &Arc<Daemon>,
@@ -113,6 +136,7 @@ pub fn run(
     };
     let command_id = format!("cmd-{}", uuid::Uuid::new_v4());
     let _running = session.command_started();
+    *session.current_command.lock().unwrap_or_else(|p| p.into_inner()) = Some(command_id.clone());
     daemon.recorder.start_collecting(&command_id);
 
     let mut spec = LaunchSpec::new(&req.argv, &session.dir);
@@ -162,6 +186,7 @@ pub fn run(
         gateway_v6: v6.local_addr()?,
         workspace: session.workspace.clone(),
         recorder: daemon.recorder.clone(),
+        resolver: session.resolver.clone(),
         reported_unix: Default::default(),
     };
     let notify = launched.notify_fd.take().context("sandbox gave no notify fd")?;
@@ -173,9 +198,11 @@ pub fn run(
         compiled: session.compiled.clone(),
         table,
         recorder: daemon.recorder.clone(),
+        resolver: session.resolver.clone(),
         active: AtomicUsize::new(0),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let dns_sockets = super::netns::bind_dns(launched.pid).context("binding the session resolver")?;
     {
         let _rt = daemon.runtime.enter();
         for l in [v4, v6] {
@@ -183,6 +210,7 @@ pub fn run(
             let l = tokio::net::TcpListener::from_std(l)?;
             daemon.runtime.spawn(super::funnel::serve(l, funnel.clone(), stop_rx.clone()));
         }
+        serve_dns(daemon, &session.resolver, dns_sockets, &stop_rx)?;
     }
     launched.resume().with_context(|| format!("starting {}", req.argv[0]))?;
 

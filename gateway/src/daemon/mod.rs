@@ -6,6 +6,7 @@ mod control;
 mod decider;
 mod exec;
 mod funnel;
+mod netns;
 mod session;
 
 use std::{
@@ -44,7 +45,7 @@ impl Daemon {
     }
 
     /// Destroy every session (on shutdown).
-    fn destroy_all(&self) {
+    pub fn destroy_all(&self) {
         let sessions = std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()));
         for s in sessions.values() {
             if let Err(e) = s.destroy() {

@@ -3,7 +3,7 @@
 
 use std::{
     os::unix::fs::DirBuilderExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -12,10 +12,16 @@ use std::{
 };
 
 use anyhow::Context;
-use policies::{CompiledPolicy, Policy};
+use dns::{
+    AddressGuard, DnsEvent, ResolverConfig, SessionResolver, Upstream,
+    pool::session_v6_prefix,
+    upstream::{UpstreamConfig, nameservers_from_resolv_conf},
+};
+use policies::{CompiledPolicy, Policy, config::ServerConfig};
 use sandbox::cgroup::SessionCgroup;
 
-use crate::control::protocol::SessionInfo;
+use super::Recorder;
+use crate::{control::protocol::SessionInfo, events::Event};
 
 /// One live session.
 pub struct Session {
@@ -31,6 +37,10 @@ pub struct Session {
     pub compiled: Arc<CompiledPolicy>,
     /// Host path of the session's state dir (seen as `/run/agentsh` inside the sandbox).
     pub dir: PathBuf,
+    /// The session resolver: one synthetic pool per session, so bindings outlive commands.
+    pub resolver: Arc<SessionResolver>,
+    /// The command DNS events are attributed to (the latest started).
+    pub current_command: Arc<Mutex<Option<String>>>,
     cgroup: Mutex<Option<SessionCgroup>>,
     created_at: String,
     commands: AtomicU64,
@@ -38,15 +48,16 @@ pub struct Session {
 }
 
 impl Session {
-    /// Create the state dir and cgroup of a new session.
+    /// Create the state dir, cgroup and resolver of a new session.
     pub fn create(
-        state_dir: &Path,
+        config: &ServerConfig,
+        recorder: Arc<Recorder>,
         workspace: PathBuf,
         policy_name: String,
         policy: Policy,
     ) -> anyhow::Result<Session> {
         let id = format!("session-{}", uuid::Uuid::new_v4());
-        let dir = state_dir.join("sessions").join(&id);
+        let dir = config.state_dir.join("sessions").join(&id);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -54,8 +65,22 @@ impl Session {
             .with_context(|| format!("creating {}", dir.display()))?;
         let cgroup = SessionCgroup::create(&id).context("creating the session cgroup")?;
         let compiled = Arc::new(CompiledPolicy::new(&policy));
+        let current_command = Arc::new(Mutex::new(None));
+        let resolver = Arc::new(SessionResolver::new(
+            compiled.clone(),
+            AddressGuard::new(&policy),
+            upstream(config),
+            ResolverConfig {
+                mode: config.dns.mode,
+                pool_v6: session_v6_prefix(uuid::Uuid::new_v4().as_u128() as u16),
+                ..ResolverConfig::default()
+            },
+            dns_event_sink(recorder, id.clone(), current_command.clone()),
+        ));
         Ok(Session {
             id,
+            resolver,
+            current_command,
             workspace,
             policy_name,
             policy: Arc::new(policy),
@@ -115,6 +140,44 @@ impl Session {
             _ => Ok(()),
         }
     }
+}
+
+/// The resolver the session forwards to: `dns.upstream` from the server config, else the
+/// host's own nameservers (read once, at session creation).
+fn upstream(config: &ServerConfig) -> Upstream {
+    let servers: Vec<_> = if config.dns.upstream.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        nameservers_from_resolv_conf(&text)
+    } else {
+        config.dns.upstream.iter().map(|u| u.0).collect()
+    };
+    Upstream::new(UpstreamConfig::new(servers))
+}
+
+/// Turn the resolver's events into audit events of the session.
+fn dns_event_sink(
+    recorder: Arc<Recorder>,
+    session_id: String,
+    current: Arc<Mutex<Option<String>>>,
+) -> Arc<dyn Fn(DnsEvent) + Send + Sync> {
+    Arc::new(move |ev: DnsEvent| {
+        let mut e = Event::new(ev.kind.as_str(), &session_id);
+        e.command_id = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        e.domain = Some(ev.name);
+        e.policy = Some((&ev.decision).into());
+        let mut e = e
+            .field("qtype", ev.qtype)
+            .field("rcode", ev.rcode)
+            .field("answers", ev.answers)
+            .field("transport", format!("{:?}", ev.transport).to_lowercase());
+        if let Some(u) = ev.upstream {
+            e = e.field("upstream", u.to_string());
+        }
+        if ev.suppressed > 0 {
+            e = e.field("suppressed", ev.suppressed);
+        }
+        recorder.record(e);
+    })
 }
 
 /// Marks a command as running until dropped.

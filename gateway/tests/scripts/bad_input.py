@@ -25,7 +25,8 @@ def gateway_listener():
         for line in f.readlines()[1:]:
             local, state = line.split()[1], line.split()[3]
             ip, port = local.split(":")
-            if state == "0A" and ip == "0100007F":
+            # Port 53 is the session resolver's TCP listener, not the gateway's.
+            if state == "0A" and ip == "0100007F" and int(port, 16) != 53:
                 return int(port, 16)
     return None
 

@@ -4,7 +4,7 @@
 //! and splice both ways. Every outcome is one audit event.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -12,11 +12,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod refuse;
+mod route;
+
+use dns::SessionResolver;
 use netwire::peek::{Peeked, peek_first_bytes};
-use policies::{CompiledPolicy, ConnectRequest, Decision, Policy, Verdict, matchers::domain::Hostname};
+use policies::{CompiledPolicy, Decision, Policy, matchers::domain::Hostname};
 use redirect::{OriginalDst, OriginalDstTable};
 use tokio::{net::TcpStream, sync::watch};
 
+use self::{
+    refuse::{refuse, reset},
+    route::{Route, Target},
+};
 use super::Recorder;
 use crate::events::{Event, millis};
 
@@ -44,12 +52,14 @@ pub struct Funnel {
     pub table: Arc<OriginalDstTable>,
     /// Event sink.
     pub recorder: Arc<Recorder>,
+    /// The session resolver (names of synthetic and remembered addresses, real resolution).
+    pub resolver: Arc<SessionResolver>,
     /// Connections still being handled.
     pub active: AtomicUsize,
 }
 
 /// What the first bytes said about the destination.
-struct Named {
+pub(super) struct Named {
     host: Option<Hostname>,
     protocol: &'static str,
     note: Option<String>,
@@ -73,58 +83,13 @@ fn name_from(peeked: Peeked) -> Named {
     }
 }
 
-/// TLS alert record: fatal `access_denied` (49), which clients report as such.
-const TLS_ACCESS_DENIED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49];
-
-/// Refuse in the protocol's own terms where the first bytes told us the protocol: a TLS
-/// `access_denied` alert, or an HTTP 403 with a JSON body naming the rule; otherwise a reset.
-async fn refuse(mut agent: TcpStream, protocol: &str, d: &Decision) {
-    use tokio::io::AsyncWriteExt;
-    let reply = match protocol {
-        "tls" => TLS_ACCESS_DENIED.to_vec(),
-        "http" => {
-            let body = serde_json::json!({
-                "error": "blocked by agentsh policy",
-                "rule": d.rule,
-                "message": d.message,
-            })
-            .to_string();
-            format!(
-                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes()
-        }
-        _ => return reset(agent),
-    };
-    let write = async {
-        agent.write_all(&reply).await?;
-        agent.shutdown().await
-    };
-    if tokio::time::timeout(Duration::from_secs(2), write).await.is_err() {
-        return reset(agent);
-    }
-    // Unread request bytes would turn the close into a reset and lose the reply: drain briefly.
-    let mut sink = [0u8; 4096];
-    let drain = async {
-        use tokio::io::AsyncReadExt;
-        while matches!(agent.read(&mut sink).await, Ok(n) if n > 0) {}
-    };
-    let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;
-}
-
-/// Abort a connection so the peer sees a reset, not a clean close.
-fn reset(stream: TcpStream) {
-    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-    drop(stream);
-}
-
 impl Funnel {
-    fn event(&self, kind: &str, dst: &OriginalDst, named: &Named, d: &Decision) -> Event {
+    fn event(&self, kind: &str, dst: &OriginalDst, named: &Named, route: &Route) -> Event {
+        let d = &route.decision;
         let mut e = Event::new(kind, &self.session_id);
         e.command_id = Some(self.command_id.clone());
         e.pid = i32::try_from(dst.pid).ok();
-        e.domain = named.host.as_ref().map(|h| h.to_string());
+        e.domain = route.name.as_ref().or(named.host.as_ref()).map(|h| h.to_string());
         e.remote = Some(dst.dst.to_string());
         e.policy = Some(d.into());
         e = e.field("protocol", named.protocol);
@@ -135,52 +100,6 @@ impl Funnel {
             e = e.field("peek_error", n.clone());
         }
         e
-    }
-
-    /// A name is only trusted for a rule that matched by name when the name really points at the
-    /// address the agent dialled: otherwise any allowed SNI would carry traffic anywhere.
-    async fn name_matches_address(&self, host: &Hostname, ip: IpAddr, port: u16) -> bool {
-        let lookup = tokio::net::lookup_host((host.as_str(), port));
-        match tokio::time::timeout(Duration::from_secs(3), lookup).await {
-            Ok(Ok(addrs)) => addrs.map(|a| policies::matchers::cidr::canonical_ip(a.ip())).any(|a| a == ip),
-            _ => false,
-        }
-    }
-
-    async fn decide(&self, dst: &OriginalDst, named: &Named) -> Decision {
-        // Bytes that claim TLS or HTTP but do not parse may still be accepted upstream: relaying
-        // them unnamed would let a broken ClientHello slip past every name rule.
-        if named.protocol == "malformed" {
-            return Decision {
-                verdict: Verdict::Deny,
-                rule: "malformed-first-bytes".into(),
-                message: Some("the first bytes claim TLS or HTTP but do not parse".into()),
-            };
-        }
-        let d = self.compiled.decide_connect(&ConnectRequest::new(
-            named.host.clone(),
-            Some(dst.ip()),
-            dst.port(),
-        ));
-        let by_name_only = self
-            .policy
-            .network_rules
-            .iter()
-            .find(|r| r.name == d.rule)
-            .is_some_and(|r| !r.domains.is_empty() && r.cidrs.is_empty());
-        if d.verdict.permits()
-            && by_name_only
-            && !dst.ip().is_loopback()
-            && let Some(host) = &named.host
-            && !self.name_matches_address(host, dst.ip(), dst.port()).await
-        {
-            return Decision {
-                verdict: Verdict::Deny,
-                rule: "name-address-mismatch".into(),
-                message: Some(format!("{host} does not resolve to {}", dst.ip())),
-            };
-        }
-        d
     }
 
     /// Handle one accepted connection whose peer (the agent's socket) is `peer`.
@@ -199,24 +118,42 @@ impl Funnel {
             Ok((peeked, _)) => name_from(peeked),
             Err(e) => Named { host: None, protocol: "raw", note: Some(e.to_string()) },
         };
-        let d = self.decide(&dst, &named).await;
-        if !d.verdict.permits() {
+        let route = self.route(&dst, &named).await;
+        if !route.decision.verdict.permits() {
+            let d = &route.decision;
             tracing::info!(session.id = %self.session_id, rule = %d.rule, remote = %dst.dst, "connect denied");
-            self.recorder.record(self.event("net_connect_blocked", &dst, &named, &d));
-            refuse(agent, named.protocol, &d).await;
+            self.recorder.record(self.event("net_connect_blocked", &dst, &named, &route));
+            refuse(agent, named.protocol, d).await;
             return;
         }
+        if let Some(r) = route.redirect.as_ref().filter(|r| r.visible) {
+            let mut e =
+                self.event("connect_redirect", &dst, &named, &route).field("redirect_to", r.to.clone());
+            if let Some(m) = &r.message {
+                e = e.field("message", m.clone());
+            }
+            self.recorder.record(e);
+        }
         let start = Instant::now();
-        let upstream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(dst.dst)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return self.dial_failed(agent, &dst, &named, &d, e.to_string()),
-            Err(_) => return self.dial_failed(agent, &dst, &named, &d, "connect timed out".into()),
-        };
-        let _ = upstream.set_nodelay(true);
         let _ = agent.set_nodelay(true);
-        let stats = netwire::relay::relay(agent, upstream, IDLE_TIMEOUT).await;
-        let mut e = self.event("net_connect", &dst, &named, &d);
-        match stats {
+        let (result, upstream_addr) = match &route.target {
+            Target::Tcp(addrs) => match dial(addrs).await {
+                Ok((upstream, addr)) => {
+                    let _ = upstream.set_nodelay(true);
+                    (
+                        netwire::relay::relay(agent, upstream, IDLE_TIMEOUT).await.map_err(|e| e.to_string()),
+                        addr.to_string(),
+                    )
+                }
+                Err(e) => return self.dial_failed(agent, &dst, &named, &route, e),
+            },
+            Target::Unix(path) => match tokio::net::UnixStream::connect(path).await {
+                Ok(upstream) => (relay_unix(agent, upstream).await, format!("unix:{}", path.display())),
+                Err(e) => return self.dial_failed(agent, &dst, &named, &route, e.to_string()),
+            },
+        };
+        let mut e = self.event("net_connect", &dst, &named, &route).field("upstream", upstream_addr);
+        match result {
             Ok(s) => {
                 e = e
                     .field("bytes_sent", s.a_to_b)
@@ -224,14 +161,47 @@ impl Funnel {
                     .field("end", format!("{:?}", s.end).to_lowercase())
                     .field("spliced", s.spliced);
             }
-            Err(err) => e = e.field("error", err.to_string()),
+            Err(err) => e = e.field("error", err),
         }
         self.recorder.record(e.field("duration_ms", millis(start.elapsed())));
     }
 
-    fn dial_failed(&self, agent: TcpStream, dst: &OriginalDst, named: &Named, d: &Decision, error: String) {
-        self.recorder.record(self.event("net_connect", dst, named, d).field("error", error));
+    fn dial_failed(&self, agent: TcpStream, dst: &OriginalDst, named: &Named, route: &Route, error: String) {
+        self.recorder.record(self.event("net_connect", dst, named, route).field("error", error));
         reset(agent);
+    }
+}
+
+/// Dial the first address that answers.
+async fn dial(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), String> {
+    let mut last = "no address to dial".to_string();
+    for &addr in addrs {
+        match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => return Ok((s, addr)),
+            Ok(Err(e)) => last = format!("{addr}: {e}"),
+            Err(_) => last = format!("{addr}: connect timed out"),
+        }
+    }
+    Err(last)
+}
+
+/// Relay to a Unix-socket upstream (`redirect_to_unix`): a plain copy, stats as for TCP.
+async fn relay_unix(
+    mut agent: TcpStream,
+    mut upstream: tokio::net::UnixStream,
+) -> Result<netwire::relay::RelayStats, String> {
+    let start = Instant::now();
+    let copy = tokio::io::copy_bidirectional(&mut agent, &mut upstream);
+    match tokio::time::timeout(IDLE_TIMEOUT, copy).await {
+        Ok(Ok((a_to_b, b_to_a))) => Ok(netwire::relay::RelayStats {
+            a_to_b,
+            b_to_a,
+            duration: start.elapsed(),
+            end: netwire::relay::RelayEnd::Closed,
+            spliced: false,
+        }),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
     }
 }
 

@@ -1,0 +1,41 @@
+//! Sockets inside a sandbox's network namespace, made from the host: a short-lived thread joins
+//! the namespace with `setns`, binds, and exits. Sockets keep the namespace they were made in,
+//! so the gateway serves the sandbox's loopback without the sandbox's cooperation.
+
+use std::{
+    fs::File,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket},
+};
+
+use anyhow::Context;
+use nix::sched::{CloneFlags, setns};
+
+/// The session resolver's sockets on the sandbox's loopback, port 53.
+pub struct DnsSockets {
+    /// UDP on 127.0.0.1:53.
+    pub udp4: UdpSocket,
+    /// TCP on 127.0.0.1:53.
+    pub tcp4: TcpListener,
+    /// UDP on [::1]:53.
+    pub udp6: UdpSocket,
+    /// TCP on [::1]:53.
+    pub tcp6: TcpListener,
+}
+
+/// Bind the resolver's sockets inside the network namespace of process `pid`.
+pub fn bind_dns(pid: i32) -> anyhow::Result<DnsSockets> {
+    let ns =
+        File::open(format!("/proc/{pid}/ns/net")).with_context(|| format!("opening the netns of {pid}"))?;
+    let worker = std::thread::spawn(move || -> anyhow::Result<DnsSockets> {
+        setns(&ns, CloneFlags::CLONE_NEWNET).context("setns into the sandbox network namespace")?;
+        let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, 53));
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 53));
+        Ok(DnsSockets {
+            udp4: UdpSocket::bind(v4).context("binding udp 127.0.0.1:53")?,
+            tcp4: TcpListener::bind(v4).context("binding tcp 127.0.0.1:53")?,
+            udp6: UdpSocket::bind(v6).context("binding udp [::1]:53")?,
+            tcp6: TcpListener::bind(v6).context("binding tcp [::1]:53")?,
+        })
+    });
+    worker.join().map_err(|_| anyhow::anyhow!("netns worker panicked"))?
+}
