@@ -78,13 +78,14 @@ fn control_socket_is_unreachable_through_a_workspace_symlink() {
     let script = "import socket,struct,sys,errno\ns=socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('ctl.sock')\nexcept OSError as e:\n    print('connect', errno.errorcode[e.errno]); sys.exit(0)\nbody=b'{\"op\":\"session_list\"}'\ntry:\n    s.sendall(struct.pack('>I', len(body)) + body)\n    s.settimeout(5)\n    answer = s.recv(4096)[4:].decode()\n    print('answer ' + answer if answer else 'refused eof')\nexcept OSError as e:\n    print('refused', errno.errorcode.get(e.errno, e))\n";
     let r = d.python(&s, "ctl.py", script, &[]);
     r.assert_exit(0);
-    // The path is inside the workspace, so the connect itself goes through; the daemon then
-    // refuses the peer by its cgroup and closes without a word (EOF, EPIPE or a reset, by timing).
-    assert!(r.stdout.starts_with("refused "), "the control API answered the sandbox: {r:#?}");
-    let refused =
-        d.audit().into_iter().find(|e| e.kind == "listener_auth_fail").expect("the refusal is audited");
-    assert_eq!(refused.session_id, s.id);
-    assert_eq!((refused.str("listener"), refused.str("reason")), ("control", "peer_in_session"));
+    // The path is inside the workspace, but the supervisor resolves it with no symlink followed:
+    // the connect itself fails and the daemon never sees a peer.
+    assert_eq!(r.stdout, "connect ELOOP\n", "{r:#?}");
+    assert_eq!(r.one("unix_socket_blocked").rule(), "unix-symlink");
+    assert!(
+        d.audit().iter().all(|e| e.kind != "listener_auth_fail"),
+        "the control socket saw a connection: {r:#?}"
+    );
 }
 
 #[test]
@@ -131,8 +132,6 @@ fn host_loopback_needs_an_export_rule() {
 }
 
 #[test]
-#[ignore = "bug: decide_unix normalises the path lexically and answers CONTINUE, so a symlink in the \
-            workspace reaches any host Unix socket visible in the sandbox's mount view, unaudited"]
 fn host_unix_socket_is_unreachable_through_a_workspace_symlink() {
     if !common::privileged("host_unix_socket_is_unreachable_through_a_workspace_symlink") {
         return;
@@ -148,6 +147,34 @@ fn host_unix_socket_is_unreachable_through_a_workspace_symlink() {
     let r = d.python(&s, "link.py", script, &[]);
     r.assert_exit(0);
     assert!(listener.accept().is_err(), "the host socket was reached through the symlink: {r:#?}");
-    assert_eq!(r.stdout, "EACCES\n", "{r:#?}");
-    assert_eq!(r.one("unix_socket_blocked").rule(), "default-deny-unix");
+    // Sockets reached through a symlink are refused by design, whatever the link points at.
+    assert_eq!(r.stdout, "ELOOP\n", "{r:#?}");
+    let e = r.one("unix_socket_blocked");
+    assert_eq!((e.rule(), e.decision()), ("unix-symlink", "deny"));
+    let link = s.workspace.path().join("link.sock");
+    assert_eq!(e.remote.as_deref(), link.to_str(), "{r:#?}");
+}
+
+#[test]
+fn workspace_unix_socket_is_reachable() {
+    if !common::privileged("workspace_unix_socket_is_reachable") {
+        return;
+    }
+    let d = Daemon::start();
+    let s = d.session(DENY_TESTNET);
+    let sock = s.workspace.path().join("svc.sock");
+    let listener = UnixListener::bind(&sock).expect("bind workspace socket");
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("accept");
+        let mut b = [0u8; 4];
+        std::io::Read::read_exact(&mut c, &mut b).expect("read");
+        std::io::Write::write_all(&mut c, b"pong").expect("write");
+        b
+    });
+    let script = "import socket\ns=socket.socket(socket.AF_UNIX)\ns.connect('svc.sock')\ns.sendall(b'ping')\nprint(s.recv(4).decode())\n";
+    let r = d.python(&s, "svc.py", script, &[]);
+    r.assert_exit(0);
+    assert_eq!(r.stdout, "pong\n", "{r:#?}");
+    assert_eq!(&server.join().unwrap(), b"ping");
+    assert!(r.of("unix_socket_blocked").is_empty(), "{r:#?}");
 }

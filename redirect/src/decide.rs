@@ -54,6 +54,41 @@ pub enum Action {
     /// For `sendto`/`sendmsg` on datagram sockets this is not implemented yet: the call fails with
     /// `ENETUNREACH` (UDP to port 53 will go to the session resolver later).
     Redirect(SocketAddr),
+    /// AF_UNIX only: the supervisor connects the agent's socket itself, to the socket file the
+    /// path names, resolved inside the agent's root (or from its cwd) with no symlink followed;
+    /// an abstract name is connected as read (in the socket's own network namespace).
+    ///
+    /// The path is read once and the connect goes through an `O_PATH` handle on the very inode
+    /// that was checked, so neither a sibling thread rewriting the path nor a directory swapped
+    /// for a symlink can change where it lands. Sockets reached through a symlink (`ELOOP`) or
+    /// with more than one name (hard links, `EACCES`) are refused by design, and reported through
+    /// [`ConnectDecider::unix_refused`]. The listener sees the supervisor's process as its peer
+    /// (`SO_PEERCRED`), not the agent's.
+    ///
+    /// For `sendto`/`sendmsg` on datagram sockets the same checks run, then the kernel sends
+    /// (CONTINUE): it re-reads the path, so a racing thread can still swap it after the check;
+    /// the sandbox's private `/run` and `/tmp` limit what such a swap can reach.
+    ConnectUnixPinned,
+}
+
+/// Why the supervisor refused an AF_UNIX path the decider allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnixRefusal {
+    /// A symlink (or a `/proc` magic link) lies on the path; the agent gets `ELOOP`.
+    Symlink,
+    /// The socket has more than one name (a hard link, possibly to a socket outside the allowed
+    /// paths); the agent gets `EACCES`.
+    HardLink,
+}
+
+impl UnixRefusal {
+    /// The errno the agent gets.
+    pub fn errno(self) -> i32 {
+        match self {
+            Self::Symlink => libc::ELOOP,
+            Self::HardLink => libc::EACCES,
+        }
+    }
 }
 
 /// Policy's answer to "where may this socket go". Implementations are pure and fast.
@@ -72,9 +107,18 @@ pub trait ConnectDecider: Send + Sync + 'static {
 
     /// Decides an AF_UNIX destination (`unix_socket_rules`). The default lets it through;
     /// `Redirect` is treated as `Deny(EACCES)` because a Unix socket cannot be re-pointed here.
+    ///
+    /// Return [`Action::ConnectUnixPinned`] for an allowed name: `Continue` lets the kernel
+    /// re-read and re-resolve the address after the decision, so a racing thread may change it.
     fn decide_unix(&self, path: &UnixAddr, sock: SockInfo, pid: u32) -> Action {
         let _ = (path, sock, pid);
         Action::Continue
+    }
+
+    /// Told when the supervisor refuses a path that [`decide_unix`](Self::decide_unix) allowed
+    /// with [`Action::ConnectUnixPinned`]; for auditing only (the call has already failed).
+    fn unix_refused(&self, path: &UnixAddr, why: UnixRefusal, pid: u32) {
+        let _ = (path, why, pid);
     }
 }
 
@@ -120,5 +164,11 @@ mod tests {
         assert_eq!(sane_errno(0), libc::EPERM);
         assert_eq!(sane_errno(-5), libc::EPERM);
         assert_eq!(sane_errno(5000), libc::EPERM);
+    }
+
+    #[test]
+    fn unix_refusals_have_their_errno() {
+        assert_eq!(UnixRefusal::Symlink.errno(), libc::ELOOP);
+        assert_eq!(UnixRefusal::HardLink.errno(), libc::EACCES);
     }
 }

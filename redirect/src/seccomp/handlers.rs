@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::notif::{Notification, Reply, id_valid};
-use super::{sock, tracee};
+use super::unix::Refused;
+use super::{sock, tracee, unix};
 use crate::decide::{Action, CallKind, ConnectDecider, SockInfo, sane_errno};
 use crate::original_dst::{OriginalDst, OriginalDstTable, ServedTable, Transport};
-use crate::sockaddr::{ParsedAddr, SOCKADDR_MAX, canonical, encode_sockaddr, for_family, parse_sockaddr};
+use crate::sockaddr::{
+    ParsedAddr, SOCKADDR_MAX, UnixAddr, canonical, encode_sockaddr, for_family, parse_sockaddr,
+};
 
 /// `sizeof(struct msghdr)` and `sizeof(struct mmsghdr)` on 64-bit Linux.
 const MSGHDR_LEN: usize = 56;
@@ -72,19 +75,17 @@ impl Ctx<'_> {
             Ok(p) => p,
             Err(r) => return r,
         };
-        let (dup, info) = match parsed {
-            ParsedAddr::Other { .. } => return self.continue_if_valid(n),
-            _ => match self.take_socket(n, n.args[0]) {
-                Ok(t) => t,
-                Err(r) => return r,
-            },
+        let (dup, info) = match self.take_socket(n, n.args[0]) {
+            Ok(t) => t,
+            Err(r) => return r,
         };
+        if info.family == libc::AF_UNIX {
+            return self.connect_unix_socket(n, dup.as_fd(), info, &parsed);
+        }
         let requested = match parsed {
-            ParsedAddr::Unix(path) => {
-                return self.unix_verdict(self.decider.decide_unix(&path, info, n.pid), n);
-            }
             ParsedAddr::Inet(a) => a,
-            ParsedAddr::Other { .. } => return self.continue_if_valid(n),
+            // The kernel rejects these on an IP socket by itself, whatever the bytes become.
+            ParsedAddr::Unix(_) | ParsedAddr::Other { .. } => return self.continue_if_valid(n),
         };
         if info.family != libc::AF_INET && info.family != libc::AF_INET6 {
             // The kernel rejects an IP address on a non-IP socket by itself.
@@ -98,14 +99,65 @@ impl Ctx<'_> {
                 Reply::Error(sane_errno(e))
             }
             Action::Redirect(gw) => self.redirect(n, dup.as_fd(), info, requested, gw),
+            // Meaningless for an IP destination: fail closed.
+            Action::ConnectUnixPinned => Reply::Error(libc::EACCES),
         }
     }
 
-    fn unix_verdict(&self, action: Action, n: &Notification) -> Reply {
-        match action {
+    /// `connect` on an AF_UNIX socket. Nothing but an unnamed address (whose length, a
+    /// register, leaves no name to swap in) or a decider's explicit `Continue` reaches the
+    /// kernel as the agent wrote it: the kernel would re-read the bytes, and a sibling thread
+    /// could have turned them into another path by then.
+    fn connect_unix_socket(
+        &self,
+        n: &Notification,
+        fd: BorrowedFd<'_>,
+        info: SockInfo,
+        parsed: &ParsedAddr,
+    ) -> Reply {
+        let addr = match parsed {
+            ParsedAddr::Unix(UnixAddr::Unnamed) => return self.continue_if_valid(n),
+            ParsedAddr::Unix(addr) => addr,
+            // AF_UNSPEC dissolves a datagram socket's association; done here, not re-read.
+            ParsedAddr::Other { family } if *family == libc::AF_UNSPEC as u16 => {
+                return connect_reply(rustix::net::connect_unspec(fd).map_err(io::Error::from));
+            }
+            // What the kernel answers for any other family on an AF_UNIX socket.
+            ParsedAddr::Inet(_) | ParsedAddr::Other { .. } => return Reply::Error(libc::EINVAL),
+        };
+        match self.decider.decide_unix(addr, info, n.pid) {
             Action::Continue => self.continue_if_valid(n),
             Action::Deny(e) => Reply::Error(sane_errno(e)),
             Action::Redirect(_) => Reply::Error(libc::EACCES),
+            Action::ConnectUnixPinned => match addr {
+                UnixAddr::Pathname(path) => match self.pin_unix(n, addr, path) {
+                    Ok(target) => connect_reply(unix::connect_pinned(fd, &target)),
+                    Err(r) => r,
+                },
+                UnixAddr::Abstract(name) => connect_reply(unix::connect_abstract(fd, name)),
+                UnixAddr::Unnamed => self.continue_if_valid(n),
+            },
+        }
+    }
+
+    /// Resolves an allowed pathname from the tracee's root or cwd to an `O_PATH` handle on the
+    /// socket it names. Refusals by design are logged and told to the decider.
+    fn pin_unix(&self, n: &Notification, addr: &UnixAddr, path: &[u8]) -> Result<OwnedFd, Reply> {
+        let start = unix::open_start(n.pid, path.first() != Some(&b'/')).map_err(fail)?;
+        // The handles came from /proc/<pid>: they are this tracee's only while it still waits.
+        if !id_valid(self.notify, n.id) {
+            return Err(Reply::Drop);
+        }
+        match unix::resolve(&start, path) {
+            Ok(target) => Ok(target),
+            Err(Refused::Policy(why)) => {
+                let shown = String::from_utf8_lossy(path);
+                tracing::info!(peer.pid = n.pid, path = %shown, refusal = ?why, "unix socket refused");
+                self.decider.unix_refused(addr, why, n.pid);
+                Err(Reply::Error(why.errno()))
+            }
+            Err(Refused::Errno(libc::ESRCH)) => Err(Reply::Drop),
+            Err(Refused::Errno(e)) => Err(Reply::Error(sane_errno(e))),
         }
     }
 
@@ -187,8 +239,19 @@ impl Ctx<'_> {
         for p in &parsed {
             let action = match p {
                 ParsedAddr::Other { .. } => Action::Continue,
-                ParsedAddr::Unix(path) => match self.decider.decide_unix(path, info, n.pid) {
+                ParsedAddr::Unix(addr) => match self.decider.decide_unix(addr, info, n.pid) {
                     Action::Redirect(_) => Action::Deny(libc::EACCES),
+                    Action::ConnectUnixPinned => match addr {
+                        // Only a datagram socket sends to the name. The checks run, but the
+                        // kernel re-reads the path when it sends (documented on the action).
+                        UnixAddr::Pathname(path) if info.is_datagram() => {
+                            match self.pin_unix(n, addr, path) {
+                                Ok(_) => Action::Continue,
+                                Err(r) => return r,
+                            }
+                        }
+                        _ => Action::Continue,
+                    },
                     a => a,
                 },
                 ParsedAddr::Inet(_) if info.is_stream() && flags & libc::MSG_FASTOPEN as u32 != 0 => {
@@ -205,6 +268,7 @@ impl Ctx<'_> {
                     match self.decider.decide_call(CallKind::Send, dst, info, n.pid) {
                         // Datagram redirection (DNS to the session resolver) is not built yet.
                         Action::Redirect(_) => Action::Deny(libc::ENETUNREACH),
+                        Action::ConnectUnixPinned => Action::Deny(libc::EACCES),
                         a => a,
                     }
                 }

@@ -2,15 +2,17 @@
 //! notifications for `connect`, `sendto`/`sendmsg`/`sendmmsg` and `getpeername`.
 //!
 //! One thread polls the notify fd together with a stop eventfd and handles each notification
-//! inline. Handlers never wait for the tracee: the only blocking call is a connect of a blocking
-//! socket to the gateway's loopback listener, which completes within the kernel unless the
-//! gateway's accept backlog is full. When every task under the filter has exited the fd reports
+//! inline. Handlers never wait for the tracee: the only blocking calls are connects of blocking
+//! sockets, to the gateway's loopback listener (which completes within the kernel unless the
+//! gateway's accept backlog is full) or, on the agent's behalf, to a Unix listener (bounded: a
+//! full backlog answers EAGAIN after a short wait). When every task under the filter has exited the fd reports
 //! POLLHUP and the loop ends by itself.
 
 mod handlers;
 pub mod notif;
 mod sock;
 mod tracee;
+mod unix;
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
