@@ -123,7 +123,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Start a private daemon for the demo (its own state dir, DNS pointed at the demo's server).
 fn private_daemon(ws: &Path, dns: SocketAddr) -> anyhow::Result<PathBuf> {
-    let state = ws.join("state");
+    let state = ws.with_extension("state");
     std::fs::create_dir_all(&state)?;
     let config = ws.join("server.yaml");
     write(
@@ -163,6 +163,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
     println!("\nEvery decision above is also in the audit log: {}", state.join("audit.jsonl").display());
     let _ = std::fs::remove_dir_all(&ws);
+    println!("(the demo's state dir is kept for reading: {})", state.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -174,7 +175,7 @@ fn tour(ws: &Path, ca: &Path, policy: &Path, port: u16) -> anyhow::Result<()> {
         v.extend(args.iter().map(|a| a.to_string()));
         v
     };
-    let getent = |name: &str| vec!["getent".to_string(), "ahostsv4".into(), name.to_string()];
+    let getent = |name: &str| vec!["getent".to_string(), "hosts".into(), name.to_string()];
     let api = format!("https://api.demo.test:{port}/");
     let blocked = format!("https://blocked.example:{port}/");
     let resolve = format!("blocked.example:{port}:127.0.0.1");

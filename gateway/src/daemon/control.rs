@@ -53,6 +53,9 @@ pub fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
         .unwrap_or_else(|p| p.into_inner())
         .values()
         .find_map(|s| s.contains(peer.pid).then(|| s.id.clone()));
+    // The seccomp supervisor connects allowed Unix sockets on an agent's behalf, so a peer with
+    // the daemon's own pid is an agent too: the daemon never calls its own control API.
+    let inside = inside.or_else(|| (peer.pid == std::process::id() as i32).then(|| "unknown".to_string()));
     if let Some(session_id) = inside {
         let ev = Event::new("listener_auth_fail", &session_id)
             .field("listener", "control")
@@ -94,6 +97,13 @@ fn handle(
         Request::SessionCreate { workspace, policy } => {
             if !workspace.is_absolute() || !workspace.is_dir() {
                 bail!("workspace {} is not an existing absolute directory", workspace.display());
+            }
+            if daemon.config.state_dir.starts_with(&workspace) {
+                bail!(
+                    "workspace {} contains the agentsh state dir {}: the agent could reach the daemon's sockets",
+                    workspace.display(),
+                    daemon.config.state_dir.display()
+                );
             }
             let (name, policy) = resolve_policy(policy)?;
             let session = Session::create(&daemon.config, daemon.recorder.clone(), workspace, name, policy)?;
