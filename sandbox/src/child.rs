@@ -12,11 +12,34 @@
 //! the allocator lock at `clone3` time. For the same reason uid/gid changes use raw syscalls,
 //! not glibc's wrappers, whose cross-thread "setxid" broadcast relies on thread bookkeeping that
 //! a raw `clone3` does not reset. Every failure writes a [`Report`] and exits 127.
+//!
+//! ## The notify-fd hand-off
+//!
+//! The command installs its own seccomp filter (`SECCOMP_FILTER_FLAG_NEW_LISTENER`), so the
+//! notify fd is born in the command's fd table, under the filter. The sandbox filter traps
+//! `sendmsg` (and `connect`, `sendto` with an address, `sendmmsg`, `getpeername`) with
+//! `SECCOMP_RET_USER_NOTIF`; an `SCM_RIGHTS` send after the filter would wait for a supervisor
+//! that needs the very fd being sent. So the fd never travels by `sendmsg`:
+//!
+//! 1. before the filter, the command opens a pidfd of itself and sends it to the parent
+//!    ([`TAG_PIDFD`], `SCM_RIGHTS`; nothing is trapped yet);
+//! 2. it installs the filter and `write(2)`s the notify fd's *number* on the launch socket
+//!    ([`TAG_NOTIFY`]); `write` is never trapped;
+//! 3. the parent, which is not under any filter, takes the fd with `pidfd_getfd`, drops the
+//!    pidfd, starts supervising, and sends the ACK;
+//! 4. the command `read`s the ACK, closes its copy of the notify fd and `execve`s.
+//!
+//! After the filter the command calls only `write`, `read`, `close`, `execve` and `_exit`
+//! (failure reports go over the pipe with `write`), none of which any filter built by
+//! `redirect::filter` traps. The command keeps its notify fd open until the ACK, so the number
+//! it sent is still valid when the parent calls `pidfd_getfd`. `pidfd_getfd` needs
+//! ptrace-attach rights over the command (a root launcher has `CAP_SYS_PTRACE`), exactly what
+//! the supervisor needs anyway to take the command's sockets.
 
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-use crate::fdpass::{ACK, TAG_LISTENERS, TAG_NOTIFY, send_fds};
+use crate::fdpass::{ACK, TAG_LISTENERS, TAG_NOTIFY, TAG_PIDFD, send_fds, send_number};
 use crate::mounts::MAX_LATE_BINDS;
 use crate::prepare::Prepared;
 use crate::report::{Report, Step};
@@ -330,15 +353,21 @@ fn run_command(p: &Prepared, fds: &ChildFds) -> ! {
     // Before the filter: a filter may trap the stat/access calls the search makes.
     let path = resolve_executable(p, fds);
     if let Some(filter) = &p.filter {
+        // The hand-off of the module docs. `sendmsg` only before the filter is installed.
+        let me = step(fds, Step::OpenPidfd, sys::pidfd_open_self());
+        step(fds, Step::SendPidfd, send_fds(fds.ctrl, TAG_PIDFD, &[me]));
+        sys::close(me);
         let notify = step(fds, Step::InstallSeccomp, sys::seccomp_with_listener(filter));
-        step(fds, Step::SendNotifyFd, send_fds(fds.ctrl, TAG_NOTIFY, &[notify]));
-        sys::close(notify);
+        // From here on: write, read, close, execve, _exit only.
+        step(fds, Step::SendNotifyFd, send_number(fds.ctrl, TAG_NOTIFY, notify));
         match sys::read_byte(fds.ctrl) {
             Ok(Some(ACK)) => {}
             Ok(Some(_)) => fail(fds, Step::WaitAck, 0, libc::EPROTO),
             Ok(None) => fail(fds, Step::WaitAck, 0, libc::EPIPE),
             Err(e) => fail(fds, Step::WaitAck, 0, e),
         }
+        // The parent holds its own copy now; ours is close-on-exec anyway.
+        sys::close(notify);
     }
     // SAFETY: path, argv and envp are NUL-terminated strings in NULL-terminated arrays that
     // live in this process's copy of the parent's memory.

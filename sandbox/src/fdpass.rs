@@ -1,8 +1,12 @@
-//! Passing descriptors over the launch socket with `SCM_RIGHTS`.
+//! The launch socket's messages: descriptors passed with `SCM_RIGHTS`, and plain numbers.
 //!
-//! Each message is one tag byte plus up to [`MAX_FDS`] descriptors, on a `SOCK_SEQPACKET`
-//! socketpair so message boundaries hold. The sending side runs in the child before `execve`
-//! and uses only a stack buffer.
+//! Each message is one tag byte, optionally followed by a 4-byte native-endian number, plus up
+//! to [`MAX_FDS`] descriptors, on a `SOCK_SEQPACKET` socketpair so message boundaries hold. The
+//! sending side runs in the child before `execve` and uses only stack buffers.
+//!
+//! [`send_fds`] uses `sendmsg`, which the sandbox's seccomp filter traps: the command may call
+//! it only before installing the filter. [`send_number`] uses `write(2)`, which no filter traps,
+//! and is what the command uses afterwards (see `child.rs` for the notify-fd hand-off).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -12,10 +16,18 @@ use crate::sys::{SysResult, errno};
 
 /// Most descriptors one message carries.
 pub const MAX_FDS: usize = 4;
+/// Length of a [`send_number`] message: the tag and a 4-byte number.
+const NUMBER_MSG_LEN: usize = 5;
+/// Receive buffer for a message's bytes; larger than any valid message, so an oversized one is
+/// seen as such (`MSG_TRUNC`) rather than silently cut.
+const MAX_MSG_LEN: usize = 16;
 
 /// Tag of the message carrying the gateway listeners (IPv4 first, then IPv6).
 pub const TAG_LISTENERS: u8 = b'L';
-/// Tag of the message carrying the seccomp notify fd.
+/// Tag of the message carrying a pidfd of the command itself, sent before its filter exists.
+pub const TAG_PIDFD: u8 = b'P';
+/// Tag of the message carrying the *number* of the command's seccomp notify fd (no descriptor:
+/// the parent takes it with `pidfd_getfd`).
 pub const TAG_NOTIFY: u8 = b'N';
 /// The parent's go-ahead byte, sent once it supervises the notify fd.
 pub const ACK: u8 = b'G';
@@ -64,11 +76,49 @@ pub(crate) fn send_fds(sock: RawFd, tag: u8, fds: &[RawFd]) -> SysResult<()> {
     }
 }
 
-/// Receives one message: `Ok(None)` at end-of-file, else its tag and descriptors (close-on-exec).
-pub(crate) fn recv_fds(sock: BorrowedFd<'_>) -> io::Result<Option<(u8, Vec<OwnedFd>)>> {
+/// Sends `tag` followed by `n` with a single `write(2)`: one message on the seqpacket socket.
+/// Allocation-free, and uses no call a seccomp filter traps (no `sendmsg`, `sendto`).
+pub(crate) fn send_number(sock: RawFd, tag: u8, n: i32) -> SysResult<()> {
+    let mut buf = [0u8; NUMBER_MSG_LEN];
+    buf[0] = tag;
+    buf[1..].copy_from_slice(&n.to_ne_bytes());
+    loop {
+        // SAFETY: `buf` is a live, readable buffer of the length passed.
+        let ret = unsafe { libc::write(sock, buf.as_ptr().cast(), buf.len()) };
+        if ret == buf.len() as isize {
+            return Ok(());
+        }
+        if ret >= 0 {
+            // A seqpacket write is all or nothing; anything else is a broken channel.
+            return Err(libc::EPROTO);
+        }
+        if errno() != libc::EINTR {
+            return Err(errno());
+        }
+    }
+}
+
+/// One received message: its tag, the bytes after the tag, and any descriptors (close-on-exec).
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub tag: u8,
+    pub data: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl Message {
+    /// The number of a [`send_number`] message, if this is one.
+    pub fn number(&self) -> Option<i32> {
+        let bytes: [u8; 4] = self.data.as_slice().try_into().ok()?;
+        if self.fds.is_empty() { Some(i32::from_ne_bytes(bytes)) } else { None }
+    }
+}
+
+/// Receives one message: `Ok(None)` at end-of-file.
+pub(crate) fn recv_msg(sock: BorrowedFd<'_>) -> io::Result<Option<Message>> {
     let mut buf = CmsgBuf([0; 64]);
-    let mut byte = 0u8;
-    let mut iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
+    let mut bytes = [0u8; MAX_MSG_LEN];
+    let mut iov = libc::iovec { iov_base: bytes.as_mut_ptr().cast(), iov_len: bytes.len() };
     // SAFETY: msghdr is plain old data; all-zero is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -105,10 +155,14 @@ pub(crate) fn recv_fds(sock: BorrowedFd<'_>) -> io::Result<Option<(u8, Vec<Owned
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(io::Error::other("descriptor message truncated"));
     }
-    if n == 0 && fds.is_empty() {
-        return Ok(None);
+    if msg.msg_flags & libc::MSG_TRUNC != 0 {
+        return Err(io::Error::other("launch message too long"));
     }
-    Ok(Some((byte, fds)))
+    let n = n as usize;
+    if n == 0 {
+        return if fds.is_empty() { Ok(None) } else { Err(io::Error::other("descriptors without a tag")) };
+    }
+    Ok(Some(Message { tag: bytes[0], data: bytes[1..n].to_vec(), fds }))
 }
 
 #[cfg(test)]
@@ -133,12 +187,14 @@ mod tests {
     fn descriptors_cross_and_still_work() {
         let (a, b) = seqpacket_pair();
         let (mut left, right) = UnixStream::pair().unwrap();
-        send_fds(a.as_raw_fd(), TAG_NOTIFY, &[right.as_raw_fd()]).unwrap();
+        send_fds(a.as_raw_fd(), TAG_PIDFD, &[right.as_raw_fd()]).unwrap();
         drop(right);
-        let (tag, mut fds) = recv_fds(b.as_fd()).unwrap().unwrap();
-        assert_eq!(tag, TAG_NOTIFY);
-        assert_eq!(fds.len(), 1);
-        let mut got = UnixStream::from(fds.remove(0));
+        let mut m = recv_msg(b.as_fd()).unwrap().unwrap();
+        assert_eq!(m.tag, TAG_PIDFD);
+        assert!(m.data.is_empty());
+        assert_eq!(m.number(), None);
+        assert_eq!(m.fds.len(), 1);
+        let mut got = UnixStream::from(m.fds.remove(0));
         left.write_all(b"ping").unwrap();
         let mut buf = [0u8; 4];
         got.read_exact(&mut buf).unwrap();
@@ -149,7 +205,28 @@ mod tests {
     fn end_of_file_is_none() {
         let (a, b) = seqpacket_pair();
         drop(a);
-        assert!(recv_fds(b.as_fd()).unwrap().is_none());
+        assert!(recv_msg(b.as_fd()).unwrap().is_none());
+    }
+
+    #[test]
+    fn numbers_cross_as_one_message_each() {
+        let (a, b) = seqpacket_pair();
+        send_number(a.as_raw_fd(), TAG_NOTIFY, 7).unwrap();
+        send_number(a.as_raw_fd(), TAG_NOTIFY, -1).unwrap();
+        let m = recv_msg(b.as_fd()).unwrap().unwrap();
+        assert_eq!((m.tag, m.number()), (TAG_NOTIFY, Some(7)));
+        let m = recv_msg(b.as_fd()).unwrap().unwrap();
+        assert_eq!((m.tag, m.number()), (TAG_NOTIFY, Some(-1)));
+    }
+
+    #[test]
+    fn an_oversized_message_is_an_error() {
+        let (a, b) = seqpacket_pair();
+        let big = [b'N'; MAX_MSG_LEN + 1];
+        // SAFETY: `big` is a live buffer of the length passed.
+        let n = unsafe { libc::write(a.as_raw_fd(), big.as_ptr().cast(), big.len()) };
+        assert_eq!(n, big.len() as isize);
+        assert!(recv_msg(b.as_fd()).is_err());
     }
 
     #[test]

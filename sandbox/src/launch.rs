@@ -3,9 +3,11 @@
 //! The parent prepares everything, `clone3`s the init into new namespaces and (optionally) the
 //! session cgroup with `CLONE_INTO_CGROUP` — so no code of the sandbox ever runs outside the
 //! cgroup — then follows the child's progress on two channels: a `SOCK_SEQPACKET` launch socket
-//! that carries the gateway listeners, the seccomp notify fd and the ACK, and a close-on-exec
-//! report pipe that yields either one failure [`Report`] or end-of-file once `execve` succeeded.
-//! Any failure kills and reaps the child before the error is returned.
+//! that carries the gateway listeners, the command's pidfd, the seccomp notify fd's number and
+//! the ACK, and a close-on-exec report pipe that yields either one failure [`Report`] or
+//! end-of-file once `execve` succeeded. The parent takes the notify fd itself with
+//! `pidfd_getfd`, because the command cannot `sendmsg` it once the filter is installed (see
+//! `child.rs`). Any failure kills and reaps the child before the error is returned.
 
 use std::fs;
 use std::io::{self, Write};
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use crate::child::{ChildFds, run_init};
 use crate::error::{Errno, SandboxError};
-use crate::fdpass::{ACK, TAG_LISTENERS, TAG_NOTIFY, recv_fds};
+use crate::fdpass::{ACK, Message, TAG_LISTENERS, TAG_NOTIFY, TAG_PIDFD, recv_msg};
 use crate::mounts;
 use crate::prepare::Prepared;
 use crate::report::{REPORT_LEN, Report, Step};
@@ -157,10 +159,19 @@ fn poll_readable<const N: usize>(fds: [BorrowedFd<'_>; N], what: &str) -> Result
     }
 }
 
+/// The error for a launch message other than the one expected.
+fn unexpected(m: &Message, what: &str) -> SandboxError {
+    let got = format!("tag {:#04x} with {} data bytes and {} fds", m.tag, m.data.len(), m.fds.len());
+    SandboxError::Protocol(format!("expected {what}, got {got}"))
+}
+
 /// Starts `spec.argv` in a new sandbox (see the crate docs for what that comprises).
 ///
 /// Returns once the command has exec'd — or, when `spec.seccomp` is set, once the notify fd has
 /// arrived: the command then waits, filter installed, until [`Launched::resume`] is called.
+/// The notify fd is taken from the command with `pidfd_getfd`, so the caller needs
+/// ptrace-attach rights over it (`CAP_SYS_PTRACE`, which a root launcher has; a Yama
+/// `ptrace_scope` of 3 forbids it outright), as the supervisor does for its redirects.
 /// On any failure nothing is left running and the error names the step, e.g.
 /// `mount /tmp: EPERM (Operation not permitted)`.
 pub fn launch(spec: &LaunchSpec) -> Result<Launched, SandboxError> {
@@ -251,8 +262,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, SandboxError> {
         launched.listeners = fds.into_iter().map(TcpListener::from).collect();
     }
     if prep.filter.is_some() {
-        let mut fds = launched.expect(TAG_NOTIFY, 1, "seccomp notify fd")?;
-        launched.notify_fd = fds.pop();
+        launched.notify_fd = Some(launched.take_notify_fd()?);
         launched.state = State::AwaitingAck;
         return Ok(launched);
     }
@@ -261,27 +271,56 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, SandboxError> {
 }
 
 impl Launched {
-    /// Receives the next launch message, which must be `tag` with `n` descriptors; if the child
-    /// stops talking instead, returns the failure it reported.
-    fn expect(&mut self, tag: u8, n: usize, what: &str) -> Result<Vec<OwnedFd>, SandboxError> {
+    /// Receives the next launch message, announced as `what`; if the child stops talking
+    /// instead, returns the failure it reported.
+    fn next_message(&mut self, what: &str) -> Result<Message, SandboxError> {
         let (Some(ctrl), Some(report)) = (&self.ctrl, &self.report) else {
             return Err(SandboxError::Protocol(format!("launch channel closed before {what}")));
         };
         let [ctrl_ready, _] = poll_readable([ctrl.as_fd(), report.as_fd()], what)?;
-        if ctrl_ready {
-            match recv_fds(ctrl.as_fd()).map_err(|e| SandboxError::setup(format!("receive {what}"), e))? {
-                Some((t, fds)) if t == tag && fds.len() == n => return Ok(fds),
-                Some((t, fds)) => {
-                    let got = format!("tag {t:#04x} with {} fds", fds.len());
-                    return Err(SandboxError::Protocol(format!("expected {what}, got {got}")));
-                }
-                None => {}
-            }
+        if ctrl_ready
+            && let Some(m) =
+                recv_msg(ctrl.as_fd()).map_err(|e| SandboxError::setup(format!("receive {what}"), e))?
+        {
+            return Ok(m);
         }
         match self.read_report()? {
             Some(err) => Err(err),
             None => Err(SandboxError::Protocol(format!("child went away before sending {what}"))),
         }
+    }
+
+    /// Receives the next launch message, which must be `tag` with `n` descriptors and no data.
+    fn expect(&mut self, tag: u8, n: usize, what: &str) -> Result<Vec<OwnedFd>, SandboxError> {
+        let m = self.next_message(what)?;
+        if m.tag == tag && m.fds.len() == n && m.data.is_empty() {
+            return Ok(m.fds);
+        }
+        Err(unexpected(&m, what))
+    }
+
+    /// Receives the next launch message, which must be a `tag` number message.
+    fn expect_number(&mut self, tag: u8, what: &str) -> Result<i32, SandboxError> {
+        let m = self.next_message(what)?;
+        match m.number() {
+            Some(n) if m.tag == tag => Ok(n),
+            _ => Err(unexpected(&m, what)),
+        }
+    }
+
+    /// The hand-off of `child.rs`: the command's pidfd, then its notify fd's number, then
+    /// `pidfd_getfd`. The command stays parked (its fd open) until [`Launched::resume`].
+    fn take_notify_fd(&mut self) -> Result<OwnedFd, SandboxError> {
+        let command = self.expect(TAG_PIDFD, 1, "the command's pidfd")?.remove(0);
+        let number = self.expect_number(TAG_NOTIFY, "seccomp notify fd number")?;
+        if number < 0 {
+            return Err(SandboxError::Protocol(format!("invalid notify fd number {number}")));
+        }
+        let fd = sys::pidfd_getfd(command.as_raw_fd(), number).map_err(|e| {
+            SandboxError::setup("pidfd_getfd of the notify fd", io::Error::from_raw_os_error(e))
+        })?;
+        // SAFETY: pidfd_getfd returned a fresh descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// Reads the report pipe to its end: `None` means every write end closed without a report,

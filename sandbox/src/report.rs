@@ -76,9 +76,13 @@ pub enum Step {
     NoNewPrivs,
     /// Finding the executable on `PATH`.
     ResolveExecutable,
+    /// Opening a pidfd of the command itself, for the parent to take the notify fd with.
+    OpenPidfd,
+    /// Sending that pidfd to the parent (before the filter, which traps `sendmsg`).
+    SendPidfd,
     /// Installing the seccomp filter with a user-notify listener.
     InstallSeccomp,
-    /// Sending the notify fd to the parent.
+    /// Telling the parent the notify fd's number (with `write`, which the filter lets through).
     SendNotifyFd,
     /// Waiting for the parent's go-ahead after it started supervising.
     WaitAck,
@@ -87,7 +91,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 37] = [
+    const ALL: [Step; 39] = [
         Step::CloseFds,
         Step::NotDumpable,
         Step::MountPrivate,
@@ -121,6 +125,8 @@ impl Step {
         Step::Chdir,
         Step::NoNewPrivs,
         Step::ResolveExecutable,
+        Step::OpenPidfd,
+        Step::SendPidfd,
         Step::InstallSeccomp,
         Step::SendNotifyFd,
         Step::WaitAck,
@@ -173,8 +179,10 @@ impl Step {
             Step::Chdir => "chdir",
             Step::NoNewPrivs => "set no_new_privs",
             Step::ResolveExecutable => "find executable",
+            Step::OpenPidfd => "open the command's pidfd",
+            Step::SendPidfd => "send the command's pidfd",
             Step::InstallSeccomp => "install seccomp filter",
-            Step::SendNotifyFd => "send notify fd",
+            Step::SendNotifyFd => "send notify fd number",
             Step::WaitAck => "wait for supervisor ack",
             Step::Exec => "execve",
         }

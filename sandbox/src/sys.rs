@@ -243,6 +243,27 @@ pub(crate) fn seccomp_with_listener(prog: &[libc::sock_filter]) -> SysResult<Raw
     if ret < 0 { Err(errno()) } else { Ok(ret as RawFd) }
 }
 
+/// A pidfd referring to the calling process (`pidfd_open(getpid(), 0)`), close-on-exec.
+///
+/// `getpid` is the raw syscall: glibc's wrapper is fine today, but this runs in a child of a raw
+/// `clone3` and must not depend on any cached thread state.
+pub(crate) fn pidfd_open_self() -> SysResult<RawFd> {
+    // SAFETY: getpid takes no arguments and cannot fail.
+    let pid = unsafe { libc::syscall(libc::SYS_getpid) };
+    // SAFETY: integer arguments only; the result is a new descriptor (pidfds are always
+    // close-on-exec).
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 { Err(errno()) } else { Ok(ret as RawFd) }
+}
+
+/// `pidfd_getfd(pidfd, target_fd, 0)`: a duplicate, in this process and close-on-exec, of
+/// descriptor `target_fd` of the process behind `pidfd`. Needs ptrace-attach rights over it.
+pub(crate) fn pidfd_getfd(pidfd: RawFd, target_fd: RawFd) -> SysResult<RawFd> {
+    // SAFETY: integer arguments only; the result is a new descriptor.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, target_fd, 0) };
+    if ret < 0 { Err(errno()) } else { Ok(ret as RawFd) }
+}
+
 /// `true` when `path` names a regular file the real uid may execute.
 pub(crate) fn is_executable_file(path: &CStr) -> SysResult<()> {
     // SAFETY: `st` is written by stat before it is read; `path` is NUL-terminated.

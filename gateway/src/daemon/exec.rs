@@ -41,9 +41,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 fn filter_program() -> anyhow::Result<&'static [u8]> {
     static PROGRAM: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
     let p = PROGRAM.get_or_init(|| {
-        let mut spec = FilterSpec::sandbox_default();
-        // The sandbox hands the notify fd over with sendmsg after the filter is installed.
-        spec.notify.sendmsg = false;
+        let spec = FilterSpec::sandbox_default();
         compile(&spec).map(|p| p.as_bytes().to_vec()).map_err(|e| e.to_string())
     });
     p.as_deref().map_err(|e| anyhow::anyhow!("compiling the seccomp filter: {e}"))
