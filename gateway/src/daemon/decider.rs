@@ -202,6 +202,10 @@ impl ConnectDecider for SessionDecider {
         // connects to the inode it checked, so the text decided on is the file reached.
         match Self::unix_path(raw, pid) {
             (_, Some(p)) if self.unix_allowed(&p) => Action::ConnectUnixPinned,
+            // The sandbox's /run is an empty private tmpfs: nothing can listen there but the
+            // session's own sockets, so answer as the kernel would, without an event for
+            // every glibc probe of nscd or systemd.
+            (_, Some(p)) if p.starts_with("/run") || p.starts_with("/var/run") => Action::Deny(libc::ENOENT),
             (path, other) => {
                 self.unix_blocked(
                     other.unwrap_or(path),
