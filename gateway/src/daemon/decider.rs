@@ -9,6 +9,7 @@ use std::{
 };
 
 use policies::{CompiledPolicy, ConnectRequest, Decision, Policy};
+use policies::{engine::unix::UnixTarget, model::unix::UnixOperation};
 use redirect::{
     Action,
     decide::{CallKind, ConnectDecider, SockInfo, UnixRefusal},
@@ -43,6 +44,8 @@ pub struct SessionDecider {
     pub resolver: Arc<dns::SessionResolver>,
     /// Unix paths already reported as blocked (programs retry, e.g. glibc's nscd lookups).
     pub reported_unix: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// The policy's `unix_socket_rules`, compiled with this command's variables.
+    pub unix_rules: policies::engine::unix::UnixRules,
 }
 
 /// The position of the rule named `rule` in `network_rules`, if it is one.
@@ -195,12 +198,38 @@ impl ConnectDecider for SessionDecider {
             UnixAddr::Pathname(raw) => raw,
             // Abstract names live in the sandbox's own network namespace; pinned all the same,
             // so the bytes cannot turn into a path after this answer.
-            UnixAddr::Abstract(_) => return Action::ConnectUnixPinned,
+            UnixAddr::Abstract(name) => {
+                // Abstract names live in the sandbox's own network namespace; pinned all the
+                // same, so the bytes cannot turn into a path after this answer.
+                return match self.unix_rules.decide(UnixTarget::Abstract(name), UnixOperation::Connect) {
+                    Some(d) if !d.verdict.permits() => {
+                        let shown = PathBuf::from(format!("@{}", String::from_utf8_lossy(name)));
+                        self.unix_blocked(
+                            shown,
+                            pid,
+                            &d.rule,
+                            d.message.as_deref().unwrap_or("refused by rule"),
+                        );
+                        Action::Deny(libc::EACCES)
+                    }
+                    _ => Action::ConnectUnixPinned,
+                };
+            }
             UnixAddr::Unnamed => return Action::Continue,
         };
         // Lexical here; the supervisor then resolves the path with no symlink followed and
         // connects to the inode it checked, so the text decided on is the file reached.
-        match Self::unix_path(raw, pid) {
+        let (path, normal) = Self::unix_path(raw, pid);
+        if let Some(p) = &normal
+            && let Some(d) = self.unix_rules.decide(UnixTarget::Path(p), UnixOperation::Connect)
+        {
+            if d.verdict.permits() {
+                return Action::ConnectUnixPinned;
+            }
+            self.unix_blocked(p.clone(), pid, &d.rule, d.message.as_deref().unwrap_or("refused by rule"));
+            return Action::Deny(libc::EACCES);
+        }
+        match (path, normal) {
             (_, Some(p)) if self.unix_allowed(&p) => Action::ConnectUnixPinned,
             // The sandbox's /run is an empty private tmpfs: nothing can listen there but the
             // session's own sockets, so answer as the kernel would, without an event for

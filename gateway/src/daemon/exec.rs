@@ -186,6 +186,12 @@ pub fn run(
         recorder: daemon.recorder.clone(),
         resolver: session.resolver.clone(),
         reported_unix: Default::default(),
+        unix_rules: policies::engine::unix::UnixRules::new(&session.policy.unix_socket_rules, &|name| {
+            match name {
+                "PROJECT_ROOT" | "WORKSPACE" => Some(session.workspace.display().to_string()),
+                other => req.env.get(other).cloned(),
+            }
+        }),
     };
     let notify = launched.notify_fd.take().context("sandbox gave no notify fd")?;
     let supervisor = Supervisor::new(notify, Arc::new(decider), table.clone()).spawn()?;

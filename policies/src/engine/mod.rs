@@ -11,6 +11,7 @@
 mod network;
 mod redirect;
 mod request;
+pub mod unix;
 
 use crate::{
     Decision, Policy, Verdict,

@@ -3,5 +3,6 @@
 pub mod cidr;
 pub mod domain;
 pub mod domain_trie;
+pub mod path_glob;
 pub mod ports;
 pub mod prefix_table;
