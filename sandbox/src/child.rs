@@ -2,9 +2,10 @@
 //!
 //! Process model: `launch` clones the init straight into new mount, PID, network, UTS, IPC and
 //! cgroup namespaces (and the session cgroup). The init builds the mount view, brings up `lo`,
-//! creates the gateway listeners, then forks the command and becomes a tiny reaper: it reaps
-//! every zombie, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the command, and exits
-//! with the command's status (exit code, or 128+signal). When it exits the kernel kills whatever
+//! gives it the self addresses ([`add_self_addresses`]), creates the gateway listeners, then
+//! forks the command and becomes a tiny reaper: it reaps every zombie, forwards
+//! SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the command, and exits with the command's
+//! status (exit code, or 128+signal). When it exits the kernel kills whatever
 //! is left in the namespace. The init keeps root and its capabilities but is not dumpable, so
 //! the command (which has none) can neither ptrace nor signal it.
 //!
@@ -43,6 +44,7 @@ use crate::fdpass::{ACK, TAG_LISTENERS, TAG_NOTIFY, TAG_PIDFD, send_fds, send_nu
 use crate::mounts::MAX_LATE_BINDS;
 use crate::prepare::Prepared;
 use crate::report::{Report, Step};
+use crate::spec::{SANDBOX_SELF_V4, SANDBOX_SELF_V6};
 use crate::sys::{self, SysResult};
 
 /// Descriptors the child uses; numbers valid in the child's copy of the fd table.
@@ -197,6 +199,38 @@ fn mount_view(p: &Prepared, fds: &ChildFds) {
     }
 }
 
+/// The alias label `SANDBOX_SELF_V4` carries on `lo`; aliases are addresses, not devices, so
+/// `/sys/class/net` still lists only `lo`.
+const SELF_ALIAS: &CStr = c"lo:agentsh";
+
+/// Adds [`SANDBOX_SELF_V4`]/32 (as `lo:agentsh`) and [`SANDBOX_SELF_V6`]/128 to `lo`, which must
+/// be up, so `getaddrinfo` with `AI_ADDRCONFIG` sees a configured address of each family.
+///
+/// IPv4: `SIOCSIFADDR` on the new alias creates the address (with the classful /16 mask),
+/// `SIOCSIFNETMASK` narrows it to a /32 so no 169.254.0.0/16 route lingers, `SIOCSIFFLAGS`
+/// marks the alias up. IPv6: `SIOCSIFADDR` with a `struct in6_ifreq` on an `AF_INET6` socket
+/// (no DAD on a loopback device, so it is usable at once). A kernel without IPv6
+/// (`EAFNOSUPPORT`) gets only the IPv4 address: there is no IPv6 for `AI_ADDRCONFIG` to find.
+fn add_self_addresses(fds: &ChildFds) {
+    let v4 = step(fds, Step::SelfAddress4, sys::ioctl_socket(libc::AF_INET));
+    let set = sys::set_interface_ipv4(v4, libc::SIOCSIFADDR, SELF_ALIAS, SANDBOX_SELF_V4);
+    step(fds, Step::SelfAddress4, set);
+    let host_mask = std::net::Ipv4Addr::BROADCAST;
+    let mask = sys::set_interface_ipv4(v4, libc::SIOCSIFNETMASK, SELF_ALIAS, host_mask);
+    step(fds, Step::SelfNetmask4, mask);
+    step(fds, Step::SelfAliasUp, sys::set_interface_up(v4, SELF_ALIAS));
+    sys::close(v4);
+
+    let v6 = match sys::ioctl_socket(libc::AF_INET6) {
+        Ok(fd) => fd,
+        Err(libc::EAFNOSUPPORT) => return,
+        Err(e) => fail(fds, Step::SelfAddress6, 0, e),
+    };
+    let index = step(fds, Step::SelfIndex6, sys::interface_index(v6, c"lo"));
+    step(fds, Step::SelfAddress6, sys::add_interface_ipv6(v6, index, SANDBOX_SELF_V6, 128));
+    sys::close(v6);
+}
+
 /// Entry point of the init (pid 1 of the new PID namespace). Never returns.
 pub(crate) fn run_init(p: &Prepared, fds: &ChildFds) -> ! {
     let keep = [fds.ctrl, fds.report, fds.stdio[0], fds.stdio[1], fds.stdio[2]];
@@ -205,6 +239,9 @@ pub(crate) fn run_init(p: &Prepared, fds: &ChildFds) -> ! {
 
     mount_view(p, fds);
     step(fds, Step::LoopbackUp, sys::interface_up(c"lo"));
+    if p.self_addresses {
+        add_self_addresses(fds);
+    }
     if p.listeners {
         let v4 = step(fds, Step::Listener4, sys::loopback_listener(false));
         let v6 = step(fds, Step::Listener6, sys::loopback_listener(true));

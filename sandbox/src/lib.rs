@@ -26,4 +26,6 @@ mod sys;
 pub use child::encode_wait_status;
 pub use error::{Errno, SandboxError};
 pub use launch::{Launched, launch};
-pub use spec::{BindDir, DEFAULT_PATH, LaunchSpec, SANDBOX_STATE_DIR, Stdio};
+pub use spec::{
+    BindDir, DEFAULT_PATH, LaunchSpec, SANDBOX_SELF_V4, SANDBOX_SELF_V6, SANDBOX_STATE_DIR, Stdio,
+};

@@ -43,6 +43,8 @@ pub(crate) struct Prepared {
     pub gid: libc::gid_t,
     pub groups: Vec<libc::gid_t>,
     pub listeners: bool,
+    /// Add `SANDBOX_SELF_V4`/`SANDBOX_SELF_V6` to `lo`.
+    pub self_addresses: bool,
 }
 
 /// A [`LateBind`] as C strings.
@@ -239,6 +241,7 @@ impl Prepared {
             gid: spec.gid,
             groups: spec.groups.clone(),
             listeners: spec.gateway_listeners,
+            self_addresses: spec.self_addresses,
         })
     }
 }

@@ -40,9 +40,19 @@ pub enum Step {
     RemountBind,
     /// Setting `IFF_UP` on `lo`.
     LoopbackUp,
+    /// Adding `SANDBOX_SELF_V4` to `lo` as the alias `lo:agentsh` (`SIOCSIFADDR`).
+    SelfAddress4,
+    /// Narrowing `lo:agentsh` to a /32 (`SIOCSIFNETMASK`).
+    SelfNetmask4,
+    /// Setting `IFF_UP` through `lo:agentsh`.
+    SelfAliasUp,
+    /// Looking up `lo`'s interface index for the IPv6 address (`SIOCGIFINDEX`).
+    SelfIndex6,
+    /// Adding `SANDBOX_SELF_V6/128` to `lo` (`SIOCSIFADDR` on an `AF_INET6` socket).
+    SelfAddress6,
     /// Creating the 127.0.0.1:0 gateway listener.
     Listener4,
-    /// Creating the [::1]:0 gateway listener.
+    /// Creating the `[::1]:0` gateway listener.
     Listener6,
     /// Sending the listeners to the parent.
     SendListeners,
@@ -91,7 +101,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 39] = [
+    const ALL: [Step; 44] = [
         Step::CloseFds,
         Step::NotDumpable,
         Step::MountPrivate,
@@ -107,6 +117,11 @@ impl Step {
         Step::AttachBind,
         Step::RemountBind,
         Step::LoopbackUp,
+        Step::SelfAddress4,
+        Step::SelfNetmask4,
+        Step::SelfAliasUp,
+        Step::SelfIndex6,
+        Step::SelfAddress6,
         Step::Listener4,
         Step::Listener6,
         Step::SendListeners,
@@ -161,6 +176,11 @@ impl Step {
             Step::AttachBind => "attach bind",
             Step::RemountBind => "remount bind",
             Step::LoopbackUp => "bring up lo",
+            Step::SelfAddress4 => "add 169.254.255.254 to lo as lo:agentsh (SIOCSIFADDR)",
+            Step::SelfNetmask4 => "set the netmask of lo:agentsh to 255.255.255.255 (SIOCSIFNETMASK)",
+            Step::SelfAliasUp => "bring up lo:agentsh (SIOCSIFFLAGS)",
+            Step::SelfIndex6 => "get the interface index of lo (SIOCGIFINDEX)",
+            Step::SelfAddress6 => "add fd00:0:5e55:ffff::fffe/128 to lo (SIOCSIFADDR, AF_INET6)",
             Step::Listener4 => "listen 127.0.0.1:0",
             Step::Listener6 => "listen [::1]:0",
             Step::SendListeners => "send listeners",
@@ -240,6 +260,13 @@ mod tests {
         for (i, step) in Step::ALL.iter().enumerate() {
             assert_eq!(usize::from(step.code()), i + 1);
         }
+    }
+
+    #[test]
+    fn self_address_labels_name_the_addresses() {
+        use crate::spec::{SANDBOX_SELF_V4, SANDBOX_SELF_V6};
+        assert!(Step::SelfAddress4.label().contains(&SANDBOX_SELF_V4.to_string()));
+        assert!(Step::SelfAddress6.label().contains(&SANDBOX_SELF_V6.to_string()));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What a caller asks for: [`LaunchSpec`] and the stdio choices.
 
 use std::ffi::OsString;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
@@ -78,9 +79,13 @@ pub struct LaunchSpec {
     /// Raw classic-BPF program (an array of `struct sock_filter`, 8 bytes each) installed last
     /// before `execve` with a user-notify listener; the listener fd is handed to the parent.
     pub seccomp: Option<Vec<u8>>,
-    /// Create TCP listeners on 127.0.0.1:0 and [::1]:0 inside the sandbox's network namespace
+    /// Create TCP listeners on `127.0.0.1:0` and `[::1]:0` inside the sandbox's network namespace
     /// and hand them to the parent (the session gateway's listeners).
     pub gateway_listeners: bool,
+    /// Give `lo` two more addresses, [`SANDBOX_SELF_V4`] (as the alias `lo:agentsh`) and
+    /// [`SANDBOX_SELF_V6`], so that `getaddrinfo` with `AI_ADDRCONFIG` finds a configured
+    /// address of each family and resolves names (even `localhost`) at all. Default `true`.
+    pub self_addresses: bool,
     /// Hostname inside the new UTS namespace; `None` keeps a copy of the host's.
     pub hostname: Option<String>,
     /// The command's standard input.
@@ -94,7 +99,7 @@ pub struct LaunchSpec {
 impl LaunchSpec {
     /// A spec for `argv` with conservative defaults: uid/gid 65534 (nobody), no groups, cwd `/`,
     /// `PATH=/usr/local/bin:/usr/bin:/bin` only, an empty resolv.conf, no extra binds, `/run`
-    /// hidden, no cgroup, no seccomp, no listeners, inherited stdio.
+    /// hidden, no cgroup, no seccomp, no listeners, the self addresses on `lo`, inherited stdio.
     pub fn new<I, S>(argv: I, state_dir: impl Into<PathBuf>) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -115,6 +120,7 @@ impl LaunchSpec {
             cgroup: None,
             seccomp: None,
             gateway_listeners: false,
+            self_addresses: true,
             hostname: None,
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
@@ -128,3 +134,22 @@ pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Where the session state dir appears inside the sandbox.
 pub const SANDBOX_STATE_DIR: &str = "/run/agentsh";
+
+/// The sandbox's own IPv4 address, on `lo` (label `lo:agentsh`) next to 127.0.0.1, when
+/// [`LaunchSpec::self_addresses`] is set.
+///
+/// Why it exists: glibc's `getaddrinfo` with `AI_ADDRCONFIG` (used by `getent ahosts`, many
+/// runtimes and libraries) returns IPv4 results only when some interface has an IPv4 address
+/// other than a loopback one, and with only `lo` it answers `EAI_NONAME` even for `localhost`.
+/// This address makes it see one. It is link-local (169.254.0.0/16), a /32 on `lo` and so never
+/// routed anywhere: a connection to it stays inside the sandbox's network namespace, and the
+/// gateway lets it through there instead of redirecting it.
+pub const SANDBOX_SELF_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 255, 254);
+
+/// The sandbox's own IPv6 address, on `lo` as a /128 next to `::1`, when
+/// [`LaunchSpec::self_addresses`] is set.
+///
+/// The IPv6 counterpart of [`SANDBOX_SELF_V4`]: `AI_ADDRCONFIG` ignores `::1` and link-local
+/// addresses, so this is a unique local address (fd00::/8, ULA), which is never routed on the
+/// internet and here has no route beyond `lo` either.
+pub const SANDBOX_SELF_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0x5e55, 0xffff, 0, 0, 0, 0xfffe);

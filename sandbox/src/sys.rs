@@ -4,6 +4,7 @@
 //! no glibc state that caches the thread id. Errors are plain errno values.
 
 use std::ffi::CStr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 use std::ptr;
 
@@ -153,35 +154,94 @@ pub(crate) fn capset_empty() -> SysResult<()> {
     if ret < 0 { Err(errno()) } else { Ok(()) }
 }
 
-/// Sets `IFF_UP` on the interface named `name` (e.g. `lo`) with `SIOCSIFFLAGS`.
-pub(crate) fn interface_up(name: &CStr) -> SysResult<()> {
+/// A datagram socket of `family` (`AF_INET` or `AF_INET6`), close-on-exec, for interface
+/// ioctls.
+pub(crate) fn ioctl_socket(family: libc::c_int) -> SysResult<RawFd> {
     // SAFETY: a plain socket() call.
-    let sock = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    check(unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
+}
+
+/// An all-zero `ifreq` naming `name`.
+fn ifreq_named(name: &CStr) -> SysResult<libc::ifreq> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.to_bytes();
     if bytes.len() >= req.ifr_name.len() {
-        close(sock);
         return Err(libc::ENAMETOOLONG);
     }
     for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
         *dst = *src as libc::c_char;
     }
-    // SAFETY: `req` is a valid ifreq with a NUL-terminated name; the ioctls read/write its union.
-    let result = unsafe {
-        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req as *mut libc::ifreq) < 0 {
-            Err(errno())
-        } else {
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut req as *mut libc::ifreq) < 0 {
-                Err(errno())
-            } else {
-                Ok(())
-            }
-        }
-    };
+    Ok(req)
+}
+
+/// `ioctl(sock, request, req)` for the `ifreq` requests.
+fn ifreq_ioctl(sock: RawFd, request: libc::c_ulong, req: &mut libc::ifreq) -> SysResult<()> {
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name; every request used here reads
+    // or writes only the ifreq itself.
+    check(unsafe { libc::ioctl(sock, request, req as *mut libc::ifreq) }).map(drop)
+}
+
+/// Sets `IFF_UP` on the interface (or `name:label` alias) named `name`, through `sock`.
+pub(crate) fn set_interface_up(sock: RawFd, name: &CStr) -> SysResult<()> {
+    let mut req = ifreq_named(name)?;
+    ifreq_ioctl(sock, libc::SIOCGIFFLAGS, &mut req)?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    ifreq_ioctl(sock, libc::SIOCSIFFLAGS, &mut req)
+}
+
+/// Sets `IFF_UP` on the interface named `name` (e.g. `lo`) with `SIOCSIFFLAGS`.
+pub(crate) fn interface_up(name: &CStr) -> SysResult<()> {
+    let sock = ioctl_socket(libc::AF_INET)?;
+    let result = set_interface_up(sock, name);
     close(sock);
     result
+}
+
+/// `SIOCSIFADDR` / `SIOCSIFNETMASK` (`request`) of the IPv4 `addr` on `name`, through an
+/// `AF_INET` socket. On an alias name (`lo:label`) that does not exist yet, `SIOCSIFADDR`
+/// creates it: a second address on the device, labelled with the alias name.
+pub(crate) fn set_interface_ipv4(
+    sock: RawFd,
+    request: libc::c_ulong,
+    name: &CStr,
+    addr: Ipv4Addr,
+) -> SysResult<()> {
+    let mut req = ifreq_named(name)?;
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_addr.s_addr = u32::from_ne_bytes(addr.octets());
+    // SAFETY: the union holds a `struct sockaddr` (16 bytes, the size of sockaddr_in) and is
+    // aligned for one (it also holds pointers and longs); the kernel reads it as sockaddr_in.
+    unsafe { ptr::addr_of_mut!(req.ifr_ifru).cast::<libc::sockaddr_in>().write(sa) };
+    ifreq_ioctl(sock, request, &mut req)
+}
+
+/// The index of the interface named `name` (`SIOCGIFINDEX`).
+pub(crate) fn interface_index(sock: RawFd, name: &CStr) -> SysResult<libc::c_int> {
+    let mut req = ifreq_named(name)?;
+    ifreq_ioctl(sock, libc::SIOCGIFINDEX, &mut req)?;
+    // SAFETY: SIOCGIFINDEX filled the ifindex member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_ifindex })
+}
+
+/// Adds the IPv6 `addr/prefix_len` to interface `index` (`SIOCSIFADDR` with a
+/// `struct in6_ifreq` on an `AF_INET6` socket).
+pub(crate) fn add_interface_ipv6(
+    sock: RawFd,
+    index: libc::c_int,
+    addr: Ipv6Addr,
+    prefix_len: u32,
+) -> SysResult<()> {
+    let mut req = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr { s6_addr: addr.octets() },
+        ifr6_prefixlen: prefix_len,
+        ifr6_ifindex: index,
+    };
+    // SAFETY: `req` is a valid in6_ifreq, the structure SIOCSIFADDR reads on an AF_INET6 socket.
+    check(unsafe { libc::ioctl(sock, libc::SIOCSIFADDR, &mut req as *mut libc::in6_ifreq) }).map(drop)
 }
 
 /// A listening TCP socket on `127.0.0.1:0` (`v6 == false`) or `[::1]:0`, close-on-exec.

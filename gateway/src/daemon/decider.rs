@@ -3,7 +3,7 @@
 //! port is made later by the funnel, once the first bytes name the destination.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Component, Path, PathBuf},
     sync::Arc,
 };
@@ -56,7 +56,7 @@ fn rule_index(policy: &Policy, rule: &str) -> Option<usize> {
 /// A decision on the address alone is final when the deciding rule does not look at names and
 /// no earlier rule could match by name instead (the name is only known once the first bytes
 /// come). The built-in default deny is never final: a name rule may still allow.
-fn final_on_address(policy: &Policy, d: &Decision) -> bool {
+pub(super) fn final_on_address(policy: &Policy, d: &Decision) -> bool {
     match rule_index(policy, &d.rule) {
         Some(i) => {
             policy.network_rules[i].domains.is_empty()
@@ -76,6 +76,18 @@ pub fn loopback_exported(policy: &Policy, compiled: &CompiledPolicy, dst: Socket
 /// The session resolver's own address inside the sandbox (127.0.0.1:53 or [::1]:53).
 fn is_session_resolver(dst: SocketAddr) -> bool {
     dst.ip().is_loopback() && dst.port() == 53 && matches!(dst.ip().to_string().as_str(), "127.0.0.1" | "::1")
+}
+
+/// One of the sandbox's own addresses on its `lo` ([`sandbox::SANDBOX_SELF_V4`],
+/// [`sandbox::SANDBOX_SELF_V6`], also v4-mapped): a destination that never leaves the sandbox's
+/// network namespace, like its loopback.
+fn is_sandbox_self(dst: SocketAddr) -> bool {
+    match dst.ip() {
+        IpAddr::V4(a) => a == sandbox::SANDBOX_SELF_V4,
+        IpAddr::V6(a) => {
+            a == sandbox::SANDBOX_SELF_V6 || a.to_ipv4_mapped() == Some(sandbox::SANDBOX_SELF_V4)
+        }
+    }
 }
 
 /// Where a DNS socket of this family is sent.
@@ -153,6 +165,11 @@ impl ConnectDecider for SessionDecider {
     }
 
     fn decide_call(&self, call: CallKind, dst: SocketAddr, sock: SockInfo, pid: u32) -> Action {
+        if is_sandbox_self(dst) {
+            // The sandbox itself, on any port and transport (a DNS server of its own included):
+            // it stays inside the namespace, so it is never redirected nor dialled from the host.
+            return Action::Continue;
+        }
         if dst.port() == 53 && !is_session_resolver(dst) {
             // Every DNS question goes to the session resolver, whatever server it was meant for.
             return Action::Redirect(resolver_for(sock));
@@ -301,6 +318,73 @@ mod tests {
         let (p, c) = policy("network_rules:\n  - {name: deny-all, decision: deny}\n");
         let d = c.decide_connect(&ConnectRequest::by_ip("140.82.112.3".parse().unwrap(), 443));
         assert!(final_on_address(&p, &d), "a catch-all deny needs no name");
+    }
+
+    /// A decider for `yaml` whose audit log lives in a fresh temp dir (removed by the caller).
+    fn decider(yaml: &str) -> (SessionDecider, PathBuf) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("agentsh-decider-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = policies::config::AuditConfig { sinks: vec![], log_allowed: false };
+        let recorder = Arc::new(Recorder::open(&dir, &config).unwrap());
+        let (p, c) = policy(yaml);
+        let (p, c) = (Arc::new(p), Arc::new(c));
+        let resolver = dns::SessionResolver::new(
+            c.clone(),
+            dns::AddressGuard::new(&p),
+            dns::Upstream::new(dns::UpstreamConfig::new(vec![])),
+            dns::ResolverConfig::default(),
+            Arc::new(|_| {}),
+        );
+        let unix_rules = policies::engine::unix::UnixRules::new(&p.unix_socket_rules, &|_| None);
+        let d = SessionDecider {
+            session_id: "s".into(),
+            command_id: "c".into(),
+            policy: p,
+            compiled: c,
+            gateway_v4: "127.0.0.1:1000".parse().unwrap(),
+            gateway_v6: "[::1]:1000".parse().unwrap(),
+            workspace: PathBuf::from("/w"),
+            recorder,
+            resolver: Arc::new(resolver),
+            reported_unix: Default::default(),
+            unix_rules,
+        };
+        (d, dir)
+    }
+
+    #[test]
+    fn the_sandbox_self_addresses_stay_inside_on_any_port() {
+        // Even a policy that allows everything must not send these to the gateway (which would
+        // dial them from the host), and a deny-all must not refuse the sandbox talking to itself.
+        for yaml in [
+            "network_rules:\n  - {name: all, decision: allow}\n",
+            "network_rules:\n  - {name: deny-all, decision: deny}\n",
+        ] {
+            let (d, dir) = decider(yaml);
+            let tcp4 = SockInfo { family: libc::AF_INET, sock_type: libc::SOCK_STREAM };
+            let tcp6 = SockInfo { family: libc::AF_INET6, sock_type: libc::SOCK_STREAM };
+            let udp4 = SockInfo { family: libc::AF_INET, sock_type: libc::SOCK_DGRAM };
+            let v4 = IpAddr::V4(sandbox::SANDBOX_SELF_V4);
+            let v6 = IpAddr::V6(sandbox::SANDBOX_SELF_V6);
+            let mapped = IpAddr::V6(sandbox::SANDBOX_SELF_V4.to_ipv6_mapped());
+            for port in [1, 53, 80, 443, 8080, 65535] {
+                for (ip, sock) in [(v4, tcp4), (v6, tcp6), (mapped, tcp6)] {
+                    let dst = SocketAddr::new(ip, port);
+                    assert_eq!(d.decide_call(CallKind::Connect, dst, sock, 1), Action::Continue, "{dst}");
+                }
+                let dst = SocketAddr::new(v4, port);
+                assert_eq!(d.decide_call(CallKind::Send, dst, udp4, 1), Action::Continue, "{dst}");
+            }
+            // Neighbours of the self addresses are ordinary destinations.
+            for other in ["169.254.255.253:80", "[fd00:0:5e55:ffff::fffd]:80"] {
+                let dst: SocketAddr = other.parse().unwrap();
+                let sock = if dst.is_ipv4() { tcp4 } else { tcp6 };
+                assert_ne!(d.decide_call(CallKind::Connect, dst, sock, 1), Action::Continue, "{dst}");
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     #[test]
