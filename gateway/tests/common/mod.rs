@@ -1,9 +1,14 @@
 //! Shared harness of the gateway's end-to-end tests: a private `agentsh server` per test, sessions
 //! with inline policies, `exec --output json --events all` parsed into typed results, and the
-//! local upstreams (TLS with a CA made at run time, plain HTTP, server-speaks-first).
+//! local upstreams (TLS with a CA made at run time, plain HTTP, server-speaks-first) and a fake
+//! upstream resolver ([`dns::FakeDns`]).
+//!
+//! Every daemon gets a server config whose `dns.upstream` is on the host's loopback, so no test
+//! ever sends a query to the host's own resolver.
 
 #![allow(dead_code, missing_docs)]
 
+pub mod dns;
 pub mod upstream;
 
 use std::{
@@ -69,12 +74,34 @@ pub struct Daemon {
     pub state: TempDir,
 }
 
+/// A loopback UDP port nobody listens on (bound, then released): a DNS upstream that answers
+/// every query at once with ICMP port-unreachable.
+pub fn dead_dns_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
 impl Daemon {
+    /// A daemon whose DNS upstream is a dead loopback port: names the session resolver forwards
+    /// fail (SERVFAIL) instead of reaching the host's resolver.
     pub fn start() -> Daemon {
+        Daemon::start_with_config(&format!("dns:\n  upstream: [\"127.0.0.1:{}\"]\n", dead_dns_port()))
+    }
+
+    /// A daemon started with `agentsh server --config FILE`, FILE holding `config` (YAML). The
+    /// config must name a DNS upstream on the host's loopback (see [`dns::FakeDns::server_config`]).
+    pub fn start_with_config(config: &str) -> Daemon {
+        assert!(
+            config.contains("upstream: [\"127.0.0.1:"),
+            "a test daemon must forward DNS to a loopback upstream, never the host's resolver: {config}"
+        );
         let state = TempDir::new("state");
+        let config_file = state.write("server.yaml", config);
         let log = std::fs::File::create(state.path().join("server.log")).expect("server log");
         let child = Command::new(AGENTSH)
             .arg("server")
+            .arg("--config")
+            .arg(&config_file)
             .env("AGENTSH_STATE_DIR", state.path())
             .env_remove("AGENTSH_SERVER")
             .env_remove("AGENTSH_CONFIG")
@@ -132,7 +159,12 @@ impl Daemon {
 
     /// Create a session with `policy` (YAML text) over a fresh workspace.
     pub fn session(&self, policy: &str) -> Session {
-        let workspace = TempDir::new("ws");
+        self.session_in(TempDir::new("ws"), policy)
+    }
+
+    /// Create a session with `policy` over `workspace` (made by the caller, e.g. to name paths
+    /// inside it in the policy).
+    pub fn session_in(&self, workspace: TempDir, policy: &str) -> Session {
         let policy_dir = TempDir::new("policy");
         let file = policy_dir.write("policy.yaml", policy);
         let out = self.cli(&[

@@ -93,13 +93,18 @@ pub struct TestCa {
 impl TestCa {
     /// A CA and a leaf for `localhost`, `blocked.test` and 127.0.0.1.
     pub fn new() -> TestCa {
+        TestCa::with_names(&["localhost", "blocked.test", "127.0.0.1"])
+    }
+
+    /// A CA and a leaf for `names` (host names or IP literals).
+    pub fn with_names(names: &[&str]) -> TestCa {
         let ca_key = KeyPair::generate().expect("ca key");
         let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name.push(DnType::CommonName, "agentsh test CA");
         let ca_cert = ca.self_signed(&ca_key).expect("self-sign ca");
         let issuer = Issuer::new(ca, ca_key);
-        let names = ["localhost", "blocked.test", "127.0.0.1"].map(String::from).to_vec();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_string()).collect();
         let leaf_key = KeyPair::generate().expect("leaf key");
         let leaf = CertificateParams::new(names).expect("leaf params");
         let leaf = leaf.signed_by(&leaf_key, &issuer).expect("sign leaf");
@@ -108,6 +113,11 @@ impl TestCa {
 
     /// Serve [`TLS_BODY`] over TLS to any HTTP request.
     pub fn serve(&self) -> Upstream {
+        self.serve_body(TLS_BODY)
+    }
+
+    /// Serve `body` over TLS to any HTTP request.
+    pub fn serve_body(&self, body: &'static str) -> Upstream {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -122,7 +132,7 @@ impl TestCa {
             async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else { return };
                 read_head(&mut tls).await;
-                let _ = tls.write_all(response(TLS_BODY).as_bytes()).await;
+                let _ = tls.write_all(response(body).as_bytes()).await;
                 let _ = tls.shutdown().await;
             }
         })
@@ -136,6 +146,42 @@ pub fn http() -> Upstream {
         let _ = tcp.write_all(response(HTTP_BODY).as_bytes()).await;
         let _ = tcp.shutdown().await;
     })
+}
+
+/// A plain HTTP/1.1 server on a Unix socket, counting its connections; stops when dropped.
+pub struct UnixUpstream {
+    pub path: std::path::PathBuf,
+    accepted: Arc<AtomicUsize>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl UnixUpstream {
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Serve `body` in plain HTTP/1.1 on a Unix socket bound at `path`.
+pub fn http_unix(path: &std::path::Path, body: &'static str) -> UnixUpstream {
+    let rt = runtime();
+    let listener = {
+        let _g = rt.enter();
+        tokio::net::UnixListener::bind(path).expect("bind unix upstream")
+    };
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    rt.spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                read_head(&mut stream).await;
+                let _ = stream.write_all(response(body).as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    UnixUpstream { path: path.to_path_buf(), accepted, _rt: rt }
 }
 
 /// Say [`BANNER`] on accept, then echo one line back and close.
