@@ -46,7 +46,10 @@ fn malformed_client_hello_is_dropped_and_the_gateway_keeps_serving() {
     let e = r.one("net_connect_blocked");
     assert_eq!((e.rule(), e.decision(), e.str("protocol")), ("malformed-first-bytes", "deny", "malformed"));
     assert!(!e.str("peek_error").is_empty(), "{e:?}");
-    assert_eq!(tls.accepted(), 0, "malformed bytes are never relayed unnamed");
+    // The export rule decides on the address alone, so the gateway dials while it peeks; the
+    // upstream may see that connection, but never a byte of the malformed hello.
+    assert!(tls.accepted() <= 1, "at most the early dial reached the upstream");
+    assert!(r.of("net_connect").is_empty(), "malformed bytes are never relayed: {r:#?}");
 
     let url = format!("https://127.0.0.1:{}/", tls.port());
     let r = d.exec(&s, &["curl", "-sS", "--max-time", "10", "--cacert", "ca.pem", &url]);
@@ -83,7 +86,9 @@ fn refusing_upstream_is_a_reset_for_the_agent() {
     let (r, v) = run(&d, &s, &["refused", &port.to_string()]);
     assert_eq!(v, json!({"error": "ECONNRESET"}), "{r:#?}");
     let e = r.one("net_connect");
-    assert_eq!((e.rule(), e.decision(), e.str("protocol")), ("export-closed", "allow", "http"));
+    // The dial runs while the first bytes are peeked; it may fail before they are named.
+    assert_eq!((e.rule(), e.decision()), ("export-closed", "allow"));
+    assert!(["http", "raw"].contains(&e.str("protocol")), "{e:?}");
     assert!(e.str("error").to_lowercase().contains("refused"), "the dial error is recorded: {e:?}");
 
     // The gateway keeps serving: the same session still answers (and still refuses).

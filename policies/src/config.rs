@@ -146,7 +146,8 @@ pub struct AuditSink {
 }
 
 fn default_sinks() -> Vec<AuditSink> {
-    vec![AuditSink { kind: SinkType::Stderr, path: None }]
+    // The JSONL file under the state dir is always written; more sinks are opt-in.
+    Vec::new()
 }
 
 fn yes() -> bool {
@@ -157,7 +158,7 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// Sinks every event goes to (default: stderr).
+    /// Sinks every event goes to besides `<state_dir>/audit.jsonl` (default: none).
     #[serde(default = "default_sinks")]
     pub sinks: Vec<AuditSink>,
     /// Also record allowed operations, not only denials and redirects (default true).

@@ -22,7 +22,14 @@ pub struct Recorder {
     files: Vec<Mutex<File>>,
     stderr: bool,
     log_allowed: bool,
-    collectors: Mutex<HashMap<String, Vec<Event>>>,
+    collectors: Mutex<HashMap<String, Collector>>,
+}
+
+/// What one running command keeps of its events for `exec --events`.
+struct Collector {
+    blocked_only: bool,
+    limit: usize,
+    events: Vec<Event>,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -73,20 +80,28 @@ impl Recorder {
     fn collect(&self, event: Event) {
         let Some(cmd) = event.command_id.clone() else { return };
         let mut collectors = self.collectors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = collectors.get_mut(&cmd)
-            && list.len() < MAX_COLLECTED
+        if let Some(c) = collectors.get_mut(&cmd)
+            && c.events.len() < c.limit
+            && (!c.blocked_only || event.is_blocked())
         {
-            list.push(event);
+            c.events.push(event);
         }
     }
 
-    /// Start keeping the events of `command_id`.
-    pub fn start_collecting(&self, command_id: &str) {
-        self.collectors.lock().unwrap_or_else(|p| p.into_inner()).insert(command_id.to_string(), Vec::new());
+    /// Start keeping the events of `command_id`: all of them (up to a bound), or only blocked
+    /// ones up to `limit`. Nothing is kept for a command that asked for no events.
+    pub fn start_collecting(&self, command_id: &str, blocked_only: bool, limit: usize) {
+        let c = Collector { blocked_only, limit: limit.min(MAX_COLLECTED), events: Vec::new() };
+        self.collectors.lock().unwrap_or_else(|p| p.into_inner()).insert(command_id.to_string(), c);
     }
 
     /// Stop keeping the events of `command_id` and return them.
     pub fn finish(&self, command_id: &str) -> Vec<Event> {
-        self.collectors.lock().unwrap_or_else(|p| p.into_inner()).remove(command_id).unwrap_or_default()
+        self.collectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(command_id)
+            .map(|c| c.events)
+            .unwrap_or_default()
     }
 }

@@ -135,7 +135,11 @@ pub fn run(
     let command_id = format!("cmd-{}", uuid::Uuid::new_v4());
     let _running = session.command_started();
     *session.current_command.lock().unwrap_or_else(|p| p.into_inner()) = Some(command_id.clone());
-    daemon.recorder.start_collecting(&command_id);
+    match req.events {
+        EventsMode::None => {}
+        EventsMode::Summary => daemon.recorder.start_collecting(&command_id, true, SUMMARY_MAX),
+        EventsMode::All => daemon.recorder.start_collecting(&command_id, false, usize::MAX),
+    }
 
     let mut spec = LaunchSpec::new(&req.argv, &session.dir);
     spec.env = environment(&req, &session.id, &command_id);

@@ -29,8 +29,14 @@ use super::Recorder;
 use crate::events::{Event, millis};
 
 /// How long a client may take to send the bytes that name its destination before the
-/// connection is decided without a name (server-speaks-first protocols).
-const PEEK_TIMEOUT: Duration = Duration::from_millis(500);
+/// connection is decided without a name. On ports where the client always speaks first (TLS,
+/// HTTP) a late hello must not slip past the name check, so the wait is long; elsewhere the
+/// server may speak first (SSH, SMTP, databases) and every connection would pay the wait.
+const PEEK_TIMEOUT_CLIENT_FIRST: Duration = Duration::from_secs(5);
+/// See [`PEEK_TIMEOUT_CLIENT_FIRST`].
+const PEEK_TIMEOUT_OTHER: Duration = Duration::from_millis(200);
+/// Ports whose protocols always open with the client's bytes.
+const CLIENT_FIRST_PORTS: &[u16] = &[80, 443, 853, 8080, 8443];
 /// Most bytes peeked for a ClientHello or an HTTP head.
 const PEEK_MAX: usize = 16 * 1024;
 /// Upstream connect timeout.
@@ -114,9 +120,18 @@ impl Funnel {
             reset(agent);
             return;
         };
-        let named = match peek_first_bytes(&agent, PEEK_MAX, PEEK_TIMEOUT).await {
-            Ok((peeked, _)) => name_from(peeked),
-            Err(e) => Named { host: None, protocol: "raw", note: Some(e.to_string()) },
+        let timeout = if CLIENT_FIRST_PORTS.contains(&dst.port()) {
+            PEEK_TIMEOUT_CLIENT_FIRST
+        } else {
+            PEEK_TIMEOUT_OTHER
+        };
+        let (named, early) = if self.name_can_matter(&dst) {
+            (peek(&agent, timeout).await, None)
+        } else {
+            // The address alone decides: dial now, and stop waiting for the client's first bytes
+            // as soon as the server speaks (SSH, SMTP, databases pay no peek timeout).
+            let (named, dialled) = peek_while_dialling(&agent, dst.dst, timeout).await;
+            (named, Some(dialled))
         };
         let route = self.route(&dst, &named).await;
         if !route.decision.verdict.permits() {
@@ -137,7 +152,10 @@ impl Funnel {
         let start = Instant::now();
         let _ = agent.set_nodelay(true);
         let (result, upstream_addr) = match &route.target {
-            Target::Tcp(addrs) => match dial(addrs).await {
+            Target::Tcp(addrs) => match match early {
+                Some(dialled) => dialled,
+                None => dial(addrs).await,
+            } {
                 Ok((upstream, addr)) => {
                     let _ = upstream.set_nodelay(true);
                     (
@@ -166,10 +184,54 @@ impl Funnel {
         self.recorder.record(e.field("duration_ms", millis(start.elapsed())));
     }
 
+    /// Whether the first bytes could change where this connection may go: a name bound by the
+    /// session resolver (checked against the SNI), connect redirects, or a name rule that could
+    /// match before the rule deciding on the address alone.
+    fn name_can_matter(&self, dst: &OriginalDst) -> bool {
+        if self.resolver.name_for(dst.ip()).is_some() || !self.policy.connect_redirects.is_empty() {
+            return true;
+        }
+        let d = self.compiled.decide_connect(&policies::ConnectRequest::by_ip(dst.ip(), dst.port()));
+        !super::decider::final_on_address(&self.policy, &d)
+    }
+
     fn dial_failed(&self, agent: TcpStream, dst: &OriginalDst, named: &Named, route: &Route, error: String) {
         self.recorder.record(self.event("net_connect", dst, named, route).field("error", error));
         reset(agent);
     }
+}
+
+/// The first bytes of the client, named, within `timeout`.
+async fn peek(agent: &TcpStream, timeout: Duration) -> Named {
+    match peek_first_bytes(agent, PEEK_MAX, timeout).await {
+        Ok((peeked, _)) => name_from(peeked),
+        Err(e) => Named { host: None, protocol: "raw", note: Some(e.to_string()) },
+    }
+}
+
+/// Dial `dst` while peeking at the client's first bytes; the peek ends early when the dial
+/// fails or the server sends first (nothing is read from it here).
+async fn peek_while_dialling(
+    agent: &TcpStream,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> (Named, Result<(TcpStream, SocketAddr), String>) {
+    let target = [dst];
+    let peeking = peek(agent, timeout);
+    let dialling = dial(&target);
+    tokio::pin!(peeking, dialling);
+    let dialled = tokio::select! {
+        named = &mut peeking => return (named, dialling.await),
+        dialled = &mut dialling => dialled,
+    };
+    let named = match &dialled {
+        Ok((upstream, _)) => tokio::select! {
+            named = &mut peeking => named,
+            _ = upstream.readable() => Named { host: None, protocol: "raw", note: None },
+        },
+        Err(_) => Named { host: None, protocol: "raw", note: None },
+    };
+    (named, dialled)
 }
 
 /// Dial the first address that answers.
