@@ -210,7 +210,14 @@ pub fn run(
         active: AtomicUsize::new(0),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dns_sockets = super::netns::bind_dns(launched.pid).context("binding the session resolver")?;
+    // The sandbox can die before it runs (its session destroyed meanwhile): then report its
+    // status like any other end, rather than a setup error.
+    let gone = |launched: &mut sandbox::Launched| launched.wait_timeout(Duration::ZERO).ok().flatten();
+    let dns_sockets = match super::netns::bind_dns(launched.pid) {
+        Ok(s) => Some(s),
+        Err(_) if gone(&mut launched).is_some() => None,
+        Err(e) => return Err(e.context("binding the session resolver")),
+    };
     {
         let _rt = daemon.runtime.enter();
         for l in [v4, v6] {
@@ -218,9 +225,15 @@ pub fn run(
             let l = tokio::net::TcpListener::from_std(l)?;
             daemon.runtime.spawn(super::funnel::serve(l, funnel.clone(), stop_rx.clone()));
         }
-        serve_dns(daemon, &session.resolver, dns_sockets, &stop_rx)?;
+        if let Some(sockets) = dns_sockets {
+            serve_dns(daemon, &session.resolver, sockets, &stop_rx)?;
+        }
     }
-    launched.resume().with_context(|| format!("starting {}", req.argv[0]))?;
+    if let Err(e) = launched.resume()
+        && gone(&mut launched).is_none()
+    {
+        return Err(anyhow::Error::new(e).context(format!("starting {}", req.argv[0])));
+    }
 
     // The caller hanging up (Ctrl-C on `agentsh exec`) ends the command.
     let hung_up = Arc::new(AtomicBool::new(false));
