@@ -4,42 +4,7 @@
 
 use policies::matchers::domain::Hostname;
 
-/// Well-known public DoH (and DoT) endpoint names, normalised (lower-case, no trailing dot).
-/// A policy can deny them with a `domains:` rule; [`is_known_doh_host`] checks a name against
-/// the list, including sub-domains (e.g. `a.dns.google`).
-pub const KNOWN_DOH_HOSTS: &[&str] = &[
-    "dns.google",
-    "dns.google.com",
-    "8888.google",
-    "cloudflare-dns.com",
-    "mozilla.cloudflare-dns.com",
-    "chrome.cloudflare-dns.com",
-    "one.one.one.one",
-    "1dot1dot1dot1.cloudflare-dns.com",
-    "security.cloudflare-dns.com",
-    "family.cloudflare-dns.com",
-    "dns.quad9.net",
-    "dns9.quad9.net",
-    "dns10.quad9.net",
-    "dns11.quad9.net",
-    "doh.opendns.com",
-    "dns.opendns.com",
-    "doh.familyshield.opendns.com",
-    "dns.adguard.com",
-    "dns.adguard-dns.com",
-    "dns.nextdns.io",
-    "doh.cleanbrowsing.org",
-    "doh.dns.sb",
-    "dns.alidns.com",
-    "doh.pub",
-    "dns.controld.com",
-    "freedns.controld.com",
-    "doh.mullvad.net",
-    "dns.mullvad.net",
-    "doh.libredns.gr",
-    "dns.switch.ch",
-    "ordns.he.net",
-];
+pub use policies::lists::KNOWN_DOH_HOSTS;
 
 /// Whether `name` is one of [`KNOWN_DOH_HOSTS`] or a sub-domain of one.
 pub fn is_known_doh_host(name: &Hostname) -> bool {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod decision;
 pub mod embedded;
 pub mod engine;
+pub mod lists;
 pub mod load;
 pub mod matchers;
 pub mod model;

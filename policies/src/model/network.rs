@@ -21,8 +21,9 @@ pub struct NetworkRule {
     /// Free text for humans.
     #[serde(default)]
     pub description: Option<String>,
-    /// Domain globs the destination name must match.
-    #[serde(default)]
+    /// Domain globs the destination name must match; `@known-doh` and the other named lists
+    /// of [`crate::lists`] expand to their hosts and sub-domains.
+    #[serde(default, deserialize_with = "domains_with_lists")]
     pub domains: Vec<DomainPattern>,
     /// CIDR blocks the destination address must lie in.
     #[serde(default)]
@@ -149,4 +150,44 @@ pub struct ConnectRedirect {
     /// Failure handling.
     #[serde(default)]
     pub on_failure: OnFailure,
+}
+
+/// One `domains:` entry: a domain glob, or `@list`.
+enum DomainEntry {
+    Pattern(DomainPattern),
+    List(&'static [&'static str]),
+}
+
+impl<'de> Deserialize<'de> for DomainEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let entry = String::deserialize(d)?;
+        if entry.starts_with('@') {
+            return crate::lists::named_list(&entry).map(DomainEntry::List).ok_or_else(|| {
+                D::Error::custom(format!(
+                    "unknown domain list {entry:?} (known: {})",
+                    crate::lists::LIST_NAMES.join(", ")
+                ))
+            });
+        }
+        entry.parse().map(DomainEntry::Pattern).map_err(D::Error::custom)
+    }
+}
+
+/// `domains:` entries: a domain glob, or `@list` expanding to `**.host` for each host of the
+/// named list (the host and its sub-domains).
+fn domains_with_lists<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<DomainPattern>, D::Error> {
+    use serde::de::Error;
+    let mut out = Vec::new();
+    for entry in Vec::<DomainEntry>::deserialize(d)? {
+        match entry {
+            DomainEntry::Pattern(p) => out.push(p),
+            DomainEntry::List(hosts) => {
+                for h in hosts {
+                    out.push(DomainPattern::parse(&format!("**.{h}")).map_err(D::Error::custom)?);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
