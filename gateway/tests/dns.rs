@@ -258,9 +258,6 @@ fn getaddrinfo_is_synthetic_and_stable_and_every_resolver_is_the_session_resolve
 }
 
 #[test]
-#[ignore = "redirect::seccomp answers ENETUNREACH to an unconnected sendto the decider redirects \
-            (handlers.rs on_send: datagram redirection is not built yet); connected UDP and TCP \
-            to other resolvers are covered above"]
 fn unconnected_sendto_to_another_resolver_lands_on_the_session_resolver() {
     if !common::privileged("unconnected_sendto_to_another_resolver_lands_on_the_session_resolver") {
         return;

@@ -51,8 +51,15 @@ pub enum Action {
     /// Connect the agent's own socket to this gateway address instead (loopback, inside the
     /// session's network namespace) and record the original destination.
     ///
-    /// For `sendto`/`sendmsg` on datagram sockets this is not implemented yet: the call fails with
-    /// `ENETUNREACH` (UDP to port 53 will go to the session resolver later).
+    /// For `sendto`/`sendmsg`/`sendmmsg` with a destination on a UDP (`SOCK_DGRAM`) socket the
+    /// supervisor sends the datagram itself, from the agent's socket, to this address, and
+    /// nothing is recorded (no connection follows). The payload is read once (at most 65,535
+    /// bytes, else `EMSGSIZE`); control messages (`msg_controllen` != 0) and flags other than
+    /// `MSG_DONTWAIT`/`MSG_CONFIRM`/`MSG_DONTROUTE`/`MSG_NOSIGNAL` are refused with
+    /// `EOPNOTSUPP`. Replies arrive on the agent's socket from this address, not from the one the
+    /// agent asked for: a client that checks the source of replies on an unconnected socket will
+    /// drop them (glibc connects its UDP socket first, so it is redirected at `connect` instead).
+    /// Other datagram sockets (raw, ...) get `ENETUNREACH`.
     Redirect(SocketAddr),
     /// AF_UNIX only: the supervisor connects the agent's socket itself, to the socket file the
     /// path names, resolved inside the agent's root (or from its cwd) with no symlink followed;

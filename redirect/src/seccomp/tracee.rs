@@ -1,5 +1,6 @@
-//! Reaching into a stopped tracee: copy bytes out of its memory once, write an answer back, and
-//! take a duplicate of one of its file descriptors with `pidfd_getfd`.
+//! Reaching into a stopped tracee: copy bytes (a sockaddr, a header, a datagram's payload) out of
+//! its memory once, write an answer back, and take a duplicate of one of its file descriptors
+//! with `pidfd_getfd`.
 //!
 //! The pid in a notification is the calling *thread's* id, so pidfds are opened with
 //! `PIDFD_THREAD` (Linux 6.9+), falling back to the thread group leader from `/proc`.
@@ -38,6 +39,41 @@ pub(crate) fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
         Err(nix::errno::Errno::EPERM | nix::errno::Errno::ENOSYS) => {
             let mem = File::open(format!("/proc/{pid}/mem")).map_err(gone_or)?;
             mem.read_exact_at(buf, addr).map_err(|_| errno(libc::EFAULT))
+        }
+        Err(e) => Err(errno(e as i32)),
+    }
+}
+
+/// Copies the `(addr, len)` segments of `pid`'s memory, in order, into one buffer of `total`
+/// bytes (their summed length, which the caller has bounded) with a single `process_vm_readv`
+/// (falling back to `/proc/<pid>/mem`). Empty segments are skipped whatever their address; a
+/// NULL or unreadable one, or a short read, is EFAULT; ESRCH means the tracee is gone.
+pub(crate) fn read_gather(pid: u32, segments: &[(u64, usize)], total: usize) -> io::Result<Vec<u8>> {
+    let segments: Vec<(u64, usize)> = segments.iter().copied().filter(|&(_, len)| len > 0).collect();
+    if segments.iter().map(|&(_, len)| len).sum::<usize>() != total {
+        return Err(errno(libc::EINVAL));
+    }
+    let mut buf = vec![0u8; total];
+    if total == 0 {
+        return Ok(buf);
+    }
+    if segments.iter().any(|&(addr, _)| addr == 0) {
+        return Err(errno(libc::EFAULT));
+    }
+    let remote: Vec<RemoteIoVec> =
+        segments.iter().map(|&(addr, len)| RemoteIoVec { base: addr as usize, len }).collect();
+    let npid = nix::unistd::Pid::from_raw(pid as i32);
+    match process_vm_readv(npid, &mut [IoSliceMut::new(&mut buf)], &remote) {
+        Ok(n) if n == total => Ok(buf),
+        Ok(_) => Err(errno(libc::EFAULT)),
+        Err(nix::errno::Errno::EPERM | nix::errno::Errno::ENOSYS) => {
+            let mem = File::open(format!("/proc/{pid}/mem")).map_err(gone_or)?;
+            let mut at = 0;
+            for &(addr, len) in &segments {
+                mem.read_exact_at(&mut buf[at..at + len], addr).map_err(|_| errno(libc::EFAULT))?;
+                at += len;
+            }
+            Ok(buf)
         }
         Err(e) => Err(errno(e as i32)),
     }
@@ -109,6 +145,19 @@ mod tests {
         assert_eq!(dst, src);
         let err = read_mem(std::process::id(), 0, &mut dst).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EFAULT));
+    }
+
+    #[test]
+    fn gathers_segments_in_order() {
+        let a = *b"hello ";
+        let b = *b"world";
+        let segs = [(a.as_ptr() as u64, a.len()), (0, 0), (b.as_ptr() as u64, b.len())];
+        assert_eq!(read_gather(std::process::id(), &segs, 11).unwrap(), b"hello world");
+        assert_eq!(read_gather(std::process::id(), &[], 0).unwrap(), b"");
+        let err = read_gather(std::process::id(), &[(0, 3)], 3).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EFAULT));
+        let err = read_gather(std::process::id(), &segs, 12).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]
