@@ -159,7 +159,9 @@ impl Funnel {
                 Ok((upstream, addr)) => {
                     let _ = upstream.set_nodelay(true);
                     (
-                        netwire::relay::relay(agent, upstream, IDLE_TIMEOUT).await.map_err(|e| e.to_string()),
+                        netwire::relay::relay_with(agent, upstream, relay_config())
+                            .await
+                            .map_err(|e| e.to_string()),
                         addr.to_string(),
                     )
                 }
@@ -232,6 +234,17 @@ async fn peek_while_dialling(
         Err(_) => Named { host: None, protocol: "raw", note: None },
     };
     (named, dialled)
+}
+
+/// The relay of TCP connections: a user-space copy through a 1 MiB buffer per direction.
+/// Measured on loopback with the funnel bench (1 GiB one way), the copy beat `splice(2)` through
+/// a 256 KiB pipe, and a 1 MiB buffer beat 256 KiB: fewer, larger reads and writes.
+fn relay_config() -> netwire::relay::RelayConfig {
+    netwire::relay::RelayConfig {
+        mode: netwire::relay::RelayMode::Copy,
+        pipe_size: 1 << 20,
+        ..netwire::relay::RelayConfig::new(IDLE_TIMEOUT)
+    }
 }
 
 /// Dial the first address that answers.
