@@ -1,4 +1,6 @@
 //! HTTP proxy for LLM APIs: provider adapters, the DLP engine, SSE stream scanning, usage
 //! accounting, credential injection and TLS termination with the session CA.
-//! Not implemented yet: see the issue tracker.
+//! Implemented so far: the pure DLP engine ([`dlp`]).
 #![forbid(unsafe_code)]
+
+pub mod dlp;
