@@ -305,8 +305,12 @@ impl SessionResolver {
     }
 
     fn emit(&self, msg: &Message, plan: &Plan, outcome: &Outcome, transport: Transport) {
-        let Some(decision) = plan.decision() else { return };
+        if matches!(plan, Plan::Drop | Plan::Error(_)) {
+            return;
+        }
+        // The limiter first: under load most events are suppressed, and then nothing is built.
         let Some(suppressed) = lock(&self.limiter).admit(Instant::now()) else { return };
+        let Some(decision) = plan.decision() else { return };
         let q = &msg.queries[0];
         let (kind, name) = match plan {
             Plan::Redirect { name, .. } => (DnsEventKind::Redirect, name.as_str().to_string()),
