@@ -1,4 +1,8 @@
-//! Postgres wire proxy: the pgwire codec in both directions, statement classification with
-//! sqlparser, `database_rules` and `database_connection_rules`, credential injection with SCRAM
-//! upstream, upstream TLS and audit. Not implemented yet: see the issue tracker.
+//! Governed Postgres access: statement classification with sqlparser (pure), the Postgres wire
+//! framing (pure), and, to come, the proxy that enforces `database_rules` and
+//! `database_connection_rules` with credential injection and SCRAM upstream.
 #![forbid(unsafe_code)]
+
+pub mod classify;
+
+pub use classify::{Effect, ObjectRef, classify};

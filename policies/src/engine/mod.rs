@@ -8,6 +8,7 @@
 //! candidates come from a domain suffix trie, a CIDR prefix table and the short list of rules
 //! that name neither domains nor CIDRs.
 
+pub mod db;
 mod network;
 mod redirect;
 mod request;

@@ -1,0 +1,330 @@
+//! What calling a function does. Side-effect-free built-ins stay reads; known server-file,
+//! large-object and dblink functions are `unsafe_io`; sequences are writes; `set_config` is a
+//! privilege change; anything else is `procedural`, because a function can do anything (so
+//! `SELECT wipe()` is never a read). Names are matched after dropping a `pg_catalog` schema;
+//! any other schema makes a name user-defined, except for the dangerous names, which are
+//! caught in every schema (extensions such as dblink live wherever they were installed).
+
+use policies::model::db_ops::OperationGroup as G;
+
+/// Functions with no side effects beyond reading. Sorted: searched by binary search.
+const SAFE: &[&str] = &[
+    "abs",
+    "acos",
+    "age",
+    "array_agg",
+    "array_append",
+    "array_cat",
+    "array_length",
+    "array_lower",
+    "array_position",
+    "array_positions",
+    "array_prepend",
+    "array_remove",
+    "array_replace",
+    "array_to_json",
+    "array_to_string",
+    "array_upper",
+    "ascii",
+    "asin",
+    "atan",
+    "atan2",
+    "avg",
+    "bit_and",
+    "bit_length",
+    "bit_or",
+    "bool_and",
+    "bool_or",
+    "btrim",
+    "cardinality",
+    "cbrt",
+    "ceil",
+    "ceiling",
+    "char_length",
+    "character_length",
+    "chr",
+    "clock_timestamp",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "corr",
+    "cos",
+    "count",
+    "covar_pop",
+    "covar_samp",
+    "cume_dist",
+    "current_catalog",
+    "current_database",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_schemas",
+    "current_setting",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "date_part",
+    "date_trunc",
+    "decode",
+    "degrees",
+    "dense_rank",
+    "div",
+    "encode",
+    "every",
+    "exp",
+    "extract",
+    "first_value",
+    "floor",
+    "format",
+    "gcd",
+    "gen_random_uuid",
+    "generate_series",
+    "generate_subscripts",
+    "greatest",
+    "has_column_privilege",
+    "has_database_privilege",
+    "has_schema_privilege",
+    "has_table_privilege",
+    "initcap",
+    "isfinite",
+    "json_agg",
+    "json_array_elements",
+    "json_array_elements_text",
+    "json_array_length",
+    "json_build_array",
+    "json_build_object",
+    "json_each",
+    "json_each_text",
+    "json_extract_path",
+    "json_extract_path_text",
+    "json_object",
+    "json_object_agg",
+    "json_object_keys",
+    "json_typeof",
+    "jsonb_agg",
+    "jsonb_array_elements",
+    "jsonb_array_elements_text",
+    "jsonb_array_length",
+    "jsonb_build_array",
+    "jsonb_build_object",
+    "jsonb_each",
+    "jsonb_each_text",
+    "jsonb_extract_path",
+    "jsonb_extract_path_text",
+    "jsonb_object",
+    "jsonb_object_agg",
+    "jsonb_object_keys",
+    "jsonb_path_exists",
+    "jsonb_path_query",
+    "jsonb_pretty",
+    "jsonb_set",
+    "jsonb_strip_nulls",
+    "jsonb_typeof",
+    "justify_days",
+    "justify_hours",
+    "justify_interval",
+    "lag",
+    "last_value",
+    "lcm",
+    "lead",
+    "least",
+    "left",
+    "length",
+    "ln",
+    "localtime",
+    "localtimestamp",
+    "log",
+    "log10",
+    "lower",
+    "lpad",
+    "ltrim",
+    "make_date",
+    "make_interval",
+    "make_time",
+    "make_timestamp",
+    "make_timestamptz",
+    "max",
+    "md5",
+    "min",
+    "mod",
+    "now",
+    "nth_value",
+    "ntile",
+    "nullif",
+    "num_nonnulls",
+    "num_nulls",
+    "octet_length",
+    "overlay",
+    "percent_rank",
+    "percentile_cont",
+    "percentile_disc",
+    "pg_backend_pid",
+    "pg_column_size",
+    "pg_get_constraintdef",
+    "pg_get_expr",
+    "pg_get_functiondef",
+    "pg_get_indexdef",
+    "pg_get_viewdef",
+    "pg_postmaster_start_time",
+    "pg_relation_size",
+    "pg_size_pretty",
+    "pg_sleep",
+    "pg_table_is_visible",
+    "pg_table_size",
+    "pg_total_relation_size",
+    "pg_typeof",
+    "pi",
+    "position",
+    "power",
+    "quote_ident",
+    "quote_literal",
+    "quote_nullable",
+    "radians",
+    "random",
+    "rank",
+    "regexp_count",
+    "regexp_instr",
+    "regexp_like",
+    "regexp_match",
+    "regexp_matches",
+    "regexp_replace",
+    "regexp_split_to_array",
+    "regexp_split_to_table",
+    "regexp_substr",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "round",
+    "row_number",
+    "row_to_json",
+    "rpad",
+    "rtrim",
+    "session_user",
+    "sha224",
+    "sha256",
+    "sha384",
+    "sha512",
+    "sign",
+    "sin",
+    "split_part",
+    "sqrt",
+    "starts_with",
+    "statement_timestamp",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "string_agg",
+    "string_to_array",
+    "strpos",
+    "substr",
+    "substring",
+    "sum",
+    "tan",
+    "timeofday",
+    "to_char",
+    "to_date",
+    "to_hex",
+    "to_json",
+    "to_jsonb",
+    "to_number",
+    "to_timestamp",
+    "transaction_timestamp",
+    "translate",
+    "trim",
+    "trunc",
+    "unnest",
+    "upper",
+    "user",
+    "var_pop",
+    "var_samp",
+    "variance",
+    "version",
+    "width_bucket",
+];
+
+/// Functions reaching outside the database, by exact name.
+const UNSAFE_IO: &[(&str, &str)] = &[
+    ("lo_export", "large_object_io"),
+    ("lo_import", "large_object_io"),
+    ("pg_file_rename", "server_file_write"),
+    ("pg_file_sync", "server_file_write"),
+    ("pg_file_unlink", "server_file_write"),
+    ("pg_file_write", "server_file_write"),
+    ("pg_logdir_ls", "server_file_read"),
+    ("pg_read_binary_file", "server_file_read"),
+    ("pg_read_file", "server_file_read"),
+    ("pg_stat_file", "server_file_read"),
+];
+
+/// Administrative functions that act on other sessions or the server.
+const ADMIN: &[&str] = &[
+    "pg_backup_start",
+    "pg_backup_stop",
+    "pg_cancel_backend",
+    "pg_create_logical_replication_slot",
+    "pg_create_physical_replication_slot",
+    "pg_create_restore_point",
+    "pg_drop_replication_slot",
+    "pg_promote",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_switch_wal",
+    "pg_terminate_backend",
+    "pg_wal_replay_pause",
+    "pg_wal_replay_resume",
+];
+
+/// Whether the argument names a file path (so the object is that path).
+pub(crate) fn takes_path(subtype: &str) -> bool {
+    matches!(subtype, "server_file_read" | "server_file_write")
+}
+
+/// The effect of calling `name` (folded) in `schema`, or `None` for a side-effect-free built-in.
+pub(crate) fn classify(schema: Option<&str>, name: &str) -> Option<(G, &'static str)> {
+    if let Some((_, sub)) = UNSAFE_IO.iter().find(|(n, _)| *n == name) {
+        return Some((G::UnsafeIo, sub));
+    }
+    if name.starts_with("pg_ls_") {
+        return Some((G::UnsafeIo, "server_file_read"));
+    }
+    if name.starts_with("lo_") || name == "loread" || name == "lowrite" {
+        return Some((G::UnsafeIo, "large_object_io"));
+    }
+    if name.starts_with("dblink") {
+        return Some((G::UnsafeIo, "dblink_call"));
+    }
+    let builtin = schema.is_none_or(|s| s == "pg_catalog");
+    if !builtin {
+        return Some((G::Procedural, "function_call"));
+    }
+    Some(match name {
+        "nextval" | "setval" => (G::Write, "sequence"),
+        "set_config" => (G::Privilege, "set_config"),
+        "pg_notify" => (G::Notify, "notify"),
+        n if n.starts_with("pg_advisory") || n.starts_with("pg_try_advisory") => (G::Lock, "advisory_lock"),
+        n if n.starts_with("pg_stat_reset") => (G::Maintenance, "stat_reset"),
+        n if ADMIN.contains(&n) => (G::Privilege, "admin_function"),
+        n if SAFE.binary_search(&n).is_ok() => return None,
+        _ => (G::Procedural, "function_call"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_list_is_sorted_and_unique() {
+        assert!(SAFE.windows(2).all(|w| w[0] < w[1]), "SAFE must be sorted");
+    }
+
+    #[test]
+    fn schema_makes_user_defined() {
+        assert_eq!(classify(None, "lower"), None);
+        assert_eq!(classify(Some("pg_catalog"), "lower"), None);
+        assert_eq!(classify(Some("public"), "lower"), Some((G::Procedural, "function_call")));
+        assert_eq!(classify(Some("ext"), "dblink_exec"), Some((G::UnsafeIo, "dblink_call")));
+        assert_eq!(classify(None, "query_to_xml"), Some((G::Procedural, "function_call")));
+    }
+}
