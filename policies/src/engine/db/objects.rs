@@ -1,7 +1,11 @@
 //! The object filters of one statement rule (`schemas`, `objects`, `relations`, `functions`)
 //! compiled, and the per-object test. Ambiguity resolves against the agent: an unqualified name
-//! can be covered by an allow only through a pattern that names no schema, but it is caught by
-//! a deny whose schema part could be its schema (the catalog is not consulted yet).
+//! is covered by an allow only through a pattern that names no schema, but a deny reads it as
+//! [`ASSUMED_SCHEMA`]`.name`, where the default search path puts it (the catalog is not
+//! consulted yet, and the proxy pins `search_path`).
+
+/// The schema a deny rule assumes for an unqualified name.
+pub const ASSUMED_SCHEMA: &str = "public";
 
 use super::{effect::DbObject, glob::glob_match};
 use crate::model::db_rules::{ObjectKind, ObjectPattern, StructuredObject};
@@ -76,7 +80,7 @@ impl ObjectFilters {
         }
         match object.schema() {
             Some(s) => self.schemas.iter().any(|g| glob_match(g, s)),
-            None => deny && !self.schemas.is_empty(),
+            None => deny && self.schemas.iter().any(|g| glob_match(g, ASSUMED_SCHEMA)),
         }
     }
 
@@ -94,7 +98,12 @@ impl ObjectFilters {
                 let (gs, gn) = split_qualified(g);
                 gs.is_none_or(|gs| glob_match(gs, s)) && glob_match(gn, object.name())
             }),
-            None => deny && globs.iter().any(|g| glob_match(split_qualified(g).1, object.name())),
+            None => {
+                deny && globs.iter().any(|g| {
+                    let (gs, gn) = split_qualified(g);
+                    gs.is_none_or(|gs| glob_match(gs, ASSUMED_SCHEMA)) && glob_match(gn, object.name())
+                })
+            }
         }
     }
 }
@@ -121,7 +130,7 @@ fn structured_matches(s: &Structured, object: &DbObject) -> bool {
 }
 
 /// A name glob against any object: relations by `name` or `schema.name`; an unqualified
-/// relation meets a deny pattern `schema.name` by its name part.
+/// relation meets a deny pattern `schema.name` as `public.name`.
 fn name_matches(glob: &str, object: &DbObject, deny: bool) -> bool {
     match object {
         DbObject::Relation { schema, name } | DbObject::Function { schema, name } => {
@@ -129,7 +138,7 @@ fn name_matches(glob: &str, object: &DbObject, deny: bool) -> bool {
             match (gs, schema) {
                 (None, _) => glob_match(gn, name),
                 (Some(gs), Some(s)) => glob_match(gs, s) && glob_match(gn, name),
-                (Some(_), None) => deny && glob_match(gn, name),
+                (Some(gs), None) => deny && glob_match(gs, ASSUMED_SCHEMA) && glob_match(gn, name),
             }
         }
         DbObject::Endpoint { .. } => glob_match(glob, object.name()) || glob_match(glob, &object.to_string()),
