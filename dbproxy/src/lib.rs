@@ -4,5 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod classify;
+pub mod wire;
 
 pub use classify::{Effect, ObjectRef, classify};

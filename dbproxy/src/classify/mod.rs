@@ -13,6 +13,7 @@ mod statements;
 mod walk;
 
 pub use effect::{Effect, ObjectRef};
+pub use policies::model::{db_ops::OperationGroup, db_rules::ObjectResolution};
 
 use policies::model::db_ops::OperationGroup as G;
 use sqlparser::{
