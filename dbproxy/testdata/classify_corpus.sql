@@ -394,3 +394,45 @@ LOAD 'evil.so'
 -- expect: maintenance/checkpoint
 CHECKPOINT
 ====
+-- expect: read(users,orders)
+SELECT u.name, o.total FROM users u LEFT JOIN LATERAL (SELECT total FROM orders WHERE user_id = u.id ORDER BY total DESC LIMIT 1) o ON true
+====
+-- expect: read(orders)
+SELECT id, rank() OVER (ORDER BY total DESC) FROM orders
+====
+-- expect: read(orders)
+SELECT DISTINCT ON (user_id) user_id, total FROM orders ORDER BY user_id, total DESC
+====
+-- expect: read(users,orders)
+SELECT id FROM users UNION ALL SELECT user_id FROM orders
+====
+-- expect: read
+SELECT * FROM (VALUES (1, 'a'), (2, 'b')) AS v(id, name)
+====
+-- expect: read(orders)
+SELECT CASE WHEN total > 5 THEN 'big' ELSE 'small' END FROM orders
+====
+-- expect: read(users,orders)
+SELECT * FROM users u WHERE EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id)
+====
+-- expect: read(orders)
+SELECT user_id, sum(total) FROM orders GROUP BY user_id HAVING sum(total) > 1
+====
+-- expect: read(users)
+SELECT jsonb_build_object('id', id, 'name', name)::text FROM users
+====
+-- expect: read(users)
+SELECT name::varchar(10), id::text || '-' || coalesce(email, 'none') FROM users
+====
+-- expect: read(app.users)
+SELECT upper(name) AS "Name" FROM app.users WHERE name ILIKE 'a%'
+====
+-- expect: read(public.users)
+SELECT count(*) FILTER (WHERE email IS NULL) FROM public.users
+====
+-- expect: read(users)
+SELECT string_agg(name, ',' ORDER BY name) FROM users
+====
+-- expect: read
+WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 5) SELECT sum(n) FROM t
+====
