@@ -336,6 +336,9 @@ pub fn iban_valid(iban: &str) -> bool {
 
 /// Cuts the greedy candidate to the country's length; spaces only between groups of four.
 fn iban_span(b: &[u8], s: usize, e: usize) -> Option<(usize, usize)> {
+    if s > 0 && b[s - 1].is_ascii_alphanumeric() {
+        return None;
+    }
     let want = iban_length(&b[s..s + 2])?;
     let mut compact = Vec::with_capacity(want);
     let mut i = s;

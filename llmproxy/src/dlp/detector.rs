@@ -88,9 +88,12 @@ pub enum Action {
 /// How the prefilter decides whether a detector's regex must run on a text.
 #[derive(Debug, Clone)]
 pub(crate) enum Anchor {
-    /// Run when one of these literals occurs (ASCII case-insensitively when the flag is set).
-    Literals(&'static [&'static str], bool),
-    /// Run when the detector's pattern is in the `RegexSet`'s answer.
+    /// Run when one of these literals occurs (case-sensitively: one automaton, no case
+    /// folding, which keeps the SIMD prefilter of aho-corasick usable).
+    Literals(&'static [&'static str]),
+    /// Numbers: run inside digit-dense regions, when the built-in `RegexSet` says so.
+    Digits,
+    /// Custom patterns: run when the custom `RegexSet` matches the whole text.
     Set,
 }
 
@@ -129,7 +132,7 @@ const B64URL: &[u8] = b"-_";
 
 /// The built-in detectors, in no particular order (overlaps are settled by priority).
 pub(crate) fn builtins() -> Vec<Spec> {
-    use Anchor::{Literals, Set};
+    use Anchor::{Digits, Literals};
     use DetectorKind as K;
     use Group as G;
     let s = |kind, group, name, pattern, anchor, check, priority| Spec {
@@ -147,7 +150,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::Email,
             "email",
             r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}",
-            Literals(&["@"], false),
+            Literals(&["@"]),
             Check::Email,
             40,
         ),
@@ -163,7 +166,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
                 // Trunk-prefixed national numbers: 020 7946 0958, 030 1234567, 01 23 45 67 89.
                 r"|0[0-9]{1,4}[ \-][0-9]{3,4}[ \-]?[0-9]{3,4}|0[1-9](?:[ .][0-9]{2}){4}",
             ),
-            Set,
+            Digits,
             Check::Phone,
             30,
         ),
@@ -172,7 +175,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::CreditCard,
             "credit_card",
             r"(?-u:\b)[0-9](?:[ \-]?[0-9]){12,18}(?-u:\b)",
-            Set,
+            Digits,
             Check::Card,
             60,
         ),
@@ -181,17 +184,25 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::Ssn,
             "ssn",
             r"(?-u:\b)(?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4})(?-u:\b)",
-            Set,
+            Digits,
             Check::Ssn,
             55,
         ),
-        s(K::Iban, G::Iban, "iban", r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}", Set, Check::Iban, 60),
+        s(
+            K::Iban,
+            G::Iban,
+            "iban",
+            r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}",
+            Digits,
+            Check::Iban,
+            60,
+        ),
         s(
             K::AwsAccessKey,
             G::ApiKeys,
             "aws_access_key",
             r"(?:AKIA|ASIA)[A-Z0-9]{16}",
-            Literals(&["AKIA", "ASIA"], false),
+            Literals(&["AKIA", "ASIA"]),
             Check::Token { extra: b"", min_classes: 1 },
             90,
         ),
@@ -200,17 +211,22 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::ApiKeys,
             "aws_secret_key",
             r"[A-Za-z0-9/+]{40}",
-            Literals(
-                &[
-                    "aws_secret",
-                    "aws-secret",
-                    "aws secret",
-                    "secret_access_key",
-                    "secretaccesskey",
-                    "secret access key",
-                ],
-                true,
-            ),
+            // The spellings seen in env files, INI files, JSON and prose; the check itself
+            // compares case-insensitively.
+            Literals(&[
+                "aws_secret",
+                "AWS_SECRET",
+                "aws-secret",
+                "aws secret",
+                "AWS secret",
+                "AWS Secret",
+                "secret_access_key",
+                "SECRET_ACCESS_KEY",
+                "SecretAccessKey",
+                "secretAccessKey",
+                "secret access key",
+                "Secret Access Key",
+            ]),
             Check::AwsSecret,
             80,
         ),
@@ -219,7 +235,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::ApiKeys,
             "github_token",
             r"gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}",
-            Literals(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"], false),
+            Literals(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]),
             Check::Token { extra: b"_", min_classes: 2 },
             90,
         ),
@@ -228,7 +244,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::ApiKeys,
             "gitlab_token",
             r"glpat-[A-Za-z0-9_\-]{20,128}",
-            Literals(&["glpat-"], false),
+            Literals(&["glpat-"]),
             Check::Token { extra: B64URL, min_classes: 2 },
             90,
         ),
@@ -237,7 +253,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::ApiKeys,
             "slack_token",
             r"xox[abprs]-[A-Za-z0-9]{1,40}(?:-[A-Za-z0-9]{1,64}){1,5}",
-            Literals(&["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"], false),
+            Literals(&["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"]),
             Check::Slack,
             90,
         ),
@@ -246,7 +262,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::ApiKeys,
             "slack_webhook",
             r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_]{6,}/[A-Za-z0-9_]{6,}(?:/[A-Za-z0-9_]{6,})?",
-            Literals(&["hooks.slack.com/"], false),
+            Literals(&["hooks.slack.com/"]),
             Check::None,
             95,
         ),
@@ -255,7 +271,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::ApiKeys,
             "stripe_key",
             r"[spr]k_(?:live|test)_[A-Za-z0-9]{16,247}",
-            Literals(&["sk_live_", "sk_test_", "rk_live_", "rk_test_", "pk_live_", "pk_test_"], false),
+            Literals(&["sk_live_", "sk_test_", "rk_live_", "rk_test_", "pk_live_", "pk_test_"]),
             Check::Token { extra: b"_", min_classes: 2 },
             90,
         ),
@@ -264,7 +280,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::ApiKeys,
             "openai_key",
             r"sk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_\-]{20,256}|sk-[A-Za-z0-9]{32,64}",
-            Literals(&["sk-"], false),
+            Literals(&["sk-"]),
             Check::Token { extra: B64URL, min_classes: 3 },
             90,
         ),
@@ -273,7 +289,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::ApiKeys,
             "anthropic_key",
             r"sk-ant-[a-z]{2,10}[0-9]{2}-[A-Za-z0-9_\-]{32,256}",
-            Literals(&["sk-ant-"], false),
+            Literals(&["sk-ant-"]),
             Check::Token { extra: B64URL, min_classes: 2 },
             92,
         ),
@@ -282,7 +298,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::ApiKeys,
             "google_api_key",
             r"AIza[A-Za-z0-9_\-]{35}",
-            Literals(&["AIza"], false),
+            Literals(&["AIza"]),
             Check::Token { extra: B64URL, min_classes: 2 },
             90,
         ),
@@ -291,7 +307,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::Jwt,
             "jwt",
             r"eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*",
-            Literals(&["eyJ"], false),
+            Literals(&["eyJ"]),
             Check::Jwt,
             85,
         ),
@@ -307,7 +323,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
                 r"(?:(?:[A-Za-z0-9+/=\s]|[A-Za-z\-]{1,40}: [^\n]{0,200}\n)*?",
                 r"-----END[A-Z0-9 ]{0,40} PRIVATE KEY(?: BLOCK)?-----|(?:\s*[A-Za-z0-9+/=]{16,})*)",
             ),
-            Literals(&["-----BEGIN"], false),
+            Literals(&["-----BEGIN"]),
             Check::None,
             100,
         ),
@@ -316,7 +332,7 @@ pub(crate) fn builtins() -> Vec<Spec> {
             G::UrlCredentials,
             "url_credentials",
             r#"[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s:/?#@\[\]"'<>]*:[^\s/?#@"'<>]+@[A-Za-z0-9.\-_%\[\]]+"#,
-            Literals(&["://"], false),
+            Literals(&["://"]),
             Check::UrlPassword,
             85,
         ),
