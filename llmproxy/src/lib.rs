@@ -3,4 +3,5 @@
 //! Implemented so far: the pure DLP engine ([`dlp`]).
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod dlp;
