@@ -112,3 +112,35 @@ fn dialling_a_gateway_listener_directly_is_refused() {
     assert_eq!((e.rule(), e.decision()), ("unregistered-connection", "deny"));
     assert!(e.str("reason").contains("dialled directly"), "{e:?}");
 }
+
+/// `tls.extra_roots` that cannot be used stop the server at start-up, naming the file, before
+/// it binds anything.
+#[test]
+fn unusable_extra_roots_stop_the_server_with_the_file_named() {
+    let dir = common::TempDir::new("roots");
+    let empty = dir.write("empty.pem", "no certificate here\n");
+    let missing = dir.path().join("missing.pem");
+    for (root, expected) in [(&missing, "reading"), (&empty, "no CERTIFICATE in the file")] {
+        let config = dir.write(
+            "server.yaml",
+            &format!(
+                "state_dir: {}\ntls:\n  extra_roots: ['{}']\n",
+                dir.path().join("state").display(),
+                root.display()
+            ),
+        );
+        let out = std::process::Command::new(common::AGENTSH)
+            .args(["server", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("tls.extra_roots: {expected}")) || stderr.contains(expected),
+            "{stderr}"
+        );
+        assert!(stderr.contains(&root.display().to_string()), "{stderr}");
+        assert!(!dir.path().join("state").join("agentsh.sock").exists());
+    }
+}

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// LLM proxy limits.
     #[serde(default)]
     pub llm: LlmProxyConfig,
+    /// TLS the gateway originates (upstreams of intercepted connections).
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             audit: AuditConfig::default(),
             security: SecurityConfig::default(),
             llm: LlmProxyConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -251,6 +255,18 @@ impl Default for LlmProxyConfig {
     }
 }
 
+/// `tls`: trust for the TLS connections the gateway makes itself, when it terminates a
+/// connection (`connect_redirects` with `tls.mode: rewrite_sni`, the LLM proxy) and dials the
+/// upstream anew. The host's system roots are always trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM files of further CA certificates to trust (absolute paths; read at start-up, and a
+    /// file that is missing or holds no certificate stops the server).
+    #[serde(default)]
+    pub extra_roots: Vec<PathBuf>,
+}
+
 impl Validate for ServerConfig {
     fn validate(&self, v: &mut Validator) {
         let root = YamlPath::root();
@@ -286,6 +302,11 @@ impl Validate for ServerConfig {
                     v.error(sec.key("mode"), "mode is weaker than minimum_mode")
                 }
                 _ => {}
+            }
+        }
+        for (i, p) in self.tls.extra_roots.iter().enumerate() {
+            if !p.is_absolute() {
+                v.error(root.key("tls").key("extra_roots").index(i), "must be an absolute path");
             }
         }
         if self.llm.max_in_flight == 0 {

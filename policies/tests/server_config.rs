@@ -39,4 +39,10 @@ fn checks_report_positions() {
     let m = one("dns:\n  upstream: [1.1.1.1, 'x:53']\n");
     assert!(m.starts_with("2:23: dns.upstream[1]: invalid DNS upstream \"x:53\""), "{m}");
     assert!(one("state_dir: run\n").ends_with("must be an absolute path"));
+    assert_eq!(
+        one("tls:\n  extra_roots: [/etc/ca.pem, ca.pem]\n"),
+        "2:30: tls.extra_roots[1]: must be an absolute path"
+    );
+    let c = load_server_config("tls: {extra_roots: [/etc/ca.pem]}\n", "c.yaml").unwrap();
+    assert_eq!(c.tls.extra_roots, [std::path::PathBuf::from("/etc/ca.pem")]);
 }

@@ -79,6 +79,15 @@ fn environment(
     env.insert("AGENTSH_SESSION_ID".into(), session_id.into());
     env.insert("AGENTSH_COMMAND_ID".into(), command_id.into());
     env.remove("AGENTSH_SERVER");
+    // The session CA, for the connections the gateway terminates, in every place common TLS
+    // stacks look (OpenSSL, curl, Python requests, git, Node.js); the host bundle's path is
+    // also covered by a bind mount of the same file.
+    let state = std::path::Path::new(sandbox::SANDBOX_STATE_DIR);
+    let bundle = state.join(super::session::CA_BUNDLE).display().to_string();
+    for var in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"] {
+        env.insert(var.into(), bundle.clone());
+    }
+    env.insert("NODE_EXTRA_CA_CERTS".into(), state.join(super::session::CA_FILE).display().to_string());
     env.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
 }
 
@@ -146,6 +155,9 @@ pub fn run(
     spec.cwd = session.workspace.clone();
     spec.bind_dirs =
         vec![BindDir { host: session.workspace.clone(), sandbox: session.workspace.clone(), writable: true }];
+    if let Some(host) = super::tls::host_bundle() {
+        spec.bind_files.push((session.dir.join(super::session::CA_BUNDLE), host.to_path_buf()));
+    }
     spec.uid = peer.uid;
     spec.gid = peer.gid;
     spec.resolv_conf = "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n".into();
@@ -207,6 +219,8 @@ pub fn run(
         table,
         recorder: daemon.recorder.clone(),
         resolver: session.resolver.clone(),
+        ca: session.ca.clone(),
+        upstream_tls: daemon.upstream_tls.clone(),
         active: AtomicUsize::new(0),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -8,6 +8,7 @@ mod exec;
 mod funnel;
 mod netns;
 mod session;
+mod tls;
 
 use std::{
     collections::BTreeMap,
@@ -33,6 +34,8 @@ pub struct Daemon {
     pub recorder: Arc<Recorder>,
     /// Runtime for the data plane (session gateways).
     pub runtime: tokio::runtime::Runtime,
+    /// Trust for the TLS connections the gateway originates.
+    pub upstream_tls: Arc<tls::UpstreamTls>,
 }
 
 impl Daemon {
@@ -75,6 +78,7 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
 
 /// Run the daemon until SIGINT or SIGTERM.
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let upstream_tls = Arc::new(tls::UpstreamTls::load(&config.tls.extra_roots)?);
     let state_dir = config.state_dir.clone();
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir.join("sessions"))?;
     let socket = config.control_socket();
@@ -85,7 +89,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         .thread_name("agentsh-gw")
         .enable_all()
         .build()?;
-    let daemon = Arc::new(Daemon { config, sessions: Mutex::default(), recorder, runtime });
+    let daemon = Arc::new(Daemon { config, sessions: Mutex::default(), recorder, runtime, upstream_tls });
 
     let on_signal = daemon.clone();
     let sock_path = socket.clone();

@@ -17,6 +17,7 @@ use dns::{
     pool::session_v6_prefix,
     upstream::{UpstreamConfig, nameservers_from_resolv_conf},
 };
+use llmproxy::ca::SessionCa;
 use policies::{CompiledPolicy, Policy, config::ServerConfig};
 use sandbox::cgroup::SessionCgroup;
 
@@ -41,6 +42,9 @@ pub struct Session {
     pub resolver: Arc<SessionResolver>,
     /// The command DNS events are attributed to (the latest started).
     pub current_command: Arc<Mutex<Option<String>>>,
+    /// The session's CA, for connections the gateway terminates; its certificate is in
+    /// [`CA_FILE`] and [`CA_BUNDLE`] of the state dir.
+    pub ca: Arc<SessionCa>,
     cgroup: Mutex<Option<SessionCgroup>>,
     created_at: String,
     commands: AtomicU64,
@@ -63,6 +67,8 @@ impl Session {
             .mode(0o755)
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
+        let ca = Arc::new(SessionCa::generate(&id).context("creating the session CA")?);
+        write_trust(&dir, &ca)?;
         let cgroup = SessionCgroup::create(&id).context("creating the session cgroup")?;
         let compiled = Arc::new(CompiledPolicy::new(&policy));
         let current_command = Arc::new(Mutex::new(None));
@@ -81,6 +87,7 @@ impl Session {
             id,
             resolver,
             current_command,
+            ca,
             workspace,
             policy_name,
             policy: Arc::new(policy),
@@ -140,6 +147,30 @@ impl Session {
             _ => Ok(()),
         }
     }
+}
+
+/// The session CA alone, in the state dir (for `NODE_EXTRA_CA_CERTS`).
+pub const CA_FILE: &str = "ca.pem";
+/// The host's bundle with the session CA appended, in the state dir: bound over the host
+/// bundle's path in the sandbox and named by `SSL_CERT_FILE` and friends.
+pub const CA_BUNDLE: &str = "ca-bundle.pem";
+
+/// Write the session's trust files: its CA, and the host bundle with the CA appended.
+fn write_trust(dir: &std::path::Path, ca: &SessionCa) -> anyhow::Result<()> {
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write(CA_FILE, ca.cert_pem())?;
+    let mut bundle = match super::tls::host_bundle() {
+        Some(host) => std::fs::read_to_string(host).with_context(|| format!("reading {}", host.display()))?,
+        None => String::new(),
+    };
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(ca.cert_pem());
+    write(CA_BUNDLE, &bundle)
 }
 
 /// The resolver the session forwards to: `dns.upstream` from the server config, else the

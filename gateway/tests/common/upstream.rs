@@ -118,6 +118,16 @@ impl TestCa {
 
     /// Serve `body` over TLS to any HTTP request.
     pub fn serve_body(&self, body: &'static str) -> Upstream {
+        self.serve_with(move |_| body.to_string())
+    }
+
+    /// Serve `sni=<the server name the client sent>` over TLS to any HTTP request.
+    pub fn serve_sni_echo(&self) -> Upstream {
+        self.serve_with(|sni| format!("sni={}", sni.unwrap_or("-")))
+    }
+
+    /// Serve over TLS the body `body(sni)` makes, to any HTTP request.
+    fn serve_with(&self, body: impl Fn(Option<&str>) -> String + Send + Sync + 'static) -> Upstream {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -127,12 +137,15 @@ impl TestCa {
             .with_single_cert(vec![self.leaf.clone()], key)
             .expect("server cert");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let body = Arc::new(body);
         serve(move |tcp| {
             let acceptor = acceptor.clone();
+            let body = body.clone();
             async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let text = body(tls.get_ref().1.server_name());
                 read_head(&mut tls).await;
-                let _ = tls.write_all(response(body).as_bytes()).await;
+                let _ = tls.write_all(response(&text).as_bytes()).await;
                 let _ = tls.shutdown().await;
             }
         })

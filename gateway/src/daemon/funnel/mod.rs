@@ -14,6 +14,7 @@ use std::{
 
 mod refuse;
 mod route;
+mod terminate;
 
 use dns::SessionResolver;
 use netwire::peek::{Peeked, peek_first_bytes};
@@ -60,6 +61,10 @@ pub struct Funnel {
     pub recorder: Arc<Recorder>,
     /// The session resolver (names of synthetic and remembered addresses, real resolution).
     pub resolver: Arc<SessionResolver>,
+    /// The session CA, for connections the funnel terminates (`rewrite_sni`).
+    pub ca: Arc<llmproxy::ca::SessionCa>,
+    /// Trust for the TLS the funnel originates.
+    pub upstream_tls: Arc<super::tls::UpstreamTls>,
     /// Connections still being handled.
     pub active: AtomicUsize,
 }
@@ -67,6 +72,8 @@ pub struct Funnel {
 /// What the first bytes said about the destination.
 pub(super) struct Named {
     host: Option<Hostname>,
+    /// ALPN protocols a TLS client offered, in its order.
+    alpn: Vec<Vec<u8>>,
     protocol: &'static str,
     note: Option<String>,
 }
@@ -75,17 +82,22 @@ fn name_from(peeked: Peeked) -> Named {
     let parse = |s: &str| Hostname::parse(s).ok();
     match peeked {
         Peeked::Tls(info) => {
-            Named { host: info.sni.and_then(|n| parse(n.as_str())), protocol: "tls", note: None }
+            let host = info.sni.and_then(|n| parse(n.as_str()));
+            Named { host, alpn: info.alpn, protocol: "tls", note: None }
         }
         Peeked::Http(head) => {
             let host = match head.host {
                 Some(netwire::http::Host::Name(n)) => parse(n.as_str()),
                 _ => None,
             };
-            Named { host, protocol: "http", note: None }
+            Named { host, alpn: Vec::new(), protocol: "http", note: None }
         }
-        Peeked::Malformed(e) => Named { host: None, protocol: "malformed", note: Some(e.to_string()) },
-        Peeked::Raw | Peeked::NeedMore | Peeked::Silent => Named { host: None, protocol: "raw", note: None },
+        Peeked::Malformed(e) => {
+            Named { host: None, alpn: Vec::new(), protocol: "malformed", note: Some(e.to_string()) }
+        }
+        Peeked::Raw | Peeked::NeedMore | Peeked::Silent => {
+            Named { host: None, alpn: Vec::new(), protocol: "raw", note: None }
+        }
     }
 }
 
@@ -156,6 +168,24 @@ impl Funnel {
                 Some(dialled) => dialled,
                 None => dial(addrs).await,
             } {
+                Ok((upstream, addr)) if route.redirect.as_ref().is_some_and(|r| r.rewrite_sni.is_some()) => {
+                    let _ = upstream.set_nodelay(true);
+                    let sni =
+                        route.redirect.as_ref().and_then(|r| r.rewrite_sni.as_deref()).unwrap_or_default();
+                    let upstream = match terminate::connect_upstream(
+                        upstream,
+                        sni,
+                        named.alpn.clone(),
+                        &self.upstream_tls,
+                    )
+                    .await
+                    {
+                        Ok(s) => s,
+                        Err(e) => return self.dial_failed(agent, &dst, &named, &route, e),
+                    };
+                    let relayed = terminate::relay_terminated(agent, upstream, &self.ca).await;
+                    (relayed, format!("{addr} (tls as {sni})"))
+                }
                 Ok((upstream, addr)) => {
                     let _ = upstream.set_nodelay(true);
                     (
@@ -168,7 +198,7 @@ impl Funnel {
                 Err(e) => return self.dial_failed(agent, &dst, &named, &route, e),
             },
             Target::Unix(path) => match tokio::net::UnixStream::connect(path).await {
-                Ok(upstream) => (relay_unix(agent, upstream).await, format!("unix:{}", path.display())),
+                Ok(upstream) => (relay_streams(agent, upstream).await, format!("unix:{}", path.display())),
                 Err(e) => return self.dial_failed(agent, &dst, &named, &route, e.to_string()),
             },
         };
@@ -207,7 +237,7 @@ impl Funnel {
 async fn peek(agent: &TcpStream, timeout: Duration) -> Named {
     match peek_first_bytes(agent, PEEK_MAX, timeout).await {
         Ok((peeked, _)) => name_from(peeked),
-        Err(e) => Named { host: None, protocol: "raw", note: Some(e.to_string()) },
+        Err(e) => Named { host: None, alpn: Vec::new(), protocol: "raw", note: Some(e.to_string()) },
     }
 }
 
@@ -229,9 +259,9 @@ async fn peek_while_dialling(
     let named = match &dialled {
         Ok((upstream, _)) => tokio::select! {
             named = &mut peeking => named,
-            _ = upstream.readable() => Named { host: None, protocol: "raw", note: None },
+            _ = upstream.readable() => Named { host: None, alpn: Vec::new(), protocol: "raw", note: None },
         },
-        Err(_) => Named { host: None, protocol: "raw", note: None },
+        Err(_) => Named { host: None, alpn: Vec::new(), protocol: "raw", note: None },
     };
     (named, dialled)
 }
@@ -260,11 +290,13 @@ async fn dial(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), String> {
     Err(last)
 }
 
-/// Relay to a Unix-socket upstream (`redirect_to_unix`): a plain copy, stats as for TCP.
-async fn relay_unix(
-    mut agent: TcpStream,
-    mut upstream: tokio::net::UnixStream,
-) -> Result<netwire::relay::RelayStats, String> {
+/// Relay between two byte streams that are not plain sockets (a Unix-socket upstream, or the
+/// two ends of a terminated TLS connection): a plain copy, stats as for TCP.
+async fn relay_streams<A, B>(mut agent: A, mut upstream: B) -> Result<netwire::relay::RelayStats, String>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let start = Instant::now();
     let copy = tokio::io::copy_bidirectional(&mut agent, &mut upstream);
     match tokio::time::timeout(IDLE_TIMEOUT, copy).await {

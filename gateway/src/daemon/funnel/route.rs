@@ -39,6 +39,9 @@ pub struct Redirected {
     pub visible: bool,
     /// The rule's message.
     pub message: Option<String>,
+    /// `tls.mode: rewrite_sni`: the server name to present upstream. The agent's TLS is then
+    /// terminated with the session CA and a new TLS connection made to the target.
+    pub rewrite_sni: Option<String>,
 }
 
 /// The outcome of routing one connection.
@@ -93,7 +96,7 @@ impl Funnel {
         let request_ip = if synthetic { None } else { Some(dst.ip()) };
         let req = ConnectRequest::new(name.clone(), request_ip, dst.port());
         if let Some(r) = self.compiled.match_connect_redirect_for(&req) {
-            return self.redirect_route(r, name).await;
+            return self.redirect_route(r, name, named).await;
         }
         if synthetic {
             let Some(name) = name else {
@@ -140,15 +143,13 @@ impl Funnel {
         Route { decision: d, name: Some(name), target: Target::Tcp(targets), redirect: None }
     }
 
-    async fn redirect_route(&self, r: &ConnectRedirect, name: Option<Hostname>) -> Route {
-        let rewrite = r.tls.as_ref().is_some_and(|t| t.mode == TlsRedirectMode::RewriteSni);
-        if rewrite {
-            // A ClientHello is part of the TLS transcript: rewriting it in flight breaks every
-            // handshake. Doing it right needs TLS termination with the session CA.
-            let d = deny(
-                &r.name,
-                "tls.mode rewrite_sni needs TLS termination, which is not supported yet".into(),
-            );
+    async fn redirect_route(&self, r: &ConnectRedirect, name: Option<Hostname>, named: &Named) -> Route {
+        let rewrite_sni =
+            r.tls.as_ref().filter(|t| t.mode == TlsRedirectMode::RewriteSni).and_then(|t| t.sni.clone());
+        if rewrite_sni.is_some() && (named.protocol != "tls" || named.host.is_none()) {
+            // Terminating needs a ClientHello with a name to issue the agent's certificate for;
+            // anything else would be carried to the target unexamined.
+            let d = deny(&r.name, "tls.mode rewrite_sni applies only to TLS clients that send SNI".into());
             return Route::denied(d, name);
         }
         let allow = Decision { verdict: Verdict::Allow, rule: r.name.clone(), message: r.message.clone() };
@@ -159,6 +160,7 @@ impl Funnel {
                 to: format!("unix:{}", path.display()),
                 visible,
                 message: r.message.clone(),
+                rewrite_sni: None,
             };
             return Route {
                 decision: allow,
@@ -186,7 +188,8 @@ impl Funnel {
         if targets.is_empty() {
             return Route::denied(deny(&r.name, format!("redirect target {to} did not resolve")), name);
         }
-        let redirect = Redirected { rule: r.name.clone(), to, visible, message: r.message.clone() };
+        let redirect =
+            Redirected { rule: r.name.clone(), to, visible, message: r.message.clone(), rewrite_sni };
         Route { decision: allow, name, target: Target::Tcp(targets), redirect: Some(redirect) }
     }
 }
