@@ -8,7 +8,8 @@
 //! - [`plan`]: [`plan::handle_query`], the pure per-question decision ([`plan::Plan`]);
 //! - [`pool`], [`namemap`], [`guard`], [`answer`], [`events`], [`doh`]: the session state and
 //!   pure helpers the resolver uses;
-//! - [`upstream`]: the forwarding client (UDP, TCP fallback on truncation);
+//! - [`upstream`]: the forwarding client (UDP, TCP fallback on truncation), over
+//!   [`sockets`], its bounded reuse of connected UDP sockets;
 //! - [`resolver`]: [`SessionResolver`], which executes a plan;
 //! - [`server`]: [`serve_udp`] and [`serve_tcp`], which take their socket and a shutdown future.
 //!
@@ -27,6 +28,7 @@ pub mod plan;
 pub mod pool;
 pub mod resolver;
 pub mod server;
+pub mod sockets;
 pub mod upstream;
 pub mod wire;
 

@@ -1,13 +1,14 @@
 //! The forwarding client: one question to the configured upstream resolvers over UDP, retried
-//! over TCP when the answer is truncated. Each query uses a fresh socket (a random source port)
-//! and an unpredictable ID; an answer is accepted only from the upstream asked (connected UDP
+//! over TCP when the answer is truncated. Each query uses an unpredictable ID and a socket of its
+//! own for the exchange (each socket on a random source port, reused for a bounded number of
+//! queries: see [`crate::sockets`]); an answer is accepted only from the upstream asked (connected UDP
 //! socket), with the same ID and the same question. Never falls back to the host's resolver:
 //! the gateway passes the upstream list in (see [`nameservers_from_resolv_conf`]).
 
 use std::{
     collections::hash_map::RandomState,
     hash::BuildHasher,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
@@ -26,6 +27,7 @@ use tokio::{
 use crate::{
     DnsError, Family,
     answer::sanitise,
+    sockets::{Pooled, UdpPool},
     wire::{self, EDNS_PAYLOAD, MAX_UDP, name_of},
 };
 
@@ -78,12 +80,17 @@ impl IdGen {
 pub struct Upstream {
     config: UpstreamConfig,
     ids: IdGen,
+    sockets: UdpPool,
 }
 
 impl Upstream {
     /// A client for `config`.
     pub fn new(config: UpstreamConfig) -> Self {
-        Upstream { config, ids: IdGen { keys: RandomState::new(), counter: AtomicU64::new(0) } }
+        Upstream {
+            config,
+            ids: IdGen { keys: RandomState::new(), counter: AtomicU64::new(0) },
+            sockets: UdpPool::default(),
+        }
     }
 
     /// A client for the server config's `dns.upstream`; an empty list is an error here (the
@@ -126,7 +133,7 @@ impl Upstream {
         let bytes = msg.to_vec().map_err(|e| DnsError::Encode(e.to_string()))?;
         let limit = self.config.timeout;
         let timed_out = || DnsError::Timeout { upstream: server, timeout_ms: limit.as_millis() as u64 };
-        let udp = timeout(limit, udp_exchange(server, &bytes, msg)).await.map_err(|_| timed_out())??;
+        let udp = timeout(limit, self.udp_exchange(server, &bytes, msg)).await.map_err(|_| timed_out())??;
         if !udp.metadata.truncation {
             return Ok(udp);
         }
@@ -171,18 +178,36 @@ fn matches(query: &Message, answer: &Message) -> bool {
         })
 }
 
-async fn udp_exchange(server: SocketAddr, bytes: &[u8], query: &Message) -> Result<Message, DnsError> {
-    let io = |source| DnsError::Io { upstream: server, source };
-    let local: SocketAddr = match server {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let sock = UdpSocket::bind(local).await.map_err(io)?;
-    sock.connect(server).await.map_err(io)?;
-    sock.send(bytes).await.map_err(io)?;
+impl Upstream {
+    /// One UDP exchange on a kept socket, or a fresh one. A kept socket that fails (an ICMP
+    /// error left from an earlier query, a reactor that is gone) is closed and the exchange
+    /// retried once on a fresh socket. The caller's timeout drops the socket with the future.
+    async fn udp_exchange(
+        &self,
+        server: SocketAddr,
+        bytes: &[u8],
+        query: &Message,
+    ) -> Result<Message, DnsError> {
+        let io = |source| DnsError::Io { upstream: server, source };
+        if let Some(kept) = self.sockets.take(server)
+            && let Ok(answer) = exchange_on(&kept.sock, bytes, query).await
+        {
+            self.sockets.give_back(server, kept);
+            return Ok(answer);
+        }
+        let fresh = Pooled::fresh(server).await.map_err(io)?;
+        let answer = exchange_on(&fresh.sock, bytes, query).await.map_err(io)?;
+        self.sockets.give_back(server, fresh);
+        Ok(answer)
+    }
+}
+
+/// Send `bytes` on the connected `sock` and wait for the answer to `query`.
+async fn exchange_on(sock: &UdpSocket, bytes: &[u8], query: &Message) -> std::io::Result<Message> {
+    sock.send(bytes).await?;
     let mut buf = vec![0u8; MAX_UDP];
     loop {
-        let n = sock.recv(&mut buf).await.map_err(io)?;
+        let n = sock.recv(&mut buf).await?;
         // Anything that is not our answer (late, spoofed, garbled) is ignored until the timeout.
         if let Ok(answer) = wire::decode(&buf[..n])
             && matches(query, &answer)
