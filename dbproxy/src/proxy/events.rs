@@ -1,0 +1,160 @@
+//! What the proxy reports: one [`DbEvent`] per connection decision, handshake failure, cancel
+//! and statement decision, handed to an [`EventSink`] the caller provides. The gateway maps
+//! each one to its audit `Event` (type [`DbEventKind::as_str`], `policy` from `decision`).
+
+use policies::Decision;
+
+use crate::classify::Effect;
+
+/// The longest statement text carried in an event, in bytes (cut at a character boundary).
+pub const STATEMENT_PREVIEW_BYTES: usize = 200;
+
+/// The kind of a [`DbEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbEventKind {
+    /// A session was allowed and logged in upstream.
+    Connect,
+    /// A session was refused by a connection rule, or as a replication connection.
+    ConnectBlocked,
+    /// The session could not be set up (upstream down, credentials, bad client bytes).
+    HandshakeFail,
+    /// A CancelRequest was handled (see `decision` and `error`).
+    Cancel,
+    /// A statement was let through.
+    Statement,
+    /// A statement was refused.
+    StatementBlocked,
+    /// A session ended.
+    Disconnect,
+}
+
+impl DbEventKind {
+    /// The audit event type: `db_connect`, `db_connect_blocked`, `db_handshake_fail`,
+    /// `db_cancel`, `db_statement`, `db_statement_blocked`, `db_disconnect`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbEventKind::Connect => "db_connect",
+            DbEventKind::ConnectBlocked => "db_connect_blocked",
+            DbEventKind::HandshakeFail => "db_handshake_fail",
+            DbEventKind::Cancel => "db_cancel",
+            DbEventKind::Statement => "db_statement",
+            DbEventKind::StatementBlocked => "db_statement_blocked",
+            DbEventKind::Disconnect => "db_disconnect",
+        }
+    }
+}
+
+/// How a statement reached the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementProtocol {
+    /// Simple Query (`Q`): every statement of the string was decided together.
+    Simple,
+    /// Extended query Parse (`P`).
+    Parse,
+    /// The FunctionCall (`F`) sub-protocol.
+    FunctionCall,
+}
+
+/// One effect, flattened for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectSummary {
+    /// Operation group (`read`, `delete`, …).
+    pub group: &'static str,
+    /// Subtype, if any.
+    pub subtype: Option<String>,
+    /// The objects, as text (`public.users`, `setting:search_path`, …).
+    pub objects: Vec<String>,
+}
+
+impl From<&Effect> for EffectSummary {
+    fn from(e: &Effect) -> Self {
+        EffectSummary {
+            group: e.group.as_str(),
+            subtype: e.subtype.clone(),
+            objects: e.objects.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+}
+
+/// The statement part of a statement event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementInfo {
+    /// Simple, Parse or FunctionCall.
+    pub protocol: StatementProtocol,
+    /// The prepared statement name (Parse only; empty is the unnamed statement).
+    pub statement_name: Option<String>,
+    /// The text, cut to [`STATEMENT_PREVIEW_BYTES`].
+    pub text: String,
+    /// Whether `text` was cut.
+    pub truncated: bool,
+    /// Every effect of every statement in the text.
+    pub effects: Vec<EffectSummary>,
+    /// Every `audit` rule that matched.
+    pub audit_rules: Vec<String>,
+}
+
+impl StatementInfo {
+    /// Builds the info, cutting `text` at a character boundary.
+    pub fn new(protocol: StatementProtocol, name: Option<&str>, text: &str, effects: &[Effect]) -> Self {
+        let mut end = text.len().min(STATEMENT_PREVIEW_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        StatementInfo {
+            protocol,
+            statement_name: name.map(str::to_string),
+            text: text[..end].to_string(),
+            truncated: end < text.len(),
+            effects: effects.iter().map(EffectSummary::from).collect(),
+            audit_rules: Vec::new(),
+        }
+    }
+}
+
+/// Who is on the other end, as the gateway knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCtx {
+    /// The gateway session.
+    pub session_id: Option<String>,
+    /// Who the client is (`uid:1000`), matched by `client_identity` in connection rules.
+    pub client_identity: Option<String>,
+    /// The client's pid in the host's namespace (from SO_PEERCRED), when known.
+    pub peer_pid: Option<i32>,
+}
+
+/// One thing the proxy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbEvent {
+    /// What happened.
+    pub kind: DbEventKind,
+    /// The `db_services` entry.
+    pub service: String,
+    /// The client, as given to `serve`.
+    pub client: ClientCtx,
+    /// Startup `user` the client asked for.
+    pub db_user: Option<String>,
+    /// Startup `database` the client asked for.
+    pub database: Option<String>,
+    /// Startup `application_name`.
+    pub application_name: Option<String>,
+    /// The decision, naming its rule (connection, cancel and statement events).
+    pub decision: Option<Decision>,
+    /// The statement (statement events).
+    pub statement: Option<StatementInfo>,
+    /// What went wrong (handshake failures, cancel failures).
+    pub error: Option<String>,
+}
+
+/// Receives the proxy's events. Called inline on the connection's task: keep it cheap.
+pub trait EventSink: Send + Sync {
+    /// Records one event.
+    fn emit(&self, event: DbEvent);
+}
+
+/// A sink that drops every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn emit(&self, _event: DbEvent) {}
+}
