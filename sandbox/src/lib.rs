@@ -7,13 +7,16 @@
 //! (pid 1, host pid [`Launched::pid`]) that forks the command as pid 2; see `child.rs` for the
 //! exact child sequence and why it allocates nothing between fork and exec.
 //!
-//! Not here yet: Landlock, the FUSE workspace, `detect`.
+//! [`detect`] finds what this machine can enforce, by trying.
+//!
+//! Not here yet: Landlock, the FUSE workspace.
 
 // Namespaces, clone3, mounts and SCM_RIGHTS need raw syscalls; every block says why it is sound.
 #![allow(unsafe_code)]
 
 pub mod cgroup;
 mod child;
+pub mod detect;
 pub mod error;
 mod fdpass;
 mod launch;

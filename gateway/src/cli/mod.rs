@@ -3,6 +3,7 @@
 pub mod client;
 mod demo;
 mod demo_dns;
+mod detect;
 mod exec;
 mod policy_check;
 mod policy_source;
@@ -69,6 +70,27 @@ enum Command {
     Policy(PolicyCommand),
     /// An offline tour: a local TLS upstream, an allowed flow and denied ones, with their events.
     Demo,
+    /// Show what this machine can enforce, found by trying each mechanism.
+    Detect {
+        #[command(subcommand)]
+        what: Option<DetectCommand>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: detect::Output,
+        /// Run one probe in this process and print its result (how detect runs each probe).
+        #[arg(long, hide = true)]
+        probe: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DetectCommand {
+    /// Print a server config snippet for this machine.
+    Config {
+        /// Write it to FILE instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +168,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server { config } => server::run(config.as_deref()),
         Command::Demo => demo::run(),
+        Command::Detect { probe: Some(name), .. } => detect::run_probe(&name),
+        Command::Detect { what: Some(DetectCommand::Config { output }), .. } => {
+            detect::config(output.as_deref())
+        }
+        Command::Detect { what: None, output, .. } => detect::run(output),
         Command::Session(SessionCommand::Create { workspace, policy, json }) => {
             session::create(&workspace, &policy, json)
         }
