@@ -151,6 +151,7 @@ pub(crate) async fn connect(target: &Target<'_>, login: &Login<'_>) -> Result<Up
     let mut relay = Vec::new();
     let mut key = None;
     let mut verified = false;
+    let mut authenticated = false;
     let need_password = || {
         login
             .password
@@ -180,7 +181,10 @@ pub(crate) async fn connect(target: &Target<'_>, login: &Login<'_>) -> Result<Up
                 Authentication::Ok if scram.is_some() && !verified => {
                     return Err(up(target, "login completed without the SCRAM server signature"));
                 }
-                Authentication::Ok => None,
+                Authentication::Ok => {
+                    authenticated = true;
+                    None
+                }
                 Authentication::CleartextPassword => {
                     let pw = String::from_utf8_lossy(need_password()?).into_owned();
                     Some(encode(&PasswordMessageFamily::Password(Password::new(pw))))
@@ -233,6 +237,9 @@ pub(crate) async fn connect(target: &Target<'_>, login: &Login<'_>) -> Result<Up
             Backend::BackendKeyData(k) => {
                 key = Some((k.pid, k.secret.to_vec()));
                 None
+            }
+            Backend::ReadyForQuery(_) if !authenticated => {
+                return Err(up(target, "ready for queries before authentication completed"));
             }
             Backend::ReadyForQuery(status) => {
                 return Ok(Upstream { stream, addr, relay, key, status, leftover: framer.buf });
