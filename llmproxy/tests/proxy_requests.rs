@@ -259,6 +259,9 @@ async fn a_dead_upstream_answers_502_while_others_keep_working() {
     let again = post_json(h.addr, "/openai/v1/chat/completions", &[], msg).await;
     assert_eq!(again.status, StatusCode::BAD_GATEWAY);
     assert_eq!(h.upstream.seen().len(), 1);
+    let ev = &h.sink.events()[0];
+    assert_eq!((ev.decision, ev.rule.as_str(), ev.status), (Decision::Allow, "provider:openai", 502));
+    assert!(ev.message.as_deref().unwrap().contains("upstream"), "{ev:?}");
 }
 
 #[tokio::test]

@@ -35,6 +35,8 @@ pub(crate) struct Refusal {
     pub(crate) message: String,
     /// For 429: seconds until a retry can succeed.
     pub(crate) retry_after: Option<u64>,
+    /// A failure on the way (upstream down, bad answer), not a policy verdict.
+    pub(crate) failure: bool,
 }
 
 impl Refusal {
@@ -44,7 +46,20 @@ impl Refusal {
         rule: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        Refusal { status, kind, rule: rule.into(), message: message.into(), retry_after: None }
+        Refusal {
+            status,
+            kind,
+            rule: rule.into(),
+            message: message.into(),
+            retry_after: None,
+            failure: false,
+        }
+    }
+
+    /// The upstream could not be used: 502/504 naming rule `upstream`; the event keeps the
+    /// request's decision, since no policy refused it.
+    pub(crate) fn upstream(status: StatusCode, message: impl Into<String>) -> Self {
+        Refusal { failure: true, ..Refusal::new(status, "api_error", "upstream", message) }
     }
 
     fn response(&self) -> Response<ProxyBody> {
@@ -122,10 +137,14 @@ pub(crate) async fn handle(
         Ok(Outcome::Streaming(resp)) => return resp,
         Ok(Outcome::Done(resp)) => resp,
         Err(r) => {
-            tracing::info!(rule = %r.rule, path = %ev.path, "llm request refused");
             let resp = r.response();
-            ev.decision = Decision::Deny;
-            ev.rule = r.rule;
+            if r.failure {
+                tracing::debug!(path = %ev.path, error = %r.message, "llm upstream failed");
+            } else {
+                tracing::info!(rule = %r.rule, path = %ev.path, "llm request refused");
+                ev.decision = Decision::Deny;
+                ev.rule = r.rule;
+            }
             ev.message = Some(r.message);
             resp
         }
@@ -324,6 +343,7 @@ async fn forward(
         ));
     };
     ev.provider = Some(provider.name.clone());
+    ev.rule = format!("provider:{}", provider.name);
     let endpoint = providers::classify(provider.kind, &up_path);
     ev.endpoint = endpoint.as_str();
 
@@ -398,13 +418,12 @@ async fn forward(
         }
         Err(_) => return Err(upstream_failed(proxy, StatusCode::GATEWAY_TIMEOUT, "upstream timed out")),
     };
-    ev.rule = format!("provider:{}", provider.name);
     respond::answer(proxy, provider.kind, resp, ev, start).await
 }
 
 fn upstream_failed(proxy: &LlmProxy, status: StatusCode, msg: &str) -> Refusal {
     proxy.meter.record(None, false, Instant::now(), SystemTime::now());
-    Refusal::new(status, "api_error", "upstream", msg)
+    Refusal::upstream(status, msg)
 }
 
 fn build_upstream(

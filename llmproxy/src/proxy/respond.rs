@@ -45,10 +45,8 @@ pub(crate) async fn answer(
 ) -> Result<Outcome, Refusal> {
     let coding = Coding::of(resp.headers()).map_err(|c| {
         proxy.meter.record(None, false, Instant::now(), SystemTime::now());
-        Refusal::new(
+        Refusal::upstream(
             StatusCode::BAD_GATEWAY,
-            "api_error",
-            "upstream",
             format!("upstream content-encoding {c:?} is not supported"),
         )
     })?;
@@ -65,7 +63,7 @@ pub(crate) async fn answer(
                 BodyError::TooLarge(n) => format!("upstream answer exceeds {n} bytes"),
                 e => format!("upstream answer: {e}"),
             };
-            return Err(Refusal::new(StatusCode::BAD_GATEWAY, "api_error", "upstream", msg));
+            return Err(Refusal::upstream(StatusCode::BAD_GATEWAY, msg));
         }
     };
     let json: Option<Value> = serde_json::from_slice(&raw).ok();

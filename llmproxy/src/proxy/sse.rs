@@ -77,6 +77,9 @@ pub(crate) struct SseScanner<'e> {
     /// Bytes not yet split into events.
     partial: Vec<u8>,
     held: VecDeque<Held>,
+    /// Raw bytes of the held events; bounded like one event, so events without text cannot
+    /// pile up behind held text.
+    held_bytes: usize,
     text_len: u64,
     redactions: Vec<Redaction>,
     /// DLP findings so far.
@@ -96,6 +99,7 @@ impl<'e> SseScanner<'e> {
             max_event,
             partial: Vec::new(),
             held: VecDeque::new(),
+            held_bytes: 0,
             text_len: 0,
             redactions: Vec::new(),
             findings: Vec::new(),
@@ -116,7 +120,11 @@ impl<'e> SseScanner<'e> {
         if self.partial.len() > self.max_event {
             return Err(StreamStop::EventTooLarge(self.max_event));
         }
-        Ok(self.release(false))
+        let out = self.release(false);
+        if self.held_bytes > self.max_event {
+            return Err(StreamStop::EventTooLarge(self.max_event));
+        }
+        Ok(out)
     }
 
     /// The upstream ended: a trailing event without its blank line is still delivered.
@@ -160,6 +168,7 @@ impl<'e> SseScanner<'e> {
             _ => {}
         }
         self.text_len += text.len() as u64;
+        self.held_bytes += raw.len();
         self.held.push_back(Held { raw, json, segments, text_end: self.text_len });
         if !text.is_empty() {
             let found = self.scanner.push(&text);
@@ -195,6 +204,7 @@ impl<'e> SseScanner<'e> {
                 break;
             }
             let Some(h) = self.held.pop_front() else { break };
+            self.held_bytes -= h.raw.len();
             out.extend_from_slice(&self.render(h));
         }
         let released =
