@@ -431,3 +431,25 @@ fn negative_corpus() {
         assert_eq!(found(&e, text), vec![], "{text}");
     }
 }
+
+#[test]
+fn a_number_joined_to_a_glued_one_is_still_found() {
+    let e = Engine::builtin();
+    for text in
+        ["4111 1111 1111 1111 4111 1111 1111 1111ghp_", "4111 1111 1111 1111--4111 1111 1111 1111ghp_"]
+    {
+        assert_eq!(found(&e, text), vec![(K::CreditCard, "4111 1111 1111 1111".to_string())], "{text}");
+        assert_eq!(e.find(text), e.find_naive(text), "{text}");
+    }
+}
+
+#[test]
+fn placeholders_that_form_a_url_password_are_redacted_in_one_pass() {
+    let e = Engine::builtin();
+    for text in ["a://:AKIA-----BEGIN PRIVATE KEY-----@eyJ", "sk-://::-----BEGIN PRIVATE KEY-----@eyJ"] {
+        let once = scan_text(text, &e).body.into_owned();
+        assert!(once.contains("[REDACTED:url_credentials]@eyJ"), "{once}");
+        let twice = scan_text(&once, &e);
+        assert!(twice.findings.is_empty() && twice.body == once, "not a fixpoint: {once} -> {}", twice.body);
+    }
+}

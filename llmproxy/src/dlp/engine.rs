@@ -322,15 +322,26 @@ impl Engine {
         let mut later = Vec::new();
         // Each pass consumes text outside the holes, so this ends; the cap is a backstop.
         for _ in 0..16 {
+            // A new match may enclose earlier placeholders (`a://:AKIA[REDACTED:…]@host` is a
+            // URL password); it replaces them whole. One cutting into a placeholder, or made of
+            // placeholders only, is not new.
             let more: Vec<Match> = self
                 .find(&cur)
                 .into_iter()
-                .filter(|m| holes.iter().all(|&(s, e)| m.end <= s || e <= m.start))
+                .filter(|m| {
+                    let inside: usize =
+                        holes.iter().filter(|&&(s, e)| m.start <= s && e <= m.end).map(|&(s, e)| e - s).sum();
+                    inside < m.end - m.start
+                        && holes
+                            .iter()
+                            .all(|&(s, e)| m.end <= s || e <= m.start || (m.start <= s && e <= m.end))
+                })
                 .collect();
             if more.is_empty() {
                 break;
             }
             later.extend(more.iter().map(|m| m.detector));
+            holes.retain(|&(s, e)| !more.iter().any(|m| m.start <= s && e <= m.end));
             (cur, holes) = self.apply(&cur, &more, &holes);
         }
         let fixed = if later.is_empty() { None } else { Some(cur) };
@@ -389,38 +400,50 @@ const BEFORE: usize = 40;
 const AFTER: usize = 36;
 
 /// Regions of `text` holding a cluster of at least [`MIN_DIGITS`] digits joined by at most two
-/// separator bytes at a time, not glued to lowercase letters; merged, snapped to char
-/// boundaries. Prose without such clusters
+/// separator bytes at a time, less the runs glued to lowercase letters; merged, snapped to
+/// char boundaries. Prose without such clusters
 /// never reaches the number regexes.
 fn digit_regions(text: &str) -> Vec<(usize, usize)> {
     let b = text.as_bytes();
     let sep = |c: u8| matches!(c, b' ' | b'-' | b'.' | b'(' | b')' | b'/');
     let mut regions: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
+    let mut runs: Vec<(usize, usize)> = Vec::new();
     while let Some(off) = b[i..].iter().position(u8::is_ascii_digit) {
-        let start = i + off;
-        let (mut j, mut end, mut count) = (start, start, 0);
+        let first = i + off;
+        runs.clear();
+        let mut j = first;
         while j < b.len() {
-            if b[j].is_ascii_digit() {
-                count += 1;
+            let run = j;
+            while j < b.len() && b[j].is_ascii_digit() {
                 j += 1;
-                end = j;
+            }
+            runs.push((run, j));
+            let mut k = j;
+            while k < b.len() && k - j < 2 && sep(b[k]) {
+                k += 1;
+            }
+            if k > j && k < b.len() && b[k].is_ascii_digit() {
+                j = k;
             } else {
-                let mut k = j;
-                while k < b.len() && k - j < 2 && sep(b[k]) {
-                    k += 1;
-                }
-                if k > j && k < b.len() && b[k].is_ascii_digit() {
-                    j = k;
-                } else {
-                    break;
-                }
+                break;
             }
         }
-        // Glued to a lowercase letter: hex (hashes, UUIDs) or an identifier. Every number
-        // detector refuses a letter neighbour; IBANs are upper case.
+        let next = j;
+        // A run glued to a lowercase letter is hex (hashes, UUIDs) or an identifier: every
+        // number detector refuses a letter neighbour (IBANs are upper case), so that run is
+        // dropped; the runs it was joined to by separators still count.
         let glued = |k: Option<&u8>| k.is_some_and(u8::is_ascii_lowercase);
-        if count >= MIN_DIGITS && !glued(start.checked_sub(1).map(|k| &b[k])) && !glued(b.get(end)) {
+        if glued(first.checked_sub(1).map(|k| &b[k])) {
+            runs.remove(0);
+        }
+        if runs.last().is_some_and(|&(_, e)| glued(b.get(e))) {
+            runs.pop();
+        }
+        let count: usize = runs.iter().map(|(s, e)| e - s).sum();
+        if let (Some(&(start, _)), Some(&(_, end))) = (runs.first(), runs.last())
+            && count >= MIN_DIGITS
+        {
             let mut a = start.saturating_sub(BEFORE);
             while !text.is_char_boundary(a) {
                 a -= 1;
@@ -434,7 +457,7 @@ fn digit_regions(text: &str) -> Vec<(usize, usize)> {
                 _ => regions.push((a, z)),
             }
         }
-        i = end.max(start + 1);
+        i = next.max(first + 1);
     }
     regions
 }
