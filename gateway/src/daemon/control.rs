@@ -106,7 +106,14 @@ fn handle(
                 );
             }
             let (name, policy) = resolve_policy(policy)?;
-            let session = Session::create(&daemon.config, daemon.recorder.clone(), workspace, name, policy)?;
+            let session = Session::create(
+                &daemon.config,
+                daemon.recorder.clone(),
+                workspace,
+                name,
+                policy,
+                &daemon.upstream_tls,
+            )?;
             let info = session.info();
             daemon.recorder.record(
                 Event::new("session_created", &session.id)

@@ -72,9 +72,10 @@ fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
 
 fn environment(
     req: &ExecRequest,
-    session_id: &str,
+    session: &super::session::Session,
     command_id: &str,
 ) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let session_id = session.id.as_str();
     let mut env: BTreeMap<String, String> = req.env.clone();
     env.insert("AGENTSH_SESSION_ID".into(), session_id.into());
     env.insert("AGENTSH_COMMAND_ID".into(), command_id.into());
@@ -88,6 +89,13 @@ fn environment(
         env.insert(var.into(), bundle.clone());
     }
     env.insert("NODE_EXTRA_CA_CERTS".into(), state.join(super::session::CA_FILE).display().to_string());
+    // The LLM proxy's base URLs and placeholder keys replace whatever the caller passed: the
+    // real keys stay in the gateway.
+    if let Some(llm) = &session.llm {
+        for (k, v) in llm.env_vars(super::llm::LISTEN) {
+            env.insert(k, v);
+        }
+    }
     env.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
 }
 
@@ -97,6 +105,29 @@ fn select_events(events: Vec<Event>, mode: EventsMode) -> Vec<Event> {
         EventsMode::All => events,
         EventsMode::Summary => events.into_iter().filter(Event::is_blocked).take(SUMMARY_MAX).collect(),
     }
+}
+
+/// Serve the LLM proxy's plain listener on the sandbox's loopback until `stop` flips.
+fn serve_llm(
+    daemon: &Daemon,
+    llm: &Arc<llmproxy::LlmProxy>,
+    pid: i32,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener =
+        super::netns::bind_tcp(pid, super::llm::LISTEN).context("binding the LLM proxy listener")?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let (llm, mut stop) = (llm.clone(), stop.clone());
+    daemon.runtime.spawn(async move {
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = llm.serve_listener(listener, stopped).await {
+            tracing::warn!(error = %e, "llm proxy listener");
+        }
+    });
+    Ok(())
 }
 
 /// Serve the session resolver on the sandbox's loopback until `stop` flips.
@@ -151,7 +182,7 @@ pub fn run(
     }
 
     let mut spec = LaunchSpec::new(&req.argv, &session.dir);
-    spec.env = environment(&req, &session.id, &command_id);
+    spec.env = environment(&req, &session, &command_id);
     spec.cwd = session.workspace.clone();
     spec.bind_dirs =
         vec![BindDir { host: session.workspace.clone(), sandbox: session.workspace.clone(), writable: true }];
@@ -221,6 +252,7 @@ pub fn run(
         resolver: session.resolver.clone(),
         ca: session.ca.clone(),
         upstream_tls: daemon.upstream_tls.clone(),
+        llm: session.llm.clone(),
         active: AtomicUsize::new(0),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -241,6 +273,12 @@ pub fn run(
         }
         if let Some(sockets) = dns_sockets {
             serve_dns(daemon, &session.resolver, sockets, &stop_rx)?;
+        }
+        if let Some(llm) = &session.llm
+            && let Err(e) = serve_llm(daemon, llm, launched.pid, &stop_rx)
+            && gone(&mut launched).is_none()
+        {
+            return Err(e);
         }
     }
     if let Err(e) = launched.resume()

@@ -6,6 +6,7 @@ mod control;
 mod decider;
 mod exec;
 mod funnel;
+mod llm;
 mod netns;
 mod session;
 mod tls;

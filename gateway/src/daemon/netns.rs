@@ -22,12 +22,23 @@ pub struct DnsSockets {
     pub tcp6: TcpListener,
 }
 
-/// Bind the resolver's sockets inside the network namespace of process `pid`.
-pub fn bind_dns(pid: i32) -> anyhow::Result<DnsSockets> {
+/// Run `make` on a short-lived thread inside the network namespace of process `pid`.
+fn in_netns<T: Send + 'static>(
+    pid: i32,
+    make: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
     let ns =
         File::open(format!("/proc/{pid}/ns/net")).with_context(|| format!("opening the netns of {pid}"))?;
-    let worker = std::thread::spawn(move || -> anyhow::Result<DnsSockets> {
+    let worker = std::thread::spawn(move || -> anyhow::Result<T> {
         setns(&ns, CloneFlags::CLONE_NEWNET).context("setns into the sandbox network namespace")?;
+        make()
+    });
+    worker.join().map_err(|_| anyhow::anyhow!("netns worker panicked"))?
+}
+
+/// Bind the resolver's sockets inside the network namespace of process `pid`.
+pub fn bind_dns(pid: i32) -> anyhow::Result<DnsSockets> {
+    in_netns(pid, || {
         let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, 53));
         let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 53));
         Ok(DnsSockets {
@@ -36,6 +47,10 @@ pub fn bind_dns(pid: i32) -> anyhow::Result<DnsSockets> {
             udp6: UdpSocket::bind(v6).context("binding udp [::1]:53")?,
             tcp6: TcpListener::bind(v6).context("binding tcp [::1]:53")?,
         })
-    });
-    worker.join().map_err(|_| anyhow::anyhow!("netns worker panicked"))?
+    })
+}
+
+/// Bind a TCP listener at `addr` inside the network namespace of process `pid`.
+pub fn bind_tcp(pid: i32, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    in_netns(pid, move || TcpListener::bind(addr).with_context(|| format!("binding tcp {addr}")))
 }

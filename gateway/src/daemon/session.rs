@@ -45,6 +45,8 @@ pub struct Session {
     /// The session's CA, for connections the gateway terminates; its certificate is in
     /// [`CA_FILE`] and [`CA_BUNDLE`] of the state dir.
     pub ca: Arc<SessionCa>,
+    /// The LLM proxy, when the policy names providers.
+    pub llm: Option<Arc<llmproxy::LlmProxy>>,
     cgroup: Mutex<Option<SessionCgroup>>,
     created_at: String,
     commands: AtomicU64,
@@ -59,17 +61,12 @@ impl Session {
         workspace: PathBuf,
         policy_name: String,
         policy: Policy,
+        upstream_tls: &super::tls::UpstreamTls,
     ) -> anyhow::Result<Session> {
         let id = format!("session-{}", uuid::Uuid::new_v4());
-        let dir = config.state_dir.join("sessions").join(&id);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        // Everything that can fail on bad input first; then the state dir and the cgroup,
+        // removed again if a later step fails, so a refused session leaves nothing behind.
         let ca = Arc::new(SessionCa::generate(&id).context("creating the session CA")?);
-        write_trust(&dir, &ca)?;
-        let cgroup = SessionCgroup::create(&id).context("creating the session cgroup")?;
         let compiled = Arc::new(CompiledPolicy::new(&policy));
         let current_command = Arc::new(Mutex::new(None));
         let resolver = Arc::new(SessionResolver::new(
@@ -81,13 +78,35 @@ impl Session {
                 pool_v6: session_v6_prefix(uuid::Uuid::new_v4().as_u128() as u16),
                 ..ResolverConfig::default()
             },
-            dns_event_sink(recorder, id.clone(), current_command.clone()),
+            dns_event_sink(recorder.clone(), id.clone(), current_command.clone()),
         ));
+        let llm_sink = Arc::new(super::llm::AuditSink {
+            recorder,
+            session_id: id.clone(),
+            current_command: current_command.clone(),
+        });
+        let llm = super::llm::session_proxy(&policy, config, upstream_tls, resolver.clone(), llm_sink)?;
+        let dir = config.state_dir.join("sessions").join(&id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let cgroup = match write_trust(&dir, &ca)
+            .and_then(|()| SessionCgroup::create(&id).context("creating the session cgroup"))
+        {
+            Ok(cg) => cg,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         Ok(Session {
             id,
             resolver,
             current_command,
             ca,
+            llm,
             workspace,
             policy_name,
             policy: Arc::new(policy),

@@ -46,7 +46,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Bind 127.0.0.1:0 and serve each connection with `handler` on a new runtime.
-fn serve<F, Fut>(handler: F) -> Upstream
+pub fn serve<F, Fut>(handler: F) -> Upstream
 where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -116,6 +116,19 @@ impl TestCa {
         self.serve_body(TLS_BODY)
     }
 
+    /// A TLS server configuration presenting the leaf (no ALPN).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![self.leaf.clone()], key)
+            .expect("server cert");
+        Arc::new(config)
+    }
+
     /// Serve `body` over TLS to any HTTP request.
     pub fn serve_body(&self, body: &'static str) -> Upstream {
         self.serve_with(move |_| body.to_string())
@@ -128,15 +141,7 @@ impl TestCa {
 
     /// Serve over TLS the body `body(sni)` makes, to any HTTP request.
     fn serve_with(&self, body: impl Fn(Option<&str>) -> String + Send + Sync + 'static) -> Upstream {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![self.leaf.clone()], key)
-            .expect("server cert");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.server_config());
         let body = Arc::new(body);
         serve(move |tcp| {
             let acceptor = acceptor.clone();

@@ -65,6 +65,8 @@ pub struct Funnel {
     pub ca: Arc<llmproxy::ca::SessionCa>,
     /// Trust for the TLS the funnel originates.
     pub upstream_tls: Arc<super::tls::UpstreamTls>,
+    /// The session's LLM proxy: TLS to a provider host is terminated and handed to it.
+    pub llm: Option<Arc<llmproxy::LlmProxy>>,
     /// Connections still being handled.
     pub active: AtomicUsize,
 }
@@ -161,6 +163,11 @@ impl Funnel {
             }
             self.recorder.record(e);
         }
+        if route.redirect.is_none()
+            && let Some(llm) = self.llm_for(&named)
+        {
+            return self.intercept_llm(agent, peer, &dst, &named, &route, llm).await;
+        }
         let start = Instant::now();
         let _ = agent.set_nodelay(true);
         let (result, upstream_addr) = match &route.target {
@@ -220,11 +227,47 @@ impl Funnel {
     /// session resolver (checked against the SNI), connect redirects, or a name rule that could
     /// match before the rule deciding on the address alone.
     fn name_can_matter(&self, dst: &OriginalDst) -> bool {
-        if self.resolver.name_for(dst.ip()).is_some() || !self.policy.connect_redirects.is_empty() {
+        if self.resolver.name_for(dst.ip()).is_some()
+            || !self.policy.connect_redirects.is_empty()
+            || self.llm.is_some()
+        {
             return true;
         }
         let d = self.compiled.decide_connect(&policies::ConnectRequest::by_ip(dst.ip(), dst.port()));
         !super::decider::final_on_address(&self.policy, &d)
+    }
+
+    /// The LLM proxy, when this is TLS to one of its provider hosts.
+    fn llm_for(&self, named: &Named) -> Option<Arc<llmproxy::LlmProxy>> {
+        let llm = self.llm.as_ref()?;
+        let host = named.host.as_ref().filter(|_| named.protocol == "tls")?;
+        llm.config().providers.iter().any(|p| p.serves_host(host.as_str())).then(|| llm.clone())
+    }
+
+    /// Terminate the agent's TLS with the session CA (a leaf for its SNI) and let the LLM proxy
+    /// serve the requests inside; the proxy makes its own upstream connections.
+    async fn intercept_llm(
+        &self,
+        agent: TcpStream,
+        peer: SocketAddr,
+        dst: &OriginalDst,
+        named: &Named,
+        route: &Route,
+        llm: Arc<llmproxy::LlmProxy>,
+    ) {
+        let start = Instant::now();
+        let _ = agent.set_nodelay(true);
+        let config = self.ca.server_config(vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        let conn = llmproxy::ConnInfo { peer: Some(peer), sni: None };
+        let served = llm.serve_tls(agent, config, conn).await;
+        let mut e = self
+            .event("net_connect", dst, named, route)
+            .field("upstream", "llm-proxy")
+            .field("intercepted", "llm");
+        if let Err(err) = served {
+            e = e.field("error", err.to_string());
+        }
+        self.recorder.record(e.field("duration_ms", millis(start.elapsed())));
     }
 
     fn dial_failed(&self, agent: TcpStream, dst: &OriginalDst, named: &Named, route: &Route, error: String) {

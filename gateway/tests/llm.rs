@@ -1,0 +1,249 @@
+//! The LLM proxy in the gateway, end to end as root: a fake provider over real TLS (a CA made
+//! at run time, trusted through `tls.extra_roots`) records what reaches it. The agent reaches
+//! the proxy through the base URL in its environment and through plain HTTPS to the provider's
+//! host, which the funnel terminates with the session CA. Secrets are redacted before they
+//! leave, the real key is injected and never seen inside, a request carrying the real key is
+//! refused, and every request is an `llm_request` event with its usage.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{
+    Daemon, ExecResult, Session, TempDir,
+    dns::FakeDns,
+    upstream::{self, TestCa, Upstream},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const REAL_KEY: &str = "sk-proj-realkey0123456789abcdefghijklmnopqrstuvwxyzABCD";
+const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+
+/// One request as the provider saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    head: String,
+    body: String,
+}
+
+/// A provider that answers every request with [`ANSWER`] and records it.
+fn provider(ca: &TestCa) -> (Upstream, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
+    let up = upstream::serve(move |tcp| {
+        let (acceptor, log) = (acceptor.clone(), log.clone());
+        async move {
+            let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+            loop {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+                log.lock().unwrap().push(Seen { head, body });
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ANSWER}",
+                    ANSWER.len()
+                );
+                if tls.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (up, seen)
+}
+
+struct World {
+    _dns: FakeDns,
+    _provider: Upstream,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    daemon: Daemon,
+    session: Session,
+    _keys: TempDir,
+}
+
+fn world() -> World {
+    let dns = FakeDns::start();
+    let ca = TestCa::with_names(&["api.llm.test"]);
+    let (provider, seen) = provider(&ca);
+    let keys = TempDir::new("keys");
+    let key_file = keys.write("openai.key", &format!("{REAL_KEY}\n"));
+    let roots = keys.write("provider-ca.pem", &ca.ca_pem);
+    let policy = format!(
+        "version: 1\nname: llm\nnetwork_rules:\n\
+         \x20 - {{name: llm-host, domains: [api.llm.test], ports: [443], decision: allow}}\n\
+         \x20 - {{name: vouch-provider, cidrs: [127.0.0.1/32], ports: [{port}], decision: allow}}\n\
+         llm:\n  providers:\n\
+         \x20   - {{name: openai, base_url: 'https://api.llm.test:{port}', api_key_file: '{key}', hosts: [api.llm.test]}}\n\
+         \x20 dlp: {{mode: redact}}\n",
+        port = provider.port(),
+        key = key_file.display(),
+    );
+    let config = format!("{}tls:\n  extra_roots: ['{}']\n", dns.server_config("synthetic"), roots.display());
+    let daemon = Daemon::start_with_config(&config);
+    let session = daemon.session(&policy);
+    World { _dns: dns, _provider: provider, seen, daemon, session, _keys: keys }
+}
+
+const PROMPT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"mail bob@example.com the key AKIAIOSFODNN7EXAMPLE"}]}"#;
+
+impl World {
+    fn sh(&self, script: &str) -> ExecResult {
+        self.session.workspace.write("prompt.json", PROMPT);
+        self.daemon.exec(&self.session, &["sh", "-c", script])
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn assert_redacted_and_keyed(seen: &Seen) {
+    assert!(seen.head.starts_with("POST "), "{}", seen.head);
+    assert!(seen.head.contains("/chat/completions"), "{}", seen.head);
+    assert!(
+        seen.head
+            .to_ascii_lowercase()
+            .contains(&format!("authorization: bearer {REAL_KEY}").to_ascii_lowercase()),
+        "{}",
+        seen.head
+    );
+    assert!(
+        !seen.body.contains("bob@example.com") && !seen.body.contains("AKIAIOSFODNN7EXAMPLE"),
+        "{}",
+        seen.body
+    );
+    assert!(seen.body.contains("[REDACTED:email]"), "{}", seen.body);
+    let json: serde_json::Value = serde_json::from_str(&seen.body).expect("still JSON");
+    assert_eq!(json["model"], "gpt-4o");
+}
+
+#[test]
+fn base_url_in_the_environment_reaches_the_proxy_which_redacts_and_injects() {
+    if !common::privileged("base_url_in_the_environment_reaches_the_proxy_which_redacts_and_injects") {
+        return;
+    }
+    let w = world();
+    let r = w.sh(
+        "printf '%s\\n' \"$OPENAI_API_KEY\" > key-seen; \
+         curl -sS --max-time 20 \"$OPENAI_BASE_URL/chat/completions\" -H \"Authorization: Bearer $OPENAI_API_KEY\" \
+         -H 'content-type: application/json' --data @prompt.json",
+    );
+    r.assert_exit(0);
+    assert_eq!(r.stdout, ANSWER);
+    let inside = std::fs::read_to_string(w.session.workspace.path().join("key-seen")).unwrap();
+    assert!(
+        !inside.trim().is_empty() && !inside.contains(REAL_KEY),
+        "the sandbox sees a placeholder: {inside}"
+    );
+    let seen = w.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_redacted_and_keyed(&seen[0]);
+    let e = r.one("llm_request");
+    assert_eq!((e.decision(), e.str("provider")), ("allow", "openai"));
+    assert_eq!(e.fields["usage"]["input_tokens"], 12);
+    assert_eq!(e.fields["usage"]["output_tokens"], 3);
+    let dlp = e.fields["dlp"].as_array().unwrap();
+    assert!(dlp.iter().any(|f| f["type"] == "email" && f["action"] == "redact"), "{dlp:?}");
+    assert!(
+        !serde_json::to_string(&e.fields).unwrap().contains("bob@example.com"),
+        "events never carry the secret"
+    );
+}
+
+#[test]
+fn https_to_the_provider_host_is_intercepted_with_the_session_ca() {
+    if !common::privileged("https_to_the_provider_host_is_intercepted_with_the_session_ca") {
+        return;
+    }
+    let w = world();
+    let r = w.sh(
+        "curl -sS --max-time 20 https://api.llm.test/v1/chat/completions -H 'Authorization: Bearer sk-whatever' \
+         -H 'content-type: application/json' --data @prompt.json",
+    );
+    r.assert_exit(0);
+    assert_eq!(r.stdout, ANSWER);
+    let seen = w.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_redacted_and_keyed(&seen[0]);
+    assert!(!seen[0].head.contains("sk-whatever"), "the agent's own key is replaced: {}", seen[0].head);
+    let c = r.one("net_connect");
+    assert_eq!((c.str("intercepted"), c.domain.as_deref()), ("llm", Some("api.llm.test")));
+    let e = r.one("llm_request");
+    assert_eq!(e.str("sni"), "api.llm.test");
+}
+
+#[test]
+fn a_request_carrying_the_real_key_is_refused_before_the_provider() {
+    if !common::privileged("a_request_carrying_the_real_key_is_refused_before_the_provider") {
+        return;
+    }
+    let w = world();
+    let r = w.sh(&format!(
+        "curl -sS --max-time 20 -o /dev/null -w '%{{http_code}}' \"$OPENAI_BASE_URL/chat/completions\" \
+         -H 'Authorization: Bearer {REAL_KEY}' -H 'content-type: application/json' --data @prompt.json"
+    ));
+    r.assert_exit(0);
+    let code: u16 = r.stdout.trim().parse().unwrap();
+    assert!((400..500).contains(&code), "refused: {code}");
+    assert!(w.seen().is_empty(), "nothing reached the provider");
+    let e = r.one("llm_request_blocked");
+    assert_eq!(e.decision(), "deny");
+}
+
+#[test]
+fn a_provider_key_that_cannot_be_read_refuses_the_session_and_leaves_nothing() {
+    if !common::privileged("a_provider_key_that_cannot_be_read_refuses_the_session_and_leaves_nothing") {
+        return;
+    }
+    let dns = FakeDns::start();
+    let daemon = Daemon::start_with_config(&dns.server_config("synthetic"));
+    let policy_dir = TempDir::new("policy");
+    let missing = policy_dir.path().join("missing.key");
+    let file = policy_dir.write(
+        "policy.yaml",
+        &format!(
+            "version: 1\nname: llm\nllm:\n  providers:\n    - {{name: openai, base_url: 'https://api.llm.test', api_key_file: '{}'}}\n",
+            missing.display()
+        ),
+    );
+    let ws = TempDir::new("ws");
+    let out = daemon.cli(&[
+        "session",
+        "create",
+        "--workspace",
+        ws.path().to_str().unwrap(),
+        "--policy",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&missing.display().to_string()), "the error names the file: {stderr}");
+    let sessions = daemon.state.path().join("sessions");
+    let left: Vec<_> =
+        std::fs::read_dir(&sessions).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "a refused session leaves no state: {left:?}");
+}
