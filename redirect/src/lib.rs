@@ -4,9 +4,11 @@
 //! - [`filter`]: the sandbox's seccomp filter, from a pure [`filter::FilterSpec`] to raw BPF;
 //! - [`seccomp::Supervisor`]: the loop that answers the filter's notifications;
 //! - [`OriginalDstTable`]: where each redirected connection really was going;
-//! - [`handoff`]: passing the notify fd over a Unix socket with SCM_RIGHTS.
+//! - [`handoff`]: passing the notify fd over a Unix socket with SCM_RIGHTS;
+//! - [`ebpf`]: the eBPF cgroup/sock_addr backend, for sessions in the host network namespace.
 
 pub mod decide;
+pub mod ebpf;
 pub mod filter;
 pub mod handoff;
 pub mod original_dst;

@@ -1,0 +1,428 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The eBPF redirect backend's kernel half (DESIGN.md §2, backend 2).
+ *
+ * For sockets of a session cgroup:
+ *  - connect4/6 refuse denied TCP destinations (EPERM) and rewrite every other TCP destination to
+ *    the session's gateway listener, recording the original under the socket cookie; UDP connects
+ *    to port 53 go to the session resolver, any other UDP is refused;
+ *  - sockops copies that record under the socket's local address once the kernel picked it, so
+ *    the gateway can name the peer it accepts;
+ *  - sendmsg4/6 send UDP port 53 to the session resolver (any other UDP destination is refused);
+ *    recvmsg4/6 and getpeername4/6 put the original address back where the agent looks.
+ * The gateway's own listener and the session resolver are never rewritten (no loops).
+ * Every session lookup that fails refuses: a socket in an attached cgroup without a session is an
+ * inconsistency, and the backend fails closed.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "redirect.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_MPTCP 262
+#define DNS_PORT 53
+
+#define REFUSE 0 /* the syscall fails with EPERM */
+#define PASS 1
+
+/* How deep below a session cgroup a process may sit and still be found. */
+#define MAX_DEPTH 16
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct session);
+} sessions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct deny_key);
+	__type(value, __u8);
+} denies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct orig_dst);
+} by_cookie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct local_key);
+	__type(value, struct orig_dst);
+} by_local SEC(".maps");
+
+/* A rewrite target: 16-byte address (v4-mapped for IPv4) and port, network order. */
+struct endpoint {
+	__u32 addr[4];
+	__u16 port;
+};
+
+static __always_inline struct session *find_session(__u64 *cgid)
+{
+	__u64 id = bpf_get_current_cgroup_id();
+	struct session *s = bpf_map_lookup_elem(&sessions, &id);
+
+	if (s) {
+		*cgid = id;
+		return s;
+	}
+	/* A process in a cgroup below the session's: the deepest registered ancestor wins. */
+	for (int lvl = MAX_DEPTH; lvl > 0; lvl--) {
+		id = bpf_get_current_ancestor_cgroup_id(lvl);
+		if (!id)
+			continue;
+		s = bpf_map_lookup_elem(&sessions, &id);
+		if (s) {
+			*cgid = id;
+			return s;
+		}
+	}
+	return 0;
+}
+
+static __always_inline int is_v4mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+static __always_inline void set_mapped(struct endpoint *e, __u32 ip4, __u16 port)
+{
+	e->addr[0] = 0;
+	e->addr[1] = 0;
+	e->addr[2] = bpf_htonl(0xffff);
+	e->addr[3] = ip4;
+	e->port = port;
+}
+
+static __always_inline void set_v6(struct endpoint *e, const __u32 ip6[4], __u16 port)
+{
+	e->addr[0] = ip6[0];
+	e->addr[1] = ip6[1];
+	e->addr[2] = ip6[2];
+	e->addr[3] = ip6[3];
+	e->port = port;
+}
+
+static __always_inline int same(const struct endpoint *e, const __u32 a[4], __u16 port)
+{
+	return e->port == port && e->addr[0] == a[0] && e->addr[1] == a[1] && e->addr[2] == a[2] &&
+	       e->addr[3] == a[3];
+}
+
+/* The gateway listener or the resolver for the family of `a`; 0 when the session has none. */
+static __always_inline int gateway_for(const struct session *s, const __u32 a[4], struct endpoint *e)
+{
+	if (is_v4mapped(a)) {
+		set_mapped(e, s->gw4, s->gw4_port);
+		return 1;
+	}
+	if (!(s->flags & SESSION_HAS_GW6))
+		return 0;
+	set_v6(e, s->gw6, s->gw6_port);
+	return 1;
+}
+
+static __always_inline int resolver_for(const struct session *s, const __u32 a[4], struct endpoint *e)
+{
+	if (is_v4mapped(a)) {
+		set_mapped(e, s->dns4, s->dns4_port);
+		return 1;
+	}
+	if (!(s->flags & SESSION_HAS_DNS6))
+		return 0;
+	set_v6(e, s->dns6, s->dns6_port);
+	return 1;
+}
+
+/* Is (a, port) the session's own gateway listener or resolver, in either family? */
+static __always_inline int is_session_endpoint(const struct session *s, const __u32 a[4], __u16 port)
+{
+	struct endpoint e = {};
+
+	set_mapped(&e, s->gw4, s->gw4_port);
+	if (same(&e, a, port))
+		return 1;
+	set_mapped(&e, s->dns4, s->dns4_port);
+	if (same(&e, a, port))
+		return 1;
+	if (s->flags & SESSION_HAS_GW6) {
+		set_v6(&e, s->gw6, s->gw6_port);
+		if (same(&e, a, port))
+			return 1;
+	}
+	if (s->flags & SESSION_HAS_DNS6) {
+		set_v6(&e, s->dns6, s->dns6_port);
+		if (same(&e, a, port))
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int denied(__u32 gen, __u64 cgid, const __u32 a[4], __u16 port)
+{
+	struct deny_key k = {};
+
+	k.prefixlen = DENY_FIXED_BITS + 128;
+	k.gen = gen;
+	k.cgid = cgid;
+	k.port = port;
+	k.addr[0] = a[0];
+	k.addr[1] = a[1];
+	k.addr[2] = a[2];
+	k.addr[3] = a[3];
+	if (bpf_map_lookup_elem(&denies, &k))
+		return 1;
+	k.port = 0; /* rules for any port */
+	return bpf_map_lookup_elem(&denies, &k) != 0;
+}
+
+static __always_inline int record(void *ctx, __u64 cgid, const __u32 a[4], __u16 port,
+				  __u16 family, __u16 proto, const struct endpoint *to)
+{
+	struct orig_dst o = {};
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	o.addr[0] = a[0];
+	o.addr[1] = a[1];
+	o.addr[2] = a[2];
+	o.addr[3] = a[3];
+	o.gw[0] = to->addr[0];
+	o.gw[1] = to->addr[1];
+	o.gw[2] = to->addr[2];
+	o.gw[3] = to->addr[3];
+	o.port = port;
+	o.gw_port = to->port;
+	o.family = family;
+	o.proto = proto;
+	o.pid = (__u32)pid_tgid;
+	o.tgid = pid_tgid >> 32;
+	o.cookie = bpf_get_socket_cookie(ctx);
+	o.cgid = cgid;
+	o.ts_ns = bpf_ktime_get_ns();
+	return bpf_map_update_elem(&by_cookie, &o.cookie, &o, BPF_ANY) == 0;
+}
+
+/* The verdict for one destination; on PASS with *rewrite set, `to` is the new destination.
+ * `datagram_send` is a sendmsg (UDP only). */
+static __always_inline int steer(struct bpf_sock_addr *ctx, const __u32 a[4], __u16 port,
+				 __u16 family, struct endpoint *to, int *rewrite)
+{
+	__u64 cgid = 0;
+	struct session *s = find_session(&cgid);
+	__u32 type = ctx->type;
+	__u32 proto = ctx->protocol;
+
+	*rewrite = 0;
+	if (!s)
+		return REFUSE;
+	if (is_session_endpoint(s, a, port))
+		return PASS;
+	if (type == SOCK_STREAM && (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP)) {
+		if (denied(s->deny_gen, cgid, a, port))
+			return REFUSE;
+		if (!gateway_for(s, a, to))
+			return REFUSE;
+		if (!record(ctx, cgid, a, port, family, IPPROTO_TCP, to))
+			return REFUSE;
+		*rewrite = 1;
+		return PASS;
+	}
+	if (type == SOCK_DGRAM && proto == IPPROTO_UDP && port == bpf_htons(DNS_PORT)) {
+		/* DNS always goes to the session resolver, whatever address the agent was given:
+		 * the resolver is where DNS policy lives. */
+		if (!resolver_for(s, a, to))
+			return REFUSE;
+		if (!record(ctx, cgid, a, port, family, IPPROTO_UDP, to))
+			return REFUSE;
+		*rewrite = 1;
+		return PASS;
+	}
+	/* Other UDP, raw and ICMP sockets cannot be funnelled. */
+	return REFUSE;
+}
+
+static __always_inline int steer4(struct bpf_sock_addr *ctx)
+{
+	__u32 a[4] = {0, 0, bpf_htonl(0xffff), ctx->user_ip4};
+	__u16 port = (__u16)ctx->user_port;
+	struct endpoint to = {};
+	int rewrite;
+	int verdict = steer(ctx, a, port, AF_INET, &to, &rewrite);
+
+	if (verdict == PASS && rewrite) {
+		ctx->user_ip4 = to.addr[3];
+		ctx->user_port = to.port;
+	}
+	return verdict;
+}
+
+static __always_inline int steer6(struct bpf_sock_addr *ctx)
+{
+	__u32 a[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+	__u16 port = (__u16)ctx->user_port;
+	struct endpoint to = {};
+	int rewrite;
+	int verdict = steer(ctx, a, port, AF_INET6, &to, &rewrite);
+
+	if (verdict == PASS && rewrite) {
+		ctx->user_ip6[0] = to.addr[0];
+		ctx->user_ip6[1] = to.addr[1];
+		ctx->user_ip6[2] = to.addr[2];
+		ctx->user_ip6[3] = to.addr[3];
+		ctx->user_port = to.port;
+	}
+	return verdict;
+}
+
+SEC("cgroup/connect4")
+int connect4(struct bpf_sock_addr *ctx)
+{
+	return steer4(ctx);
+}
+
+SEC("cgroup/connect6")
+int connect6(struct bpf_sock_addr *ctx)
+{
+	return steer6(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return steer4(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return steer6(ctx);
+}
+
+/* The record for this socket if (a, port) is where it was redirected to. */
+static __always_inline struct orig_dst *redirected_to(void *ctx, const __u32 a[4], __u16 port)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct orig_dst *o = bpf_map_lookup_elem(&by_cookie, &cookie);
+
+	if (!o || o->gw_port != port || o->gw[0] != a[0] || o->gw[1] != a[1] || o->gw[2] != a[2] ||
+	    o->gw[3] != a[3])
+		return 0;
+	return o;
+}
+
+/* A v4-mapped destination on an AF_INET6 socket reaches the IPv4 hooks (the kernel hands such
+ * datagrams to udp_sendmsg), so a record's family says nothing about which hook restores it: the
+ * 16-byte form does. */
+static __always_inline void restore4(struct bpf_sock_addr *ctx)
+{
+	__u32 a[4] = {0, 0, bpf_htonl(0xffff), ctx->user_ip4};
+	struct orig_dst *o = redirected_to(ctx, a, (__u16)ctx->user_port);
+
+	if (o && is_v4mapped(o->addr)) {
+		ctx->user_ip4 = o->addr[3];
+		ctx->user_port = o->port;
+	}
+}
+
+static __always_inline void restore6(struct bpf_sock_addr *ctx)
+{
+	__u32 a[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
+	struct orig_dst *o = redirected_to(ctx, a, (__u16)ctx->user_port);
+
+	if (o) {
+		ctx->user_ip6[0] = o->addr[0];
+		ctx->user_ip6[1] = o->addr[1];
+		ctx->user_ip6[2] = o->addr[2];
+		ctx->user_ip6[3] = o->addr[3];
+		ctx->user_port = o->port;
+	}
+}
+
+/* Replies from the resolver appear to come from the address the agent asked. */
+SEC("cgroup/recvmsg4")
+int recvmsg4(struct bpf_sock_addr *ctx)
+{
+	restore4(ctx);
+	return PASS;
+}
+
+SEC("cgroup/recvmsg6")
+int recvmsg6(struct bpf_sock_addr *ctx)
+{
+	restore6(ctx);
+	return PASS;
+}
+
+/* getpeername names the original destination, not the gateway. */
+SEC("cgroup/getpeername4")
+int getpeername4(struct bpf_sock_addr *ctx)
+{
+	restore4(ctx);
+	return PASS;
+}
+
+SEC("cgroup/getpeername6")
+int getpeername6(struct bpf_sock_addr *ctx)
+{
+	restore6(ctx);
+	return PASS;
+}
+
+/* Once the kernel has picked the local address of a redirected TCP socket, file its record under
+ * that address; any other connect from the cgroup clears a stale record for its address, so a
+ * direct connection can never inherit an earlier socket's destination. */
+SEC("sockops")
+int record_local(struct bpf_sock_ops *skops)
+{
+	struct local_key k = {};
+	__u64 cookie;
+	struct orig_dst *o;
+	/* Every ctx field is read once, up front: the verifier rejects the pointer arithmetic the
+	 * compiler would otherwise share between the two families' branches. */
+	__u32 op = skops->op;
+	__u32 family = skops->family;
+	__u32 ip4 = skops->local_ip4;
+	__u32 ip6[4] = {skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2],
+			skops->local_ip6[3]};
+	__u32 port = skops->local_port;
+
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return 1;
+	if (family == AF_INET) {
+		k.addr[2] = bpf_htonl(0xffff);
+		k.addr[3] = ip4;
+	} else if (family == AF_INET6) {
+		k.addr[0] = ip6[0];
+		k.addr[1] = ip6[1];
+		k.addr[2] = ip6[2];
+		k.addr[3] = ip6[3];
+	} else {
+		return 1;
+	}
+	k.port = bpf_htons((__u16)port);
+	cookie = bpf_get_socket_cookie(skops);
+	o = bpf_map_lookup_elem(&by_cookie, &cookie);
+	if (o && o->proto == IPPROTO_TCP) {
+		struct orig_dst v = *o;
+
+		bpf_map_update_elem(&by_local, &k, &v, BPF_ANY);
+	} else {
+		bpf_map_delete_elem(&by_local, &k);
+	}
+	return 1;
+}

@@ -1,0 +1,537 @@
+//! The eBPF cgroup/sock_addr backend on the real kernel: probe processes in a temporary cgroup v2
+//! connect to TEST-NET addresses and land on loopback listeners standing in for the gateway and
+//! the session resolver. Each test runs again in a fresh network namespace holding only `lo`, so
+//! even a missed rewrite has nowhere to go; every test also checks the rewrite itself.
+
+#![allow(unsafe_code, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::time::Duration;
+
+use redirect::ebpf::probe::{ProbeData, ProbeOp, ProbeReport, run_in_cgroup};
+use redirect::ebpf::{Attached, DenyRule, EbpfBackend, EbpfError, Program, Redirected, SessionParams};
+use redirect::testing::{rerun_in_fresh_netns, skip};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+fn is_cgroup2(p: &Path) -> bool {
+    rustix::fs::statfs(p).is_ok_and(|s| s.f_type == CGROUP2_SUPER_MAGIC)
+}
+
+/// The cgroup v2 hierarchy: `/sys/fs/cgroup/unified` on hybrid hosts, else `/sys/fs/cgroup`.
+fn cgroup2_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].iter().map(PathBuf::from).find(|p| is_cgroup2(p))
+}
+
+/// Root, a cgroup v2 hierarchy, then the test body in a fresh netns with a loaded backend.
+fn setup(test: &str) -> Option<(EbpfBackend, PathBuf)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "needs root (loading BPF programs, creating cgroups)");
+        return None;
+    }
+    let Some(root) = cgroup2_root() else {
+        skip(test, "no cgroup v2 hierarchy mounted");
+        return None;
+    };
+    if rerun_in_fresh_netns(test) {
+        return None;
+    }
+    match EbpfBackend::load() {
+        Ok(b) => Some((b, root)),
+        Err(e) => {
+            skip(test, &format!("kernel refused the eBPF programs: {e}"));
+            None
+        }
+    }
+}
+
+/// A loaded backend, a fresh cgroup, and loopback stand-ins for the gateway and the resolver.
+struct Fixture {
+    backend: EbpfBackend,
+    root: PathBuf,
+    gw: TcpListener,
+    dns: UdpSocket,
+    cg: TempCgroup,
+}
+
+fn fixture(test: &str) -> Option<Fixture> {
+    let (backend, root) = setup(test)?;
+    let cg = TempCgroup::new(&root, "session");
+    let gw = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dns = UdpSocket::bind("127.0.0.1:0").unwrap();
+    Some(Fixture { backend, root, gw, dns, cg })
+}
+
+impl Fixture {
+    fn params(&self) -> SessionParams {
+        params(&self.gw, &self.dns)
+    }
+}
+
+/// A cgroup created for one test, removed when dropped.
+struct TempCgroup(PathBuf);
+
+impl TempCgroup {
+    fn new(root: &Path, name: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = root.join(format!("agentsh-test-{}-{name}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).expect("create test cgroup");
+        Self(dir)
+    }
+}
+
+impl Drop for TempCgroup {
+    fn drop(&mut self) {
+        // An exited probe may linger in the cgroup for a moment.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn params(gw4: &TcpListener, dns4: &UdpSocket) -> SessionParams {
+    let v4 = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => v4,
+        SocketAddr::V6(_) => panic!("want an IPv4 listener"),
+    };
+    SessionParams {
+        gateway_v4: v4(gw4.local_addr().unwrap()),
+        gateway_v6: None,
+        dns_v4: v4(dns4.local_addr().unwrap()),
+        dns_v6: None,
+        deny_list: Vec::new(),
+    }
+}
+
+fn v6(a: SocketAddr) -> SocketAddrV6 {
+    match a {
+        SocketAddr::V6(v6) => v6,
+        SocketAddr::V4(_) => panic!("want an IPv6 listener"),
+    }
+}
+
+/// A connect with nothing sent: for gateways that close what they cannot name.
+fn connect_only(cg: &Path, dst: &str) -> ProbeReport {
+    let op = ProbeOp::TcpConnect {
+        dst: dst.parse().unwrap(),
+        loopback_only: false,
+        payload: ProbeData::default(),
+        want_reply: false,
+    };
+    run_in_cgroup(cg, op, TIMEOUT).expect("run probe")
+}
+
+fn connect(cg: &Path, dst: &str) -> ProbeReport {
+    let op = ProbeOp::TcpConnect {
+        dst: dst.parse().unwrap(),
+        loopback_only: false,
+        payload: ProbeData::new(b"hello"),
+        want_reply: true,
+    };
+    run_in_cgroup(cg, op, TIMEOUT).expect("run probe")
+}
+
+/// What the gateway stand-in saw for one named connection.
+#[derive(Debug)]
+struct Seen {
+    peer: SocketAddr,
+    rec: Redirected,
+    greeting: Vec<u8>,
+}
+
+/// Stops the gateway stand-ins when the test body ends, panicking or not, so the scope can join.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A gateway stand-in on `listener`: names each accepted connection with `att.take`, answers
+/// "ok" to named ones and closes unnamed ones (the self-test's sentinel among them), until `stop`.
+fn serve<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    listener: &'s TcpListener,
+    att: &'s Attached,
+    stop: &'s AtomicBool,
+) -> mpsc::Receiver<Seen> {
+    let (tx, rx) = mpsc::channel();
+    listener.set_nonblocking(true).unwrap();
+    s.spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((mut conn, peer)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            };
+            let Some(rec) = att.take(peer) else { continue };
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut greeting = vec![0u8; 5];
+            let _ = conn.read_exact(&mut greeting);
+            let _ = conn.write_all(b"ok");
+            let _ = tx.send(Seen { peer, rec, greeting });
+        }
+    });
+    rx
+}
+
+fn assert_landed(r: &ProbeReport, seen: &Seen, requested: &str, dst: &str) {
+    assert_eq!(r.errno, None, "probe failed at {}: {r:?}", r.stage);
+    assert_eq!(r.reply, b"ok", "{r:?}");
+    assert_eq!(seen.greeting, b"hello");
+    let local = r.local.expect("probe local address");
+    let canonical = SocketAddr::new(local.ip().to_canonical(), local.port());
+    assert_eq!(seen.peer, canonical, "the gateway accepted the probe's own socket");
+    assert!(local.ip().to_canonical().is_loopback(), "rewritten to loopback, local {local}");
+    assert_eq!(r.peer, Some(requested.parse().unwrap()), "getpeername names the original");
+    assert_eq!(seen.rec.original.requested, requested.parse::<SocketAddr>().unwrap());
+    assert_eq!(seen.rec.original.dst, dst.parse::<SocketAddr>().unwrap());
+    assert_eq!(seen.rec.tgid, r.pid);
+    assert_eq!(seen.rec.original.pid, r.pid, "single-threaded probe: tid == pid");
+    assert_ne!(seen.rec.cookie, 0);
+}
+
+#[test]
+fn tcp_v4_lands_on_the_gateway_with_its_original_destination() {
+    let Some(f) = fixture("tcp_v4_lands_on_the_gateway_with_its_original_destination") else { return };
+    let Fixture { backend, gw, dns, cg, .. } = &f;
+    let att = backend.attach(&cg.0, params(gw, dns)).expect("attach");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let seen = serve(s, gw, &att, &stop);
+        let r = connect(&cg.0, "192.0.2.1:443");
+        let got = seen.recv_timeout(TIMEOUT).expect("gateway saw the connection");
+        assert_landed(&r, &got, "192.0.2.1:443", "192.0.2.1:443");
+        assert_eq!(got.rec.original.gateway, gw.local_addr().unwrap());
+        assert!(att.original_dst(got.peer).is_none(), "take removed the record");
+    });
+}
+
+#[test]
+fn tcp_v6_and_v4_mapped_land_on_their_gateways() {
+    let Some(f) = fixture("tcp_v6_and_v4_mapped_land_on_their_gateways") else { return };
+    let Fixture { backend, gw: gw4, cg, .. } = &f;
+    let gw6 = TcpListener::bind("[::1]:0").unwrap();
+    let p = SessionParams { gateway_v6: Some(v6(gw6.local_addr().unwrap())), ..f.params() };
+    let att = backend.attach(&cg.0, p).expect("attach");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let seen6 = serve(s, &gw6, &att, &stop);
+        let seen4 = serve(s, gw4, &att, &stop);
+        let r = connect(&cg.0, "[2001:db8::1]:443");
+        let got = seen6.recv_timeout(TIMEOUT).expect("v6 gateway saw the connection");
+        assert_landed(&r, &got, "[2001:db8::1]:443", "[2001:db8::1]:443");
+        assert_eq!(got.rec.original.gateway, gw6.local_addr().unwrap());
+
+        let r = connect(&cg.0, "[::ffff:192.0.2.1]:443");
+        let got = seen4.recv_timeout(TIMEOUT).expect("v4 gateway saw the v4-mapped connection");
+        assert_landed(&r, &got, "[::ffff:192.0.2.1]:443", "192.0.2.1:443");
+    });
+}
+
+#[test]
+fn ipv6_without_a_v6_gateway_is_refused() {
+    let Some(f) = fixture("ipv6_without_a_v6_gateway_is_refused") else { return };
+    let Fixture { backend, gw, dns, cg, .. } = &f;
+    let _att = backend.attach(&cg.0, params(gw, dns)).expect("attach");
+    let r = connect(&cg.0, "[2001:db8::1]:443");
+    assert_eq!((r.errno, r.stage), (Some(libc::EPERM), "connect"), "{r:?}");
+}
+
+fn deny(net: &str, port: Option<u16>) -> DenyRule {
+    DenyRule { net: net.parse().unwrap(), port }
+}
+
+#[test]
+fn denied_destinations_get_eperm_in_the_kernel() {
+    let Some(f) = fixture("denied_destinations_get_eperm_in_the_kernel") else { return };
+    let Fixture { backend, gw, dns, cg, .. } = &f;
+    let p = SessionParams {
+        deny_list: vec![
+            deny("192.0.2.128/25", None),
+            deny("198.51.100.0/24", Some(443)),
+            deny("2001:db8:dead::/48", None),
+        ],
+        ..params(gw, dns)
+    };
+    let att = backend.attach(&cg.0, p).expect("attach");
+    for dst in ["192.0.2.200:443", "192.0.2.129:22", "198.51.100.7:443", "[::ffff:192.0.2.200]:80"] {
+        let r = connect(&cg.0, dst);
+        assert_eq!((r.errno, r.stage), (Some(libc::EPERM), "connect"), "{dst}: {r:?}");
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let seen = serve(s, gw, &att, &stop);
+        // Outside the rules (another port, the other half of the /24): funnelled as usual.
+        for dst in ["198.51.100.7:80", "192.0.2.1:443"] {
+            let r = connect(&cg.0, dst);
+            let got = seen.recv_timeout(TIMEOUT).expect("gateway saw the connection");
+            assert_landed(&r, &got, dst, dst);
+        }
+    });
+}
+
+#[test]
+fn the_gateway_itself_is_not_rewritten_but_other_loopback_is() {
+    let Some(f) = fixture("the_gateway_itself_is_not_rewritten_but_other_loopback_is") else { return };
+    let Fixture { backend, gw, dns, cg, .. } = &f;
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let att = backend.attach(&cg.0, params(gw, dns)).expect("attach");
+    let gw_addr = gw.local_addr().unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        // Straight to the gateway: unchanged, and so unnamed (the stand-in closes it).
+        let op = ProbeOp::TcpConnect {
+            dst: gw_addr,
+            loopback_only: false,
+            payload: ProbeData::default(),
+            want_reply: false,
+        };
+        let r = run_in_cgroup(&cg.0, op, TIMEOUT).unwrap();
+        assert_eq!(r.errno, None, "{r:?}");
+        assert_eq!(r.peer, Some(gw_addr));
+        assert!(att.original_dst(r.local.unwrap()).is_none(), "no record for a direct gateway connection");
+        // Another loopback port is a destination like any other: policy decides in the gateway.
+        let seen = serve(s, gw, &att, &stop);
+        let dst = other.local_addr().unwrap().to_string();
+        let r = connect(&cg.0, &dst);
+        let got = seen.recv_timeout(TIMEOUT).expect("gateway saw the loopback connection");
+        assert_landed(&r, &got, &dst, &dst);
+        other.set_nonblocking(true).unwrap();
+        assert!(other.accept().is_err(), "nothing reached the other listener directly");
+    });
+}
+
+/// A resolver stand-in: answers each datagram with "answer:" + the query, and reports its source.
+fn resolver(dns: &UdpSocket) -> std::thread::JoinHandle<SocketAddr> {
+    let dns = dns.try_clone().unwrap();
+    dns.set_read_timeout(Some(TIMEOUT)).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let (n, from) = dns.recv_from(&mut buf).expect("resolver got the query");
+        let mut reply = b"answer:".to_vec();
+        reply.extend_from_slice(&buf[..n]);
+        dns.send_to(&reply, from).unwrap();
+        from
+    })
+}
+
+#[test]
+fn dns_goes_to_the_session_resolver_and_replies_come_from_the_asked_address() {
+    let Some(f) = fixture("dns_goes_to_the_session_resolver_and_replies_come_from_the_asked_address") else {
+        return;
+    };
+    let Fixture { backend, gw, dns, cg, .. } = &f;
+    let dns6 = UdpSocket::bind("[::1]:0").unwrap();
+    let p = SessionParams { dns_v6: Some(v6(dns6.local_addr().unwrap())), ..params(gw, dns) };
+    let _att = backend.attach(&cg.0, p).expect("attach");
+    for (sock, dst, connected) in [
+        (&dns, "192.0.2.53:53", false),
+        (&dns, "192.0.2.53:53", true),
+        (&dns, "[::ffff:192.0.2.53]:53", false),
+        (&&dns6, "[2001:db8::53]:53", false),
+        (&&dns6, "[2001:db8::53]:53", true),
+    ] {
+        let server = resolver(sock);
+        let dst: SocketAddr = dst.parse().unwrap();
+        let op = ProbeOp::UdpExchange { dst, connected, payload: ProbeData::new(b"q1") };
+        let r = run_in_cgroup(&cg.0, op, TIMEOUT).unwrap();
+        let from = server.join().unwrap();
+        assert_eq!(r.errno, None, "{dst} connected={connected}: {r:?}");
+        assert!(
+            from.ip().to_canonical().is_loopback(),
+            "the query reached the resolver from loopback ({from})"
+        );
+        assert_eq!(r.local.map(|l| l.port()), Some(from.port()), "the resolver saw the probe's socket");
+        assert_eq!(r.reply, b"answer:q1");
+        assert_eq!(r.reply_from, Some(dst), "reply source restored");
+        if connected {
+            assert_eq!(r.peer, Some(dst), "getpeername names the asked resolver");
+        }
+    }
+    // Other UDP cannot be funnelled: refused.
+    let op = ProbeOp::UdpExchange {
+        dst: "192.0.2.1:9".parse().unwrap(),
+        connected: false,
+        payload: ProbeData::new(b"x"),
+    };
+    let r = run_in_cgroup(&cg.0, op, TIMEOUT).unwrap();
+    assert_eq!((r.errno, r.stage), (Some(libc::EPERM), "send"), "{r:?}");
+}
+
+#[test]
+fn two_cgroups_with_different_gateways_stay_isolated() {
+    let Some(f) = fixture("two_cgroups_with_different_gateways_stay_isolated") else { return };
+    let Fixture { backend, root, gw: gw_a, dns, cg: cg_a } = &f;
+    let cg_b = TempCgroup::new(root, "b");
+    let gw_b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let pa = SessionParams { deny_list: vec![deny("192.0.2.9/32", None)], ..params(gw_a, dns) };
+    let att_a = backend.attach(&cg_a.0, pa).expect("attach a");
+    let att_b = backend.attach(&cg_b.0, params(&gw_b, dns)).expect("attach b");
+    assert_ne!(att_a.cgroup_id(), att_b.cgroup_id());
+    assert!(matches!(backend.attach(&cg_a.0, params(gw_a, dns)), Err(EbpfError::AlreadyAttached { .. })));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let seen_a = serve(s, gw_a, &att_a, &stop);
+        // B's stand-in names connections through A's session: it must never succeed.
+        let seen_b_via_a = serve(s, &gw_b, &att_a, &stop);
+        let r = connect(&cg_a.0, "192.0.2.1:443");
+        assert_landed(&r, &seen_a.recv_timeout(TIMEOUT).unwrap(), "192.0.2.1:443", "192.0.2.1:443");
+        let r = connect_only(&cg_b.0, "192.0.2.2:443");
+        assert_eq!(r.errno, None, "{r:?}");
+        let local = r.local.unwrap();
+        assert!(att_b.original_dst(local).is_some_and(|o| o.dst == "192.0.2.2:443".parse().unwrap()));
+        assert!(seen_b_via_a.recv_timeout(Duration::from_millis(300)).is_err(), "A named B's connection");
+        assert!(att_a.original_dst(local).is_none());
+        // A's deny rule is A's alone.
+        assert_eq!(connect(&cg_a.0, "192.0.2.9:443").errno, Some(libc::EPERM));
+        let r = connect_only(&cg_b.0, "192.0.2.9:443");
+        assert_eq!(r.errno, None, "{r:?}");
+        assert_eq!(
+            att_b.original_dst(r.local.unwrap()).map(|o| o.dst),
+            Some("192.0.2.9:443".parse().unwrap())
+        );
+    });
+}
+
+#[test]
+fn a_process_outside_the_cgroup_is_unaffected() {
+    let Some(f) = fixture("a_process_outside_the_cgroup_is_unaffected") else { return };
+    let Fixture { backend, gw, dns, cg, .. } = &f;
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let att = backend.attach(&cg.0, params(gw, dns)).expect("attach");
+    // This test process is outside the cgroup: its loopback connect goes where it asked.
+    let c = TcpStream::connect(other.local_addr().unwrap()).unwrap();
+    assert_eq!(c.peer_addr().unwrap(), other.local_addr().unwrap());
+    let (_conn, peer) = other.accept().unwrap();
+    assert!(att.original_dst(peer).is_none());
+    // And a TEST-NET connect is not rewritten: in this namespace it has no route at all.
+    let e = TcpStream::connect_timeout(&"192.0.2.1:443".parse().unwrap(), TIMEOUT).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENETUNREACH), "{e}");
+    // A child in a cgroup below the session's is still the session's.
+    let nested = TempCgroup::new(&cg.0, "nested");
+    let r = run_in_cgroup(
+        &nested.0,
+        ProbeOp::TcpConnect {
+            dst: "192.0.2.1:443".parse().unwrap(),
+            loopback_only: true,
+            payload: ProbeData::default(),
+            want_reply: false,
+        },
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(r.errno, None, "{r:?}");
+    assert_eq!(att.original_dst(r.local.unwrap()).map(|o| o.dst), Some("192.0.2.1:443".parse().unwrap()));
+    drop(nested);
+}
+
+#[test]
+fn the_self_test_fails_when_programs_are_missing_or_the_listener_is_wrong() {
+    let Some(f) = fixture("the_self_test_fails_when_programs_are_missing_or_the_listener_is_wrong") else {
+        return;
+    };
+    let Fixture { backend, gw, dns, cg, .. } = &f;
+    for omit in [Program::Connect4, Program::SockOps, Program::Getpeername4] {
+        let e =
+            backend.attach_omitting(&cg.0, params(gw, dns), &[omit]).expect_err("attach without a program");
+        assert!(matches!(e, EbpfError::SelfTest(_)), "{omit:?}: {e}");
+        // Nothing stays attached: a connect from the cgroup is not rewritten (and has no route).
+        let r = connect(&cg.0, "192.0.2.1:443");
+        assert_eq!(r.errno, Some(libc::ENETUNREACH), "after failed attach without {omit:?}: {r:?}");
+    }
+    // A gateway address with nothing listening.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let wrong = params(&closed, dns);
+    drop(closed);
+    let e = backend.attach(&cg.0, wrong).expect_err("attach to a dead listener");
+    assert!(matches!(e, EbpfError::SelfTest(ref m) if m.contains("Connection refused")), "{e}");
+    // The cgroup is usable again once the mistakes are gone.
+    backend.attach(&cg.0, params(gw, dns)).expect("attach after failures");
+}
+
+#[test]
+fn deny_list_updates_are_atomic_under_concurrent_connects() {
+    const SWAPS: usize = 40;
+    let Some(f) = fixture("deny_list_updates_are_atomic_under_concurrent_connects") else { return };
+    let Fixture { backend, gw, dns, cg, .. } = &f;
+    // 192.0.2.77 is denied in both sets; everything else about the sets differs.
+    let set_a: Vec<_> = (0..64u8)
+        .map(|i| deny(&format!("10.{i}.0.0/16"), None))
+        .chain([deny("192.0.2.77/32", None)])
+        .collect();
+    let set_b: Vec<_> = (0..64u8)
+        .map(|i| deny(&format!("172.16.{i}.0/24"), Some(443)))
+        .chain([deny("192.0.2.0/25", Some(443))])
+        .collect();
+    let att =
+        backend.attach(&cg.0, SessionParams { deny_list: set_a.clone(), ..params(gw, dns) }).expect("attach");
+    let stop = AtomicBool::new(false);
+    let swaps = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let _seen = serve(s, gw, &att, &stop);
+        let swapper = s.spawn(|| {
+            let started = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let set =
+                    if swaps.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) { &set_b } else { &set_a };
+                att.update_denies(set).expect("update");
+            }
+            started.elapsed()
+        });
+        // Connect until the sets have been swapped many times under the connects.
+        let probes: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    while swaps.load(Ordering::Relaxed) < SWAPS {
+                        let op =
+                            ProbeOp::TcpConnectLoop { dst: "192.0.2.77:443".parse().unwrap(), count: 500 };
+                        let r = run_in_cgroup(&cg.0, op, Duration::from_secs(20)).unwrap();
+                        results.lock().unwrap().push(r);
+                    }
+                })
+            })
+            .collect();
+        probes.into_iter().for_each(|p| p.join().unwrap());
+        stop.store(true, Ordering::Relaxed);
+        let took = swapper.join().unwrap();
+        let n = swaps.load(Ordering::Relaxed);
+        eprintln!("{n} deny-set swaps of 65 rules in {took:?}");
+    });
+    let results = results.into_inner().unwrap();
+    let refused: u32 = results.iter().map(|r| r.eperm).sum();
+    assert!(refused >= 4 * 500, "connects ran during the swaps ({refused})");
+    for r in results {
+        assert_eq!((r.ok, r.other, r.eperm), (0, 0, 500), "every connect refused: {r:?}");
+    }
+    // Each set is really in force once installed.
+    att.update_denies(&set_a).unwrap();
+    assert_eq!(connect(&cg.0, "10.3.1.1:443").errno, Some(libc::EPERM));
+    att.update_denies(&set_b).unwrap();
+    assert_eq!(connect(&cg.0, "192.0.2.1:443").errno, Some(libc::EPERM));
+    assert_eq!(connect(&cg.0, "172.16.3.9:443").errno, Some(libc::EPERM));
+    let r = connect(&cg.0, "10.3.1.1:443");
+    assert_eq!(
+        att.original_dst(r.local.unwrap()).map(|o| o.dst),
+        Some("10.3.1.1:443".parse().unwrap()),
+        "{r:?}"
+    );
+}
