@@ -9,7 +9,7 @@
  *    the gateway can name the peer it accepts;
  *  - sendmsg4/6 send UDP port 53 to the session resolver (any other UDP destination is refused);
  *    recvmsg4/6 and getpeername4/6 put the original address back where the agent looks.
- * The gateway's own listener and the session resolver are never rewritten (no loops).
+ * The gateway's own listener (TCP) and the session resolver (UDP) are never rewritten (no loops).
  * Every session lookup that fails refuses: a socket in an attached cgroup without a session is an
  * inconsistency, and the backend fails closed.
  */
@@ -149,28 +149,32 @@ static __always_inline int resolver_for(const struct session *s, const __u32 a[4
 	return 1;
 }
 
-/* Is (a, port) the session's own gateway listener or resolver, in either family? */
-static __always_inline int is_session_endpoint(const struct session *s, const __u32 a[4], __u16 port)
+/* Is (a, port) the session's gateway listener, in either family? */
+static __always_inline int is_gateway(const struct session *s, const __u32 a[4], __u16 port)
 {
 	struct endpoint e = {};
 
 	set_mapped(&e, s->gw4, s->gw4_port);
 	if (same(&e, a, port))
 		return 1;
+	if (!(s->flags & SESSION_HAS_GW6))
+		return 0;
+	set_v6(&e, s->gw6, s->gw6_port);
+	return same(&e, a, port);
+}
+
+/* Is (a, port) the session's resolver, in either family? */
+static __always_inline int is_resolver(const struct session *s, const __u32 a[4], __u16 port)
+{
+	struct endpoint e = {};
+
 	set_mapped(&e, s->dns4, s->dns4_port);
 	if (same(&e, a, port))
 		return 1;
-	if (s->flags & SESSION_HAS_GW6) {
-		set_v6(&e, s->gw6, s->gw6_port);
-		if (same(&e, a, port))
-			return 1;
-	}
-	if (s->flags & SESSION_HAS_DNS6) {
-		set_v6(&e, s->dns6, s->dns6_port);
-		if (same(&e, a, port))
-			return 1;
-	}
-	return 0;
+	if (!(s->flags & SESSION_HAS_DNS6))
+		return 0;
+	set_v6(&e, s->dns6, s->dns6_port);
+	return same(&e, a, port);
 }
 
 static __always_inline int denied(__u32 gen, __u64 cgid, const __u32 a[4], __u16 port)
@@ -230,9 +234,12 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, const __u32 a[4], __
 	*rewrite = 0;
 	if (!s)
 		return REFUSE;
-	if (is_session_endpoint(s, a, port))
-		return PASS;
+	/* Only the gateway's own listener is reachable as is over TCP, and only the resolver over
+	 * UDP: anything else sharing one of those addresses on the other protocol is not the
+	 * session's and stays behind the funnel. */
 	if (type == SOCK_STREAM && (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP)) {
+		if (is_gateway(s, a, port))
+			return PASS;
 		if (denied(s->deny_gen, cgid, a, port))
 			return REFUSE;
 		if (!gateway_for(s, a, to))
@@ -242,6 +249,8 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, const __u32 a[4], __
 		*rewrite = 1;
 		return PASS;
 	}
+	if (type == SOCK_DGRAM && proto == IPPROTO_UDP && is_resolver(s, a, port))
+		return PASS;
 	if (type == SOCK_DGRAM && proto == IPPROTO_UDP && port == bpf_htons(DNS_PORT)) {
 		/* DNS always goes to the session resolver, whatever address the agent was given:
 		 * the resolver is where DNS policy lives. */

@@ -314,6 +314,18 @@ fn the_gateway_itself_is_not_rewritten_but_other_loopback_is() {
         assert_landed(&r, &got, &dst, &dst);
         other.set_nonblocking(true).unwrap();
         assert!(other.accept().is_err(), "nothing reached the other listener directly");
+        // A TCP service sharing the resolver's UDP address is not the session's: funnelled too.
+        let beside_dns = TcpListener::bind(dns.local_addr().unwrap()).expect("TCP on the resolver's port");
+        let dst = dns.local_addr().unwrap().to_string();
+        let r = connect(&cg.0, &dst);
+        let got = seen.recv_timeout(TIMEOUT).expect("gateway saw the connection");
+        assert_landed(&r, &got, &dst, &dst);
+        beside_dns.set_nonblocking(true).unwrap();
+        assert!(beside_dns.accept().is_err(), "nothing reached the TCP service beside the resolver");
+        // And UDP to the gateway's address is other UDP: refused.
+        let op = ProbeOp::UdpExchange { dst: gw_addr, connected: false, payload: ProbeData::new(b"x") };
+        let r = run_in_cgroup(&cg.0, op, TIMEOUT).unwrap();
+        assert_eq!((r.errno, r.stage), (Some(libc::EPERM), "send"), "{r:?}");
     });
 }
 

@@ -162,3 +162,28 @@ pub enum EbpfError {
     #[error("eBPF self-test probe: {0}")]
     Probe(#[source] io::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_rules_cover_v4_mapped_destinations_and_their_port_only() {
+        let any = DenyRule::net("10.0.0.0/8".parse().unwrap());
+        assert!(any.covers("10.1.2.3:1".parse().unwrap()));
+        assert!(any.covers("[::ffff:10.1.2.3]:443".parse().unwrap()));
+        assert!(!any.covers("11.0.0.1:443".parse().unwrap()));
+        let https = DenyRule { net: "2001:db8::/32".parse().unwrap(), port: Some(443) };
+        assert!(https.covers("[2001:db8::1]:443".parse().unwrap()));
+        assert!(!https.covers("[2001:db8::1]:80".parse().unwrap()));
+        assert!(!https.covers("[2001:db9::1]:443".parse().unwrap()));
+    }
+
+    #[test]
+    fn attach_order_puts_recording_before_rewriting() {
+        let pos = |p| Program::ALL.iter().position(|&q| q == p).unwrap();
+        assert!(pos(Program::SockOps) < pos(Program::Connect4));
+        assert!(pos(Program::Recvmsg4) < pos(Program::Sendmsg4));
+        assert_eq!(Program::ALL.len(), 9);
+    }
+}
