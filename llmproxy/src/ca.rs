@@ -132,11 +132,21 @@ impl SessionCa {
     /// A TLS server configuration that presents, for each client, a leaf for the name in its
     /// SNI (a client without SNI fails the handshake), offering `alpn` in that order.
     pub fn server_config(self: &Arc<Self>, alpn: Vec<Vec<u8>>) -> Arc<ServerConfig> {
+        self.config_with(alpn, None)
+    }
+
+    /// As [`SessionCa::server_config`], but a client that sends no SNI (libpq to an IP
+    /// address, for one) gets a leaf for `fallback`.
+    pub fn server_config_with_fallback(self: &Arc<Self>, alpn: Vec<Vec<u8>>, fallback: &str) -> Arc<ServerConfig> {
+        self.config_with(alpn, Some(fallback.to_string()))
+    }
+
+    fn config_with(self: &Arc<Self>, alpn: Vec<Vec<u8>>, fallback: Option<String>) -> Arc<ServerConfig> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .expect("the ring provider supports the default TLS versions")
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SniResolver { ca: self.clone() }));
+            .with_cert_resolver(Arc::new(SniResolver { ca: self.clone(), fallback }));
         config.alpn_protocols = alpn;
         Arc::new(config)
     }
@@ -195,11 +205,12 @@ fn random_serial() -> SerialNumber {
 #[derive(Debug)]
 struct SniResolver {
     ca: Arc<SessionCa>,
+    fallback: Option<String>,
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name()?;
+        let name = hello.server_name().or(self.fallback.as_deref())?;
         match self.ca.certified_key(name) {
             Ok(key) => Some(key),
             Err(error) => {

@@ -106,14 +106,7 @@ fn handle(
                 );
             }
             let (name, policy) = resolve_policy(policy)?;
-            let session = Session::create(
-                &daemon.config,
-                daemon.recorder.clone(),
-                workspace,
-                name,
-                policy,
-                &daemon.upstream_tls,
-            )?;
+            let session = Session::create(daemon, workspace, name, policy)?;
             let info = session.info();
             daemon.recorder.record(
                 Event::new("session_created", &session.id)
@@ -121,11 +114,14 @@ fn handle(
                     .field("policy", session.policy_name.clone())
                     .field("peer_uid", peer.uid),
             );
-            daemon
-                .sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(session.id.clone(), Arc::new(session));
+            let session = Arc::new(session);
+            if let Some(db) = &session.db
+                && let Err(e) = db.start(daemon.runtime.handle(), Arc::downgrade(&session))
+            {
+                let _ = session.destroy();
+                return Err(e.context("serving the database sockets"));
+            }
+            daemon.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(session.id.clone(), session);
             Ok(Response::Created { session: info })
         }
         Request::SessionList => {

@@ -42,6 +42,9 @@ pub struct SessionDecider {
     pub recorder: Arc<Recorder>,
     /// The session resolver: names of synthetic and remembered addresses.
     pub resolver: Arc<dns::SessionResolver>,
+    /// The session's database proxies: a connect to a service's upstream goes to the funnel,
+    /// which hands it to the proxy, even on the host's loopback.
+    pub db: Option<Arc<super::db::SessionDb>>,
     /// Unix paths already reported as blocked (programs retry, e.g. glibc's nscd lookups).
     pub reported_unix: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     /// The policy's `unix_socket_rules`, compiled with this command's variables.
@@ -174,7 +177,9 @@ impl ConnectDecider for SessionDecider {
             // Every DNS question goes to the session resolver, whatever server it was meant for.
             return Action::Redirect(resolver_for(sock));
         }
-        let exported = dst.ip().is_loopback() && loopback_exported(&self.policy, &self.compiled, dst);
+        let exported = dst.ip().is_loopback()
+            && (loopback_exported(&self.policy, &self.compiled, dst)
+                || self.db.as_ref().is_some_and(|db| db.for_connect(dst, None).is_some()));
         if dst.ip().is_loopback() && !exported {
             return Action::Continue; // stays on the sandbox's own loopback
         }
@@ -348,6 +353,7 @@ mod tests {
             workspace: PathBuf::from("/w"),
             recorder,
             resolver: Arc::new(resolver),
+            db: None,
             reported_unix: Default::default(),
             unix_rules,
         };

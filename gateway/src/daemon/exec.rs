@@ -89,6 +89,10 @@ fn environment(
         env.insert(var.into(), bundle.clone());
     }
     env.insert("NODE_EXTRA_CA_CERTS".into(), state.join(super::session::CA_FILE).display().to_string());
+    // libpq verifies servers against its own root file, not the system bundle.
+    if session.db.is_some() {
+        env.insert("PGSSLROOTCERT".into(), state.join(super::session::CA_FILE).display().to_string());
+    }
     // The LLM proxy's base URLs and placeholder keys replace whatever the caller passed: the
     // real keys stay in the gateway.
     if let Some(llm) = &session.llm {
@@ -232,6 +236,7 @@ pub fn run(
         workspace: session.workspace.clone(),
         recorder: daemon.recorder.clone(),
         resolver: session.resolver.clone(),
+        db: session.db.clone(),
         reported_unix: Default::default(),
         unix_rules: policies::engine::unix::UnixRules::new(&session.policy.unix_socket_rules, &|name| {
             match name {
@@ -253,6 +258,7 @@ pub fn run(
         ca: session.ca.clone(),
         upstream_tls: daemon.upstream_tls.clone(),
         llm: session.llm.clone(),
+        db: session.db.clone(),
         active: AtomicUsize::new(0),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

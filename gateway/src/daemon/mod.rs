@@ -3,6 +3,7 @@
 
 mod audit;
 mod control;
+mod db;
 mod decider;
 mod exec;
 mod funnel;
@@ -37,6 +38,8 @@ pub struct Daemon {
     pub runtime: tokio::runtime::Runtime,
     /// Trust for the TLS connections the gateway originates.
     pub upstream_tls: Arc<tls::UpstreamTls>,
+    /// Cancel keys the database proxies issued, shared by every session's proxies.
+    pub cancel_keys: dbproxy::proxy::CancelTable,
 }
 
 impl Daemon {
@@ -90,7 +93,14 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         .thread_name("agentsh-gw")
         .enable_all()
         .build()?;
-    let daemon = Arc::new(Daemon { config, sessions: Mutex::default(), recorder, runtime, upstream_tls });
+    let daemon = Arc::new(Daemon {
+        config,
+        sessions: Mutex::default(),
+        recorder,
+        runtime,
+        upstream_tls,
+        cancel_keys: dbproxy::proxy::CancelTable::new(),
+    });
 
     let on_signal = daemon.clone();
     let sock_path = socket.clone();

@@ -47,6 +47,9 @@ pub struct Session {
     pub ca: Arc<SessionCa>,
     /// The LLM proxy, when the policy names providers.
     pub llm: Option<Arc<llmproxy::LlmProxy>>,
+    /// The database proxies, when the policy names `db_services`.
+    pub db: Option<Arc<super::db::SessionDb>>,
+    recorder: Arc<Recorder>,
     cgroup: Mutex<Option<SessionCgroup>>,
     created_at: String,
     commands: AtomicU64,
@@ -56,13 +59,13 @@ pub struct Session {
 impl Session {
     /// Create the state dir, cgroup and resolver of a new session.
     pub fn create(
-        config: &ServerConfig,
-        recorder: Arc<Recorder>,
+        daemon: &super::Daemon,
         workspace: PathBuf,
         policy_name: String,
         policy: Policy,
-        upstream_tls: &super::tls::UpstreamTls,
     ) -> anyhow::Result<Session> {
+        let (config, recorder, upstream_tls) =
+            (&daemon.config, daemon.recorder.clone(), &daemon.upstream_tls);
         let id = format!("session-{}", uuid::Uuid::new_v4());
         // Everything that can fail on bad input first; then the state dir and the cgroup,
         // removed again if a later step fails, so a refused session leaves nothing behind.
@@ -81,7 +84,7 @@ impl Session {
             dns_event_sink(recorder.clone(), id.clone(), current_command.clone()),
         ));
         let llm_sink = Arc::new(super::llm::AuditSink {
-            recorder,
+            recorder: recorder.clone(),
             session_id: id.clone(),
             current_command: current_command.clone(),
         });
@@ -92,10 +95,26 @@ impl Session {
             .mode(0o755)
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
-        let cgroup = match write_trust(&dir, &ca)
-            .and_then(|()| SessionCgroup::create(&id).context("creating the session cgroup"))
-        {
-            Ok(cg) => cg,
+        let made = write_trust(&dir, &ca).and_then(|()| {
+            let db = super::db::SessionDb::create(
+                &policy,
+                super::db::DbSetup {
+                    session_id: &id,
+                    dir: &dir,
+                    ca: ca.clone(),
+                    extra_roots: upstream_tls.extra_roots().to_vec(),
+                    cancel_keys: daemon.cancel_keys.clone(),
+                    recorder: recorder.clone(),
+                    current_command: current_command.clone(),
+                    resolver: &resolver,
+                    runtime: daemon.runtime.handle(),
+                },
+            )?;
+            let cgroup = SessionCgroup::create(&id).context("creating the session cgroup")?;
+            Ok((db.map(Arc::new), cgroup))
+        });
+        let (db, cgroup) = match made {
+            Ok(x) => x,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(e);
@@ -107,6 +126,8 @@ impl Session {
             current_command,
             ca,
             llm,
+            db,
+            recorder,
             workspace,
             policy_name,
             policy: Arc::new(policy),
@@ -151,8 +172,16 @@ impl Session {
         }
     }
 
+    /// Where the session's events go.
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
+    }
+
     /// Kill every process of the session, remove its cgroup and its state dir (sockets included).
     pub fn destroy(&self) -> anyhow::Result<()> {
+        if let Some(db) = &self.db {
+            db.stop();
+        }
         if let Some(cg) = self.cgroup.lock().unwrap_or_else(|p| p.into_inner()).take() {
             cg.kill_all().context("killing the session's processes")?;
             cg.wait_empty(std::time::Duration::from_secs(5))

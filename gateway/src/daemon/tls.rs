@@ -10,6 +10,7 @@ use rustls::{ClientConfig, RootCertStore, crypto::CryptoProvider, pki_types::Cer
 /// Trust for upstream TLS.
 pub struct UpstreamTls {
     roots: Arc<RootCertStore>,
+    extra: Vec<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -17,6 +18,7 @@ impl UpstreamTls {
     /// The host's roots plus every certificate in `extra` (each file must hold at least one).
     pub fn load(extra: &[impl AsRef<Path>]) -> anyhow::Result<UpstreamTls> {
         let mut roots = RootCertStore::empty();
+        let mut extra_ders = Vec::new();
         let native = rustls_native_certs::load_native_certs();
         for e in &native.errors {
             tracing::warn!(error = %e, "skipping part of the system trust store");
@@ -27,6 +29,7 @@ impl UpstreamTls {
             let path = path.as_ref();
             let certs = read_pem_certs(path)?;
             for cert in certs {
+                extra_ders.push(cert.clone());
                 roots
                     .add(cert)
                     .with_context(|| format!("tls.extra_roots: {}: unusable certificate", path.display()))?;
@@ -34,8 +37,14 @@ impl UpstreamTls {
         }
         Ok(UpstreamTls {
             roots: Arc::new(roots),
+            extra: extra_ders,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         })
+    }
+
+    /// The certificates of `tls.extra_roots`.
+    pub fn extra_roots(&self) -> &[CertificateDer<'static>] {
+        &self.extra
     }
 
     /// A client configuration offering `alpn`.

@@ -67,6 +67,8 @@ pub struct Funnel {
     pub upstream_tls: Arc<super::tls::UpstreamTls>,
     /// The session's LLM proxy: TLS to a provider host is terminated and handed to it.
     pub llm: Option<Arc<llmproxy::LlmProxy>>,
+    /// The session's database proxies: a connect to a service's upstream is handed to its proxy.
+    pub db: Option<Arc<super::db::SessionDb>>,
     /// Connections still being handled.
     pub active: AtomicUsize,
 }
@@ -134,6 +136,11 @@ impl Funnel {
             reset(agent);
             return;
         };
+        if let Some(db) = &self.db
+            && let Some(entry) = db.for_connect(dst.dst, self.resolver.name_for(dst.ip()).as_ref())
+        {
+            return self.intercept_db(agent, &dst, entry.clone()).await;
+        }
         let timeout = if CLIENT_FIRST_PORTS.contains(&dst.port()) {
             PEEK_TIMEOUT_CLIENT_FIRST
         } else {
@@ -264,6 +271,31 @@ impl Funnel {
             .event("net_connect", dst, named, route)
             .field("upstream", "llm-proxy")
             .field("intercepted", "llm");
+        if let Err(err) = served {
+            e = e.field("error", err.to_string());
+        }
+        self.recorder.record(e.field("duration_ms", millis(start.elapsed())));
+    }
+
+    /// Hand a connect to a database service's upstream to its proxy: the only route there.
+    async fn intercept_db(&self, agent: TcpStream, dst: &OriginalDst, entry: Arc<super::db::DbEntry>) {
+        let start = Instant::now();
+        let _ = agent.set_nodelay(true);
+        let ctx = dbproxy::ClientCtx {
+            session_id: Some(self.session_id.clone()),
+            client_identity: super::db::identity_of(dst.pid),
+            peer_pid: i32::try_from(dst.pid).ok(),
+        };
+        let served = entry.proxy.serve(agent, ctx).await;
+        let mut e = Event::new("net_connect", &self.session_id);
+        e.command_id = Some(self.command_id.clone());
+        e.pid = i32::try_from(dst.pid).ok();
+        e.domain = self.resolver.name_for(dst.ip()).map(|h| h.to_string());
+        e.remote = Some(dst.dst.to_string());
+        let mut e = e
+            .field("protocol", "postgres")
+            .field("intercepted", format!("db:{}", entry.proxy.service_name()))
+            .field("upstream", "db-proxy");
         if let Err(err) = served {
             e = e.field("error", err.to_string());
         }
