@@ -2,16 +2,20 @@
 
 use serde::Deserialize;
 
-/// How hard the DB proxy is made unavoidable.
+/// How hard the DB proxy is made unavoidable. In every mode each service gets its per-session
+/// socket and every TCP connect to its upstream (by name, or by an address the name resolved
+/// to when the session was created) is handed to the proxy: the modes differ in what happens
+/// when that set-up is incomplete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unavoidability {
-    /// No per-session listeners, no egress denies (the default).
+    /// An upstream name that does not resolve is matched by name only (the default; agentsh's
+    /// name, where it meant no per-session listeners).
     #[default]
     Off,
-    /// Listeners and egress denies; tolerate DNS expansion failures.
+    /// As `off` (agentsh's name for listeners plus egress denies, tolerating DNS failures).
     Observe,
-    /// As `observe`, and refuse to start a session when anything cannot be set up.
+    /// Refuse to start a session when an upstream name does not resolve.
     Enforce,
 }
 
