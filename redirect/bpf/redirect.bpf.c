@@ -49,8 +49,21 @@ struct {
 	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct deny_key);
-	__type(value, __u8);
+	__type(value, struct deny_rule);
 } denies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} refusals SEC(".maps");
+
+/* Refusals that did not fit in the ring buffer: counted, never silently gone. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} refusals_lost SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -177,9 +190,10 @@ static __always_inline int is_resolver(const struct session *s, const __u32 a[4]
 	return same(&e, a, port);
 }
 
-static __always_inline int denied(__u32 gen, __u64 cgid, const __u32 a[4], __u16 port)
+static __always_inline struct deny_rule *denied(__u32 gen, __u64 cgid, const __u32 a[4], __u16 port)
 {
 	struct deny_key k = {};
+	struct deny_rule *r;
 
 	k.prefixlen = DENY_FIXED_BITS + 128;
 	k.gen = gen;
@@ -189,10 +203,43 @@ static __always_inline int denied(__u32 gen, __u64 cgid, const __u32 a[4], __u16
 	k.addr[1] = a[1];
 	k.addr[2] = a[2];
 	k.addr[3] = a[3];
-	if (bpf_map_lookup_elem(&denies, &k))
-		return 1;
+	r = bpf_map_lookup_elem(&denies, &k);
+	if (r)
+		return r;
 	k.port = 0; /* rules for any port */
-	return bpf_map_lookup_elem(&denies, &k) != 0;
+	return bpf_map_lookup_elem(&denies, &k);
+}
+
+static __always_inline void report(__u64 cgid, const __u32 a[4], __u16 port, __u16 family, __u16 proto,
+				   __u16 reason, const struct deny_rule *rule)
+{
+	struct refusal *e = bpf_ringbuf_reserve(&refusals, sizeof(*e), 0);
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&refusals_lost, &zero);
+
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->cgid = cgid;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->pid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	e->addr[0] = a[0];
+	e->addr[1] = a[1];
+	e->addr[2] = a[2];
+	e->addr[3] = a[3];
+	e->port = port;
+	e->family = family;
+	e->proto = proto;
+	e->reason = reason;
+	if (rule)
+		e->rule = *rule;
+	bpf_ringbuf_submit(e, 0);
 }
 
 static __always_inline int record(void *ctx, __u64 cgid, const __u32 a[4], __u16 port,
@@ -221,47 +268,69 @@ static __always_inline int record(void *ctx, __u64 cgid, const __u32 a[4], __u16
 	return bpf_map_update_elem(&by_cookie, &o.cookie, &o, BPF_ANY) == 0;
 }
 
-/* The verdict for one destination; on PASS with *rewrite set, `to` is the new destination.
- * `datagram_send` is a sendmsg (UDP only). */
-static __always_inline int steer(struct bpf_sock_addr *ctx, const __u32 a[4], __u16 port,
-				 __u16 family, struct endpoint *to, int *rewrite)
+/* The verdict for one destination: 0 to pass (with *rewrite set, `to` is the new destination),
+ * else the REFUSED_* reason; `*rule` is the deny rule that matched, if one did. */
+static __always_inline int decide(struct bpf_sock_addr *ctx, struct session *s, __u64 cgid, const __u32 a[4],
+				  __u16 port, __u16 family, struct endpoint *to, int *rewrite,
+				  struct deny_rule **rule)
 {
-	__u64 cgid = 0;
-	struct session *s = find_session(&cgid);
 	__u32 type = ctx->type;
 	__u32 proto = ctx->protocol;
 
-	*rewrite = 0;
-	if (!s)
-		return REFUSE;
 	/* Only the gateway's own listener is reachable as is over TCP, and only the resolver over
 	 * UDP: anything else sharing one of those addresses on the other protocol is not the
 	 * session's and stays behind the funnel. */
 	if (type == SOCK_STREAM && (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP)) {
 		if (is_gateway(s, a, port))
-			return PASS;
-		if (denied(s->deny_gen, cgid, a, port))
-			return REFUSE;
+			return 0;
+		*rule = denied(s->deny_gen, cgid, a, port);
+		if (*rule)
+			return REFUSED_DENY_RULE;
 		if (!gateway_for(s, a, to))
-			return REFUSE;
+			return REFUSED_NO_GATEWAY;
 		if (!record(ctx, cgid, a, port, family, IPPROTO_TCP, to))
-			return REFUSE;
+			return REFUSED_RECORD;
 		*rewrite = 1;
-		return PASS;
+		return 0;
 	}
-	if (type == SOCK_DGRAM && proto == IPPROTO_UDP && is_resolver(s, a, port))
-		return PASS;
-	if (type == SOCK_DGRAM && proto == IPPROTO_UDP && port == bpf_htons(DNS_PORT)) {
+	if (type == SOCK_DGRAM && proto == IPPROTO_UDP) {
+		if (is_resolver(s, a, port))
+			return 0;
+		if (port != bpf_htons(DNS_PORT))
+			return REFUSED_UDP;
 		/* DNS always goes to the session resolver, whatever address the agent was given:
 		 * the resolver is where DNS policy lives. */
 		if (!resolver_for(s, a, to))
-			return REFUSE;
+			return REFUSED_NO_RESOLVER;
 		if (!record(ctx, cgid, a, port, family, IPPROTO_UDP, to))
-			return REFUSE;
+			return REFUSED_RECORD;
 		*rewrite = 1;
-		return PASS;
+		return 0;
 	}
-	/* Other UDP, raw and ICMP sockets cannot be funnelled. */
+	/* Raw, ICMP and other sockets cannot be funnelled. */
+	return REFUSED_PROTOCOL;
+}
+
+/* PASS or REFUSE for one destination; every refusal is reported. */
+static __always_inline int steer(struct bpf_sock_addr *ctx, const __u32 a[4], __u16 port,
+				 __u16 family, struct endpoint *to, int *rewrite)
+{
+	__u64 cgid = 0;
+	struct session *s = find_session(&cgid);
+	struct deny_rule *rule = 0;
+	__u32 proto = ctx->protocol;
+	int reason;
+
+	*rewrite = 0;
+	if (!s) {
+		reason = REFUSED_NO_SESSION;
+		cgid = bpf_get_current_cgroup_id();
+	} else {
+		reason = decide(ctx, s, cgid, a, port, family, to, rewrite, &rule);
+	}
+	if (!reason)
+		return PASS;
+	report(cgid, a, port, family, (__u16)proto, (__u16)reason, rule);
 	return REFUSE;
 }
 

@@ -41,6 +41,38 @@ struct deny_key {
 } __attribute__((packed));
 #define DENY_FIXED_BITS 128
 
+/* Deny trie value: the rule itself, so a refusal can name it. */
+struct deny_rule {
+	__u32 addr[4];  /* network, 16-byte form */
+	__u16 port;     /* network order, 0 = any */
+	__u8 prefix;    /* in the rule's own family */
+	__u8 v4;        /* 1 for an IPv4 rule */
+	__u32 index;    /* position in the list userspace installed */
+};
+
+/* Why a program refused (struct refusal.reason). */
+#define REFUSED_DENY_RULE 1    /* a deny rule matched (rule is set) */
+#define REFUSED_NO_GATEWAY 2   /* IPv6 TCP, and the session has no IPv6 gateway */
+#define REFUSED_NO_RESOLVER 3  /* IPv6 DNS, and the session has no IPv6 resolver */
+#define REFUSED_UDP 4          /* UDP other than DNS */
+#define REFUSED_PROTOCOL 5     /* neither TCP nor UDP (raw, ICMP, ...) */
+#define REFUSED_NO_SESSION 6   /* attached cgroup without a session entry */
+#define REFUSED_RECORD 7       /* the original destination could not be recorded */
+
+/* One refusal, sent to userspace over a ring buffer for the audit trail. */
+struct refusal {
+	__u64 cgid;     /* the session's cgroup (the task's own when no session was found) */
+	__u64 ts_ns;
+	__u32 pid;
+	__u32 tgid;
+	__u32 addr[4];  /* destination as asked, 16-byte form */
+	__u16 port;
+	__u16 family;
+	__u16 proto;
+	__u16 reason;
+	struct deny_rule rule;
+};
+
 /* The destination a socket asked for, recorded by connect4/6 (keyed by socket cookie) and copied
  * by sockops under the socket's local address. */
 struct orig_dst {
@@ -69,5 +101,7 @@ _Static_assert(sizeof(struct session) == 56, "struct session layout");
 _Static_assert(sizeof(struct deny_key) == 36, "struct deny_key layout");
 _Static_assert(sizeof(struct orig_dst) == 72, "struct orig_dst layout");
 _Static_assert(sizeof(struct local_key) == 20, "struct local_key layout");
+_Static_assert(sizeof(struct deny_rule) == 24, "struct deny_rule layout");
+_Static_assert(sizeof(struct refusal) == 72, "struct refusal layout");
 
 #endif

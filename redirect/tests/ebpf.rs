@@ -13,7 +13,9 @@ use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use redirect::ebpf::probe::{ProbeData, ProbeOp, ProbeReport, run_in_cgroup};
-use redirect::ebpf::{Attached, DenyRule, EbpfBackend, EbpfError, Program, Redirected, SessionParams};
+use redirect::ebpf::{
+    Attached, DenyRule, EbpfBackend, EbpfError, Program, Redirected, RefusalReason, SessionParams,
+};
 use redirect::testing::{rerun_in_fresh_netns, skip};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -267,11 +269,36 @@ fn denied_destinations_get_eperm_in_the_kernel() {
         ],
         ..params(gw, dns)
     };
+    let mut refusals = backend.refusals().expect("refusal stream");
+    assert!(backend.refusals().is_none(), "handed out once");
     let att = backend.attach(&cg.0, p).expect("attach");
-    for dst in ["192.0.2.200:443", "192.0.2.129:22", "198.51.100.7:443", "[::ffff:192.0.2.200]:80"] {
+    let canary = refusals.next().expect("the self-test's canary refusal");
+    assert_eq!((canary.reason, canary.cgroup_id), (RefusalReason::SelfTestCanary, att.cgroup_id()));
+    let cases = [
+        ("192.0.2.200:443", RefusalReason::DenyRule, Some(0)),
+        ("192.0.2.129:22", RefusalReason::DenyRule, Some(0)),
+        ("198.51.100.7:443", RefusalReason::DenyRule, Some(1)),
+        ("[::ffff:192.0.2.200]:80", RefusalReason::DenyRule, Some(0)),
+        ("[2001:db8:dead::1]:443", RefusalReason::DenyRule, Some(2)),
+        ("[2001:db8:beef::1]:443", RefusalReason::NoGateway, None),
+    ];
+    for (dst, reason, index) in cases {
         let r = connect(&cg.0, dst);
         assert_eq!((r.errno, r.stage), (Some(libc::EPERM), "connect"), "{dst}: {r:?}");
+        let e = refusals.next().unwrap_or_else(|| panic!("a refusal event for {dst}"));
+        assert_eq!(
+            (e.dst, e.reason, e.rule.and_then(|m| m.index)),
+            (dst.parse().unwrap(), reason, index),
+            "{e:?}"
+        );
+        assert_eq!((e.cgroup_id, e.tgid, e.pid), (att.cgroup_id(), r.pid, r.pid));
+        if index.is_some() {
+            let rule = e.rule.unwrap().rule;
+            assert!(rule.covers(e.dst), "{rule:?} covers {}", e.dst);
+        }
     }
+    assert!(refusals.next().is_none());
+    assert_eq!(refusals.lost(), 0);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
@@ -351,7 +378,8 @@ fn dns_goes_to_the_session_resolver_and_replies_come_from_the_asked_address() {
     let Fixture { backend, gw, dns, cg, .. } = &f;
     let dns6 = UdpSocket::bind("[::1]:0").unwrap();
     let p = SessionParams { dns_v6: Some(v6(dns6.local_addr().unwrap())), ..params(gw, dns) };
-    let _att = backend.attach(&cg.0, p).expect("attach");
+    let att = backend.attach(&cg.0, p).expect("attach");
+    let mut refusals = backend.refusals().expect("refusal stream");
     for (sock, dst, connected) in [
         (&dns, "192.0.2.53:53", false),
         (&dns, "192.0.2.53:53", true),
@@ -384,6 +412,9 @@ fn dns_goes_to_the_session_resolver_and_replies_come_from_the_asked_address() {
     };
     let r = run_in_cgroup(&cg.0, op, TIMEOUT).unwrap();
     assert_eq!((r.errno, r.stage), (Some(libc::EPERM), "send"), "{r:?}");
+    let e = refusals.find(|e| e.reason != RefusalReason::SelfTestCanary).expect("a refusal event");
+    assert_eq!((e.reason, e.dst, e.tgid), (RefusalReason::Udp, "192.0.2.1:9".parse().unwrap(), r.pid));
+    assert_eq!((e.cgroup_id, e.transport), (att.cgroup_id(), Some(redirect::Transport::Udp)));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use aya::programs::sock_ops::SockOpsLink;
 
 use super::backend::{Shared, lock};
 use super::maps::{self, DenyData, IPPROTO_TCP, OrigValue, SESSION_HAS_DNS6, SESSION_HAS_GW6, SessionValue};
-use super::selftest::CANARY_DENY_V4;
+use super::selftest::{CANARY_DENY_V4, CANARY_INDEX};
 use super::{DenyRule, EbpfError, SessionParams};
 use crate::original_dst::{OriginalDst, Transport};
 use crate::sockaddr::canonical;
@@ -198,17 +198,17 @@ impl Attached {
             net: ipnet::IpNet::from(std::net::IpAddr::V4(*CANARY_DENY_V4.ip())),
             port: Some(CANARY_DENY_V4.port()),
         };
-        let keys: Vec<_> = rules
+        let entries: Vec<_> = rules
             .iter()
-            .chain(std::iter::once(&canary))
-            .map(|r| {
-                maps::deny_key(next, self.cgroup_id, r.net.addr(), r.net.prefix_len(), r.port.unwrap_or(0))
-            })
+            .zip(0u32..)
+            .chain(std::iter::once((&canary, CANARY_INDEX)))
+            .map(|(r, i)| maps::deny_entry(next, self.cgroup_id, r, i))
             .collect();
+        let keys: Vec<_> = entries.iter().map(|(k, _)| *k).collect();
         {
             let mut trie = lock(&self.shared.denies);
-            for (i, k) in keys.iter().enumerate() {
-                if let Err(e) = trie.insert(k, 1, 0) {
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if let Err(e) = trie.insert(k, v, 0) {
                     for k in &keys[..i] {
                         let _ = trie.remove(k);
                     }

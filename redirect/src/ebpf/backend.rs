@@ -12,7 +12,8 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps};
 use aya::{Ebpf, EbpfLoader};
 
 use super::attached::{Attached, AttachedLink};
-use super::maps::{DenyData, LocalKey, OrigValue, SessionValue};
+use super::maps::{DenyData, DenyValue, LocalKey, OrigValue, SessionValue};
+use super::refusals::Refusals;
 use super::{EbpfError, Program, SessionParams};
 
 /// The object `build.rs` compiled from `bpf/redirect.bpf.c`.
@@ -25,7 +26,9 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 pub(crate) struct Shared {
     pub(crate) ebpf: Mutex<Ebpf>,
     pub(crate) sessions: Mutex<BpfHashMap<MapData, u64, SessionValue>>,
-    pub(crate) denies: Mutex<LpmTrie<MapData, DenyData, u8>>,
+    pub(crate) denies: Mutex<LpmTrie<MapData, DenyData, DenyValue>>,
+    /// The refusal stream, until [`EbpfBackend::refusals`] hands it out.
+    refusals: Mutex<Option<Refusals>>,
     pub(crate) by_local: Mutex<BpfHashMap<MapData, LocalKey, OrigValue>>,
     /// Cgroups with a live session (one session per cgroup).
     pub(crate) attached: Mutex<HashSet<u64>>,
@@ -80,15 +83,23 @@ impl EbpfBackend {
         let sessions = take_map(&mut ebpf, "sessions")?;
         let denies = take_map(&mut ebpf, "denies")?;
         let by_local = take_map(&mut ebpf, "by_local")?;
+        let refusals = Refusals::new(take_map(&mut ebpf, "refusals")?, take_map(&mut ebpf, "refusals_lost")?);
         Ok(Self {
             shared: Arc::new(Shared {
                 ebpf: Mutex::new(ebpf),
                 sessions: Mutex::new(sessions),
                 denies: Mutex::new(denies),
                 by_local: Mutex::new(by_local),
+                refusals: Mutex::new(Some(refusals)),
                 attached: Mutex::new(HashSet::new()),
             }),
         })
+    }
+
+    /// The stream of connects and sends the programs refused, for every session of this backend
+    /// (each names its cgroup). Handed out once; `None` afterwards.
+    pub fn refusals(&self) -> Option<Refusals> {
+        lock(&self.shared.refusals).take()
     }
 
     /// Attaches the session `params` to the cgroup v2 directory `cgroup_dir` (processes in it and

@@ -62,6 +62,33 @@ pub(crate) struct OrigValue {
     pub ts_ns: u64,
 }
 
+/// `struct deny_rule`: the trie's value, the rule that matched.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DenyValue {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub prefix: u8,
+    pub v4: u8,
+    pub index: u32,
+}
+
+/// `struct refusal`: one event from the ring buffer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RefusalRaw {
+    pub cgid: u64,
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u16,
+    pub proto: u16,
+    pub reason: u16,
+    pub rule: DenyValue,
+}
+
 /// `struct local_key`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +104,8 @@ const _: () = assert!(size_of::<SessionValue>() == 56);
 const _: () = assert!(size_of::<Key<DenyData>>() == 36);
 const _: () = assert!(size_of::<OrigValue>() == 72);
 const _: () = assert!(size_of::<LocalKey>() == 20);
+const _: () = assert!(size_of::<DenyValue>() == 24);
+const _: () = assert!(size_of::<RefusalRaw>() == 72);
 
 // SAFETY: each type is `repr(C)` (or packed) plain data with no padding bytes and no invalid bit
 // patterns, as `aya::Pod` requires.
@@ -87,6 +116,8 @@ unsafe impl aya::Pod for DenyData {}
 unsafe impl aya::Pod for OrigValue {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LocalKey {}
+// SAFETY: as above (24 bytes, no padding).
+unsafe impl aya::Pod for DenyValue {}
 
 /// The 16-byte form of an IP: IPv4 as v4-mapped.
 pub(crate) fn ip16(ip: IpAddr) -> [u8; 16] {
@@ -119,6 +150,20 @@ pub(crate) fn requested_addr(v: &OrigValue) -> SocketAddr {
     } else {
         socket_addr(v.addr, v.port)
     }
+}
+
+/// The deny trie entry for rule number `index` (`u32::MAX` for the self-test canary).
+pub(crate) fn deny_entry(
+    gen_: u32,
+    cgid: u64,
+    rule: &super::DenyRule,
+    index: u32,
+) -> (Key<DenyData>, DenyValue) {
+    let (addr, prefix, port) = (rule.net.addr(), rule.net.prefix_len(), rule.port.unwrap_or(0));
+    let key = deny_key(gen_, cgid, addr, prefix, port);
+    let value =
+        DenyValue { addr: key.data().addr, port: port.to_be(), prefix, v4: u8::from(addr.is_ipv4()), index };
+    (key, value)
 }
 
 /// The deny trie key for `addr/prefix` (prefix relative to the address family) and `port`

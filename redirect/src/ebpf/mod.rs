@@ -11,6 +11,7 @@ mod attached;
 mod backend;
 pub(crate) mod maps;
 pub mod probe;
+mod refusals;
 mod selftest;
 
 use std::io;
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 
 pub use attached::{Attached, Redirected};
 pub use backend::EbpfBackend;
+pub use refusals::{MatchedRule, Refusal, RefusalReason, Refusals};
 pub use selftest::{CANARY_DENY_V4, SENTINEL_V4, SENTINEL_V6};
 
 /// One program of the backend, as attached to a session cgroup.

@@ -23,6 +23,9 @@ pub const SENTINEL_V6: SocketAddrV6 =
 /// Always in every session's deny set, so the self-test can see refusals work.
 pub const CANARY_DENY_V4: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 254), 9);
 
+/// The canary's index in the deny trie, so its refusals are told apart from the session's rules.
+pub(crate) const CANARY_INDEX: u32 = u32::MAX;
+
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn fail(msg: String) -> EbpfError {
