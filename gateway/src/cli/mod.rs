@@ -3,6 +3,8 @@
 pub mod client;
 mod demo;
 mod demo_dns;
+mod demo_llm;
+mod demo_pg;
 mod detect;
 mod exec;
 mod policy_check;
