@@ -17,5 +17,5 @@ pub mod proxy;
 pub mod usage;
 
 pub use config::{ConfigError, ProviderConfig, ProxyConfig};
-pub use events::{CollectSink, Decision, EventSink, LlmEvent};
+pub use events::{CollectSink, Decision, EventSink, LlmEvent, NoSink};
 pub use proxy::{ConnInfo, Dialer, LlmProxy, ServeError, TcpDialer, Upstream, UpstreamError};
