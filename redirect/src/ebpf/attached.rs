@@ -45,7 +45,8 @@ struct DenyState {
 }
 
 /// A session cgroup with the redirect programs attached. Dropping it detaches the programs and
-/// removes the session's map entries.
+/// removes the session's map entries; end the session's processes first, since a detached cgroup
+/// is no longer redirected.
 pub struct Attached {
     shared: Arc<Shared>,
     cgroup_dir: PathBuf,
@@ -240,8 +241,11 @@ impl Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        // Detach first: from then on no program looks for this session.
-        self.links.clear();
+        // Detach the rewriting programs first and the recording ones last (the reverse of attach),
+        // then forget the session: from then on no program looks for it.
+        while let Some(link) = self.links.pop() {
+            drop(link);
+        }
         let _ = lock(&self.shared.sessions).remove(&self.cgroup_id);
         let keys = std::mem::take(&mut lock(&self.deny).keys);
         let mut trie = lock(&self.shared.denies);
