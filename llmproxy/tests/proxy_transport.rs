@@ -56,9 +56,13 @@ async fn http2_from_the_agent_and_to_the_provider() {
 async fn http1_to_a_provider_without_h2() {
     let up = FakeUpstream::start(&[b"http/1.1"], ok_answer()).await;
     let h = start_with(ANTHROPIC, &[], up, |_| {}).await;
-    let a = post_json(h.addr, "/anthropic/v1/messages", &[], json!({"model": "m"})).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "call +1 415 555 0134"}]});
+    let a = post_json(h.addr, "/anthropic/v1/messages", &[], body).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(h.upstream.seen()[0].version, Version::HTTP_11);
+    let got = &h.upstream.seen()[0];
+    assert_eq!(got.version, Version::HTTP_11);
+    assert_eq!(got.headers["content-length"].to_str().unwrap(), got.body.len().to_string());
+    assert!(got.text().contains("[REDACTED:phone]"), "{}", got.text());
 }
 
 /// An HTTP/1.1 sender over TLS to `addr` with server name `sni`, trusting `ca` only.

@@ -132,7 +132,10 @@ impl LlmProxy {
         out
     }
 
-    /// Serves one plain-HTTP connection (HTTP/1.1 or HTTP/2 prior knowledge) until it closes.
+    /// Serves one connection (HTTP/1.1, or HTTP/2 by prior knowledge or ALPN) until it closes.
+    /// Plain loopback connections leave `conn.sni` empty and are routed by path; a caller that
+    /// terminated TLS itself passes the decrypted stream with `conn.sni` set, which routes every
+    /// request on it to the provider serving that name.
     pub async fn serve_connection<IO>(self: &Arc<Self>, io: IO, conn: ConnInfo) -> Result<(), ServeError>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -1,7 +1,8 @@
 //! SSE answers scanned event by event. The answer text of every event (the string values of its
 //! JSON `data`, identifiers and type tags aside) is fed to a [`StreamScanner`] as one running
 //! text, so a secret split across events is found. Events are held until `holdback` more bytes
-//! of text have arrived after them (or the stream ends), then released in order: untouched ones
+//! of scanned text follow them (text is scanned in batches of half the hold-back, as each push
+//! rescans the scanner's tail), or the stream ends, then released in order: untouched ones
 //! byte for byte, redacted ones re-encoded as one `data:` line. Pure: bytes in, bytes out.
 
 use std::collections::VecDeque;
@@ -81,6 +82,11 @@ pub(crate) struct SseScanner<'e> {
     /// pile up behind held text.
     held_bytes: usize,
     text_len: u64,
+    /// Text not yet given to the scanner: it is fed in batches of half the hold-back, since
+    /// each push rescans the scanner's whole tail.
+    unscanned: String,
+    /// Running-text length the scanner has seen; events are released against this.
+    scanned_len: u64,
     redactions: Vec<Redaction>,
     /// DLP findings so far.
     pub(crate) findings: Vec<FindingCount>,
@@ -101,6 +107,8 @@ impl<'e> SseScanner<'e> {
             held: VecDeque::new(),
             held_bytes: 0,
             text_len: 0,
+            unscanned: String::new(),
+            scanned_len: 0,
             redactions: Vec::new(),
             findings: Vec::new(),
             usage: None,
@@ -134,6 +142,7 @@ impl<'e> SseScanner<'e> {
             raw.extend_from_slice(b"\n\n");
             self.event(raw)?;
         }
+        self.scan()?;
         let found = self.scanner.finish();
         self.note(found)?;
         Ok(self.release(true))
@@ -170,11 +179,21 @@ impl<'e> SseScanner<'e> {
         self.text_len += text.len() as u64;
         self.held_bytes += raw.len();
         self.held.push_back(Held { raw, json, segments, text_end: self.text_len });
-        if !text.is_empty() {
-            let found = self.scanner.push(&text);
-            self.note(found)?;
+        self.unscanned.push_str(&text);
+        if self.unscanned.len() as u64 >= self.holdback / 2 {
+            self.scan()?;
         }
         Ok(())
+    }
+
+    fn scan(&mut self) -> Result<(), StreamStop> {
+        if self.unscanned.is_empty() {
+            return Ok(());
+        }
+        let found = self.scanner.push(&self.unscanned);
+        self.scanned_len += self.unscanned.len() as u64;
+        self.unscanned.clear();
+        self.note(found)
     }
 
     fn note(&mut self, found: Vec<crate::dlp::StreamFinding>) -> Result<(), StreamStop> {
@@ -200,7 +219,7 @@ impl<'e> SseScanner<'e> {
     fn release(&mut self, all: bool) -> Vec<u8> {
         let mut out = Vec::new();
         while let Some(h) = self.held.front() {
-            if !all && h.text_end + self.holdback > self.text_len {
+            if !all && h.text_end + self.holdback > self.scanned_len {
                 break;
             }
             let Some(h) = self.held.pop_front() else { break };
@@ -357,7 +376,11 @@ fn strings<'v>(v: &'v Value, path: &mut String, out: &mut Vec<(String, &'v str)>
                 }
                 let len = path.len();
                 path.push('/');
-                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                if k.contains(['~', '/']) {
+                    path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                } else {
+                    path.push_str(k);
+                }
                 strings(item, path, out);
                 path.truncate(len);
             }
