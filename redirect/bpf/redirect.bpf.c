@@ -3,8 +3,8 @@
  *
  * For sockets of a session cgroup:
  *  - connect4/6 refuse denied TCP destinations (EPERM) and rewrite every other TCP destination to
- *    the session's gateway listener, recording the original under the socket cookie; UDP connects
- *    to port 53 go to the session resolver, any other UDP is refused;
+ *    the session's gateway listener, recording the original in the socket's own storage (with
+ *    its cookie); UDP connects to port 53 go to the session resolver, any other UDP is refused;
  *  - sockops copies that record under the socket's local address once the kernel picked it, so
  *    the gateway can name the peer it accepts;
  *  - sendmsg4/6 send UDP port 53 to the session resolver (any other UDP destination is refused);
@@ -65,12 +65,14 @@ struct {
 	__type(value, __u64);
 } refusals_lost SEC(".maps");
 
+/* The original destination of each redirected socket, stored on the socket itself: it lives
+ * exactly as long as the socket, so heavy churn never evicts a live record. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct orig_dst);
-} by_cookie SEC(".maps");
+} by_socket SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -242,30 +244,37 @@ static __always_inline void report(__u64 cgid, const __u32 a[4], __u16 port, __u
 	bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline int record(void *ctx, __u64 cgid, const __u32 a[4], __u16 port,
+static __always_inline int record(struct bpf_sock_addr *ctx, __u64 cgid, const __u32 a[4], __u16 port,
 				  __u16 family, __u16 proto, const struct endpoint *to)
 {
-	struct orig_dst o = {};
+	struct bpf_sock *sk = ctx->sk;
+	struct orig_dst *o;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
-	o.addr[0] = a[0];
-	o.addr[1] = a[1];
-	o.addr[2] = a[2];
-	o.addr[3] = a[3];
-	o.gw[0] = to->addr[0];
-	o.gw[1] = to->addr[1];
-	o.gw[2] = to->addr[2];
-	o.gw[3] = to->addr[3];
-	o.port = port;
-	o.gw_port = to->port;
-	o.family = family;
-	o.proto = proto;
-	o.pid = (__u32)pid_tgid;
-	o.tgid = pid_tgid >> 32;
-	o.cookie = bpf_get_socket_cookie(ctx);
-	o.cgid = cgid;
-	o.ts_ns = bpf_ktime_get_ns();
-	return bpf_map_update_elem(&by_cookie, &o.cookie, &o, BPF_ANY) == 0;
+	if (!sk)
+		return 0;
+	o = bpf_sk_storage_get(&by_socket, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return 0;
+
+	o->addr[0] = a[0];
+	o->addr[1] = a[1];
+	o->addr[2] = a[2];
+	o->addr[3] = a[3];
+	o->gw[0] = to->addr[0];
+	o->gw[1] = to->addr[1];
+	o->gw[2] = to->addr[2];
+	o->gw[3] = to->addr[3];
+	o->port = port;
+	o->gw_port = to->port;
+	o->family = family;
+	o->proto = proto;
+	o->pid = (__u32)pid_tgid;
+	o->tgid = pid_tgid >> 32;
+	o->cookie = bpf_get_socket_cookie(ctx);
+	o->cgid = cgid;
+	o->ts_ns = bpf_ktime_get_ns();
+	return 1;
 }
 
 /* The verdict for one destination: 0 to pass (with *rewrite set, `to` is the new destination),
@@ -392,10 +401,14 @@ int sendmsg6(struct bpf_sock_addr *ctx)
 }
 
 /* The record for this socket if (a, port) is where it was redirected to. */
-static __always_inline struct orig_dst *redirected_to(void *ctx, const __u32 a[4], __u16 port)
+static __always_inline struct orig_dst *redirected_to(struct bpf_sock_addr *ctx, const __u32 a[4], __u16 port)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig_dst *o = bpf_map_lookup_elem(&by_cookie, &cookie);
+	struct bpf_sock *sk = ctx->sk;
+	struct orig_dst *o;
+
+	if (!sk)
+		return 0;
+	o = bpf_sk_storage_get(&by_socket, sk, 0, 0);
 
 	if (!o || o->gw_port != port || o->gw[0] != a[0] || o->gw[1] != a[1] || o->gw[2] != a[2] ||
 	    o->gw[3] != a[3])
@@ -468,8 +481,8 @@ SEC("sockops")
 int record_local(struct bpf_sock_ops *skops)
 {
 	struct local_key k = {};
-	__u64 cookie;
-	struct orig_dst *o;
+	struct bpf_sock *sk;
+	struct orig_dst *o = 0;
 	/* Every ctx field is read once, up front: the verifier rejects the pointer arithmetic the
 	 * compiler would otherwise share between the two families' branches. */
 	__u32 op = skops->op;
@@ -493,8 +506,9 @@ int record_local(struct bpf_sock_ops *skops)
 		return 1;
 	}
 	k.port = bpf_htons((__u16)port);
-	cookie = bpf_get_socket_cookie(skops);
-	o = bpf_map_lookup_elem(&by_cookie, &cookie);
+	sk = skops->sk;
+	if (sk)
+		o = bpf_sk_storage_get(&by_socket, sk, 0, 0);
 	if (o && o->proto == IPPROTO_TCP) {
 		struct orig_dst v = *o;
 

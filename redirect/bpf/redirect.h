@@ -73,8 +73,8 @@ struct refusal {
 	struct deny_rule rule;
 };
 
-/* The destination a socket asked for, recorded by connect4/6 (keyed by socket cookie) and copied
- * by sockops under the socket's local address. */
+/* The destination a socket asked for, recorded by connect4/6 in the socket's local storage
+ * (freed with the socket) and copied by sockops under the socket's local address. */
 struct orig_dst {
 	__u32 addr[4];   /* as requested */
 	__u32 gw[4];     /* what it was rewritten to */
