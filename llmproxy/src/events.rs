@@ -100,6 +100,8 @@ pub struct LlmEvent {
     pub streamed: bool,
     /// TLS server name, for intercepted connections.
     pub sni: Option<String>,
+    /// The sandbox-side peer of the connection, for attributing the request to a process.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl LlmEvent {
@@ -133,6 +135,9 @@ impl LlmEvent {
         put("streamed", json!(self.streamed));
         if let Some(s) = &self.sni {
             put("sni", json!(s));
+        }
+        if let Some(p) = &self.peer {
+            put("peer", json!(p.to_string()));
         }
         if let Some(u) = &self.usage {
             put(

@@ -132,6 +132,7 @@ pub(crate) async fn handle(
         latency: Duration::ZERO,
         streamed: false,
         sni: conn.sni.clone(),
+        peer: conn.peer,
     };
     let resp = match forward(&proxy, &conn, req, &mut ev, start).await {
         Ok(Outcome::Streaming(resp)) => return resp,

@@ -451,4 +451,54 @@ mod tests {
         rest.extend_from_slice(b"");
         assert_eq!(rest, long.as_bytes());
     }
+
+    static ENGINE: std::sync::LazyLock<Engine> = std::sync::LazyLock::new(Engine::builtin);
+
+    fn feed(chunks: &[&[u8]], holdback: usize) -> Result<Vec<u8>, StreamStop> {
+        let mut s = SseScanner::new(&ENGINE, ProviderKind::Openai, holdback, 1 << 16);
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(s.push(c)?);
+        }
+        out.extend(s.finish()?);
+        Ok(out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2048), cut in 0usize..2048) {
+            let cut = cut.min(data.len());
+            let _ = feed(&[&data[..cut], &data[cut..]], 64);
+        }
+
+        #[test]
+        fn chunking_does_not_change_the_output(
+            texts in proptest::collection::vec("[a-z @.:/0-9\\-]{0,40}", 1..30),
+            cuts in proptest::collection::vec(0usize..4096, 0..8),
+        ) {
+            let whole: String = texts
+                .iter()
+                .map(|t| format!("data: {}\r\n\r\n", serde_json::json!({"choices": [{"delta": {"content": t}}]})))
+                .collect();
+            let bytes = whole.as_bytes();
+            let one = feed(&[bytes], 64).unwrap();
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut last = 0;
+            for p in points {
+                pieces.push(&bytes[last..p]);
+                last = p;
+            }
+            pieces.push(&bytes[last..]);
+            let many = feed(&pieces, 64).unwrap();
+            proptest::prop_assert_eq!(&one, &many);
+            // Every event still carries valid JSON.
+            let text = String::from_utf8(one).unwrap();
+            for ev in text.split("\n\n").flat_map(|e| e.split("\r\n\r\n")).filter(|e| !e.trim().is_empty()) {
+                let data = ev.trim().strip_prefix("data: ").unwrap();
+                proptest::prop_assert!(serde_json::from_str::<Value>(data).is_ok(), "{}", data);
+            }
+        }
+    }
 }
