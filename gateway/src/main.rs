@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod daemon;
 mod events;
+mod integrity;
 
 use std::process::ExitCode;
 

@@ -168,12 +168,63 @@ pub struct AuditConfig {
     /// Also record allowed operations, not only denials and redirects (default true).
     #[serde(default = "yes")]
     pub log_allowed: bool,
+    /// Tamper evidence: an HMAC chain over every JSONL line (default off).
+    #[serde(default)]
+    pub integrity: IntegrityConfig,
+    /// Rotate a JSONL file when it reaches this many MiB (default 0: never).
+    #[serde(default)]
+    pub max_size_mb: u64,
+    /// Rotated files kept (`<file>.1` newest … `<file>.N` oldest; default 5).
+    #[serde(default = "default_backups")]
+    pub max_backups: u32,
+}
+
+fn default_backups() -> u32 {
+    5
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { sinks: default_sinks(), log_allowed: true }
+        AuditConfig {
+            sinks: default_sinks(),
+            log_allowed: true,
+            integrity: IntegrityConfig::default(),
+            max_size_mb: 0,
+            max_backups: default_backups(),
+        }
     }
+}
+
+/// The HMAC of `audit.integrity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+pub enum IntegrityAlgorithm {
+    /// HMAC-SHA256 (the default).
+    #[default]
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    /// HMAC-SHA512.
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
+}
+
+/// `audit.integrity`: each JSONL line carries `{sequence, prev_hash, entry_hash}`, the HMAC of
+/// the line's canonical encoding chained to the previous line's. The key (at least 32 bytes)
+/// comes from exactly one of `key_file` and `key_env`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrityConfig {
+    /// Turn the chain on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The HMAC.
+    #[serde(default)]
+    pub algorithm: IntegrityAlgorithm,
+    /// File holding the key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Environment variable (of the server) holding the key.
+    #[serde(default)]
+    pub key_env: Option<String>,
 }
 
 /// A redirect backend (DESIGN.md §2), strongest first.
@@ -290,6 +341,15 @@ impl Validate for ServerConfig {
                 }
                 _ => {}
             }
+        }
+        let integrity = &self.audit.integrity;
+        if integrity.enabled && integrity.key_file.is_some() == integrity.key_env.is_some() {
+            v.error(root.key("audit").key("integrity"), "set exactly one of key_file and key_env");
+        }
+        if let Some(p) = &integrity.key_file
+            && !p.is_absolute()
+        {
+            v.error(root.key("audit").key("integrity").key("key_file"), "must be an absolute path");
         }
         let sec = root.key("security");
         if let Some(min) = self.security.minimum_mode {

@@ -43,6 +43,14 @@ fn checks_report_positions() {
         one("tls:\n  extra_roots: [/etc/ca.pem, ca.pem]\n"),
         "2:30: tls.extra_roots[1]: must be an absolute path"
     );
+    assert_eq!(
+        one("audit:\n  integrity: {enabled: true}\n"),
+        "2:3: audit.integrity: set exactly one of key_file and key_env"
+    );
+    assert_eq!(
+        one("audit:\n  integrity: {enabled: true, algorithm: hmac-md5, key_env: K}\n"),
+        r#"2:30: audit.integrity.algorithm: unknown algorithm "hmac-md5" (expected hmac-sha256, hmac-sha512)"#
+    );
     let c = load_server_config("tls: {extra_roots: [/etc/ca.pem]}\n", "c.yaml").unwrap();
     assert_eq!(c.tls.extra_roots, [std::path::PathBuf::from("/etc/ca.pem")]);
 }

@@ -1,5 +1,6 @@
 //! Command-line surface (DESIGN.md §6). One file per command; only commands that work are here.
 
+mod audit;
 pub mod client;
 mod demo;
 mod demo_dns;
@@ -72,6 +73,9 @@ enum Command {
     Policy(PolicyCommand),
     /// An offline tour: a local TLS upstream, an allowed flow and denied ones, with their events.
     Demo,
+    /// Work with audit logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Show what this machine can enforce, found by trying each mechanism.
     Detect {
         #[command(subcommand)]
@@ -82,6 +86,26 @@ enum Command {
         /// Run one probe in this process and print its result (how detect runs each probe).
         #[arg(long, hide = true)]
         probe: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the HMAC chain of a JSONL audit log and its rotated files.
+    ///
+    /// Exit 0 when intact; 1 with the first broken, missing or reordered line as FILE:LINE.
+    Verify {
+        /// The log (`<state dir>/audit.jsonl` or a jsonl sink).
+        file: PathBuf,
+        /// File holding the key.
+        #[arg(long, conflicts_with = "key_env", required_unless_present = "key_env")]
+        key_file: Option<PathBuf>,
+        /// Environment variable holding the key.
+        #[arg(long)]
+        key_env: Option<String>,
+        /// hmac-sha256 or hmac-sha512.
+        #[arg(long, default_value = "hmac-sha256")]
+        algorithm: String,
     },
 }
 
@@ -170,6 +194,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server { config } => server::run(config.as_deref()),
         Command::Demo => demo::run(),
+        Command::Audit(AuditCommand::Verify { file, key_file, key_env, algorithm }) => {
+            audit::verify(&file, key_file, key_env, &algorithm)
+        }
         Command::Detect { probe: Some(name), .. } => detect::run_probe(&name),
         Command::Detect { what: Some(DetectCommand::Config { output }), .. } => {
             detect::config(output.as_deref())

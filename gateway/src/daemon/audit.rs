@@ -1,28 +1,54 @@
 //! The audit recorder: every event goes to the JSONL audit file under the state dir, to the
 //! configured sinks, and to the collector of the command that caused it (for `exec --events`).
+//!
+//! With `audit.integrity` each JSONL file carries its own HMAC chain ([`crate::integrity`]),
+//! with its state mirrored in a `<file>.chain` sidecar (0600, replaced atomically). At start the
+//! chain continues from the file's last line when that line verifies and the sidecar does not
+//! claim more lines than the file has; otherwise a new chain starts with an
+//! `integrity_chain_rotated` event saying why (`initial`, `key_rotated`, `log_truncated`,
+//! `post_tamper_recovery`) and what the old chain's last line was. With `audit.max_size_mb`
+//! a file that reaches the size is renamed to `<file>.1` (older ones shift up to
+//! `audit.max_backups`) and the new file's chain starts with a `rotation` event linking to the
+//! last line of the old one.
 
 use std::{
     collections::HashMap,
     fs::{File, OpenOptions},
-    io::{self, Write},
+    io::{self, Read, Seek, SeekFrom, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::Mutex,
 };
 
-use policies::config::{AuditConfig, SinkType};
+use anyhow::Context;
+use policies::config::{AuditConfig, IntegrityConfig, SinkType};
+use serde_json::{Map, Value, json};
 
-use crate::events::Event;
+use crate::{
+    events::Event,
+    integrity::{self, ChainState, Key, ROTATED},
+};
 
 /// Most events kept per running command; later ones still reach the audit file.
 const MAX_COLLECTED: usize = 10_000;
 
 /// Fans events out to files, stderr and per-command collectors.
 pub struct Recorder {
-    files: Vec<Mutex<File>>,
+    files: Vec<Mutex<Sink>>,
+    key: Option<Key>,
     stderr: bool,
     log_allowed: bool,
+    max_size: u64,
+    max_backups: u32,
     collectors: Mutex<HashMap<String, Collector>>,
+}
+
+/// One JSONL file and its chain.
+struct Sink {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    chain: Option<ChainState>,
 }
 
 /// What one running command keeps of its events for `exec --events`.
@@ -36,9 +62,22 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
+/// The key `config` names.
+pub fn load_key(config: &IntegrityConfig) -> anyhow::Result<Key> {
+    let bytes = match (&config.key_file, &config.key_env) {
+        (Some(path), _) => std::fs::read(path)
+            .with_context(|| format!("audit.integrity.key_file: reading {}", path.display()))?,
+        (None, Some(var)) => std::env::var(var)
+            .with_context(|| format!("audit.integrity.key_env: {var} is not set"))?
+            .into_bytes(),
+        (None, None) => anyhow::bail!("audit.integrity: set key_file or key_env"),
+    };
+    Key::new(config.algorithm, &bytes).map_err(|e| anyhow::anyhow!("audit.integrity: {e}"))
+}
+
 impl Recorder {
-    /// Open `<state_dir>/audit.jsonl` and the sinks of `config`.
-    pub fn open(state_dir: &Path, config: &AuditConfig) -> io::Result<Recorder> {
+    /// Open `<state_dir>/audit.jsonl` and the sinks of `config`, resuming or starting chains.
+    pub fn open(state_dir: &Path, config: &AuditConfig) -> anyhow::Result<Recorder> {
         let default = state_dir.join("audit.jsonl");
         let mut paths: Vec<PathBuf> = vec![default];
         let mut stderr = false;
@@ -49,8 +88,30 @@ impl Recorder {
                 (SinkType::Jsonl, _) => {}
             }
         }
-        let files = paths.iter().map(|p| open_append(p).map(Mutex::new)).collect::<io::Result<_>>()?;
-        Ok(Recorder { files, stderr, log_allowed: config.log_allowed, collectors: Mutex::default() })
+        let key = if config.integrity.enabled { Some(load_key(&config.integrity)?) } else { None };
+        let mut files = Vec::new();
+        for path in paths {
+            let file = open_append(&path).with_context(|| format!("opening {}", path.display()))?;
+            let size = file.metadata()?.len();
+            let mut sink = Sink { path, file, size, chain: None };
+            if let Some(key) = &key {
+                let (state, reason) = recover(&sink.path, key);
+                sink.chain = Some(state);
+                if let Some((reason, prior)) = reason {
+                    sink.write_line(key, rotated_event(reason, prior))?;
+                }
+            }
+            files.push(Mutex::new(sink));
+        }
+        Ok(Recorder {
+            files,
+            key,
+            stderr,
+            log_allowed: config.log_allowed,
+            max_size: config.max_size_mb.saturating_mul(1 << 20),
+            max_backups: config.max_backups,
+            collectors: Mutex::default(),
+        })
     }
 
     /// Record one event.
@@ -59,22 +120,57 @@ impl Recorder {
             self.collect(event);
             return;
         }
-        match serde_json::to_string(&event) {
-            Ok(mut line) => {
-                line.push('\n');
-                for f in &self.files {
-                    let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Err(e) = f.write_all(line.as_bytes()) {
-                        eprintln!("agentsh: audit write failed: {e}");
-                    }
-                }
-                if self.stderr {
-                    eprint!("{line}");
-                }
+        let value = match serde_json::to_value(&event) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) | Err(_) => {
+                eprintln!("agentsh: audit encode failed for a {} event", event.kind);
+                return;
             }
-            Err(e) => eprintln!("agentsh: audit encode failed: {e}"),
+        };
+        for f in &self.files {
+            let mut sink = f.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = self.append(&mut sink, value.clone()) {
+                eprintln!("agentsh: audit write to {} failed: {e}", sink.path.display());
+            }
+        }
+        if self.stderr {
+            eprintln!("{}", Value::Object(value));
         }
         self.collect(event);
+    }
+
+    fn append(&self, sink: &mut Sink, event: Map<String, Value>) -> io::Result<()> {
+        if self.max_size > 0 && sink.size >= self.max_size {
+            self.rotate(sink)?;
+        }
+        match &self.key {
+            Some(key) => sink.write_line(key, event),
+            None => sink.write_plain(&Value::Object(event).to_string()),
+        }
+    }
+
+    /// `<file>` → `<file>.1`, older ones shifted, the oldest beyond `max_backups` dropped; the
+    /// new file's chain starts with a link to the old one's last line.
+    fn rotate(&self, sink: &mut Sink) -> io::Result<()> {
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", sink.path.display()));
+        let keep = self.max_backups.max(1);
+        let _ = std::fs::remove_file(numbered(keep));
+        let _ = std::fs::remove_file(sidecar(&numbered(keep)));
+        for n in (1..keep).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+            let _ = std::fs::rename(sidecar(&numbered(n)), sidecar(&numbered(n + 1)));
+        }
+        std::fs::rename(&sink.path, numbered(1))?;
+        let _ = std::fs::rename(sidecar(&sink.path), sidecar(&numbered(1)));
+        sink.file = open_append(&sink.path)?;
+        sink.size = 0;
+        if let (Some(key), Some(chain)) = (&self.key, sink.chain.take()) {
+            let prior = json!({"last_sequence_seen_in_log": chain.next.checked_sub(1),
+                               "last_entry_hash_seen_in_log": chain.prev_hash});
+            sink.chain = Some(ChainState::default());
+            sink.write_line(key, rotated_event("rotation", prior))?;
+        }
+        Ok(())
     }
 
     fn collect(&self, event: Event) {
@@ -103,5 +199,199 @@ impl Recorder {
             .remove(command_id)
             .map(|c| c.events)
             .unwrap_or_default()
+    }
+}
+
+impl Sink {
+    fn write_plain(&mut self, line: &str) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        self.file.write_all(&bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Seal `event` into the chain, append it, and mirror the chain state in the sidecar.
+    fn write_line(&mut self, key: &Key, event: Map<String, Value>) -> io::Result<()> {
+        let chain = self.chain.get_or_insert_with(ChainState::default);
+        let line = integrity::seal(key, chain, event);
+        let state = json!({"format_version": integrity::FORMAT_VERSION, "sequence": chain.next - 1,
+                           "prev_hash": chain.prev_hash, "key_fingerprint": key.fingerprint(),
+                           "updated_at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()});
+        self.write_plain(&line)?;
+        write_sidecar(&self.path, &state)
+    }
+}
+
+/// `<file>.chain`.
+pub fn sidecar(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.chain", path.display()))
+}
+
+fn write_sidecar(path: &Path, state: &Value) -> io::Result<()> {
+    let target = sidecar(path);
+    let tmp = PathBuf::from(format!("{}.tmp", target.display()));
+    let mut f = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(state.to_string().as_bytes())?;
+    std::fs::rename(&tmp, &target)
+}
+
+fn rotated_event(reason: &str, prior: Value) -> Map<String, Value> {
+    let mut e = Event::new(ROTATED, "-");
+    e.fields.insert("reason_code".into(), reason.into());
+    e.fields.insert("prior_chain_summary".into(), prior);
+    match serde_json::to_value(e) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The last non-empty line of `path` (at most its last 1 MiB is read).
+fn last_line(path: &Path) -> Option<String> {
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let start = len.saturating_sub(1 << 20);
+    f.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = String::new();
+    f.read_to_string(&mut tail).ok()?;
+    tail.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string)
+}
+
+/// Where the chain of `path` stands, and why a new one starts (with the old one's summary).
+type Recovery = (ChainState, Option<(&'static str, Value)>);
+
+fn recover(path: &Path, key: &Key) -> Recovery {
+    let side: Option<Value> =
+        std::fs::read_to_string(sidecar(path)).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let side_seq = side.as_ref().and_then(|s| s["sequence"].as_u64());
+    let side_fp = side.as_ref().and_then(|s| s["key_fingerprint"].as_str().map(str::to_string));
+    let fresh = |reason: &'static str, prior: Value| (ChainState::default(), Some((reason, prior)));
+    let Some(line) = last_line(path) else {
+        return match side_seq {
+            Some(seq) => fresh("log_truncated", json!({"last_sequence_seen_in_sidecar": seq})),
+            None => fresh("initial", Value::Null),
+        };
+    };
+    match integrity::check_line(key, &line) {
+        Ok(e) if side_seq.is_some_and(|s| s > e.sequence) => fresh(
+            "log_truncated",
+            json!({"last_sequence_seen_in_log": e.sequence, "last_entry_hash_seen_in_log": e.entry_hash,
+                   "last_sequence_seen_in_sidecar": side_seq}),
+        ),
+        Ok(e) => (ChainState { next: e.sequence + 1, prev_hash: e.entry_hash }, None),
+        Err(why) => {
+            let prior = json!({"last_line_error": why});
+            if side_fp.as_deref().is_some_and(|fp| fp != key.fingerprint()) {
+                fresh("key_rotated", prior)
+            } else if !line.contains("\"integrity\"") {
+                fresh("initial", prior)
+            } else {
+                fresh("post_tamper_recovery", prior)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use policies::config::IntegrityAlgorithm;
+
+    use super::*;
+    use crate::integrity::Verifier;
+
+    fn dir(label: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("agentsh-audit-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn config(d: &Path) -> AuditConfig {
+        let key = d.join("key");
+        std::fs::write(&key, [b'k'; 40]).unwrap();
+        AuditConfig {
+            integrity: IntegrityConfig {
+                enabled: true,
+                algorithm: IntegrityAlgorithm::HmacSha256,
+                key_file: Some(key),
+                key_env: None,
+            },
+            max_backups: 2,
+            ..AuditConfig::default()
+        }
+    }
+
+    fn events(r: &Recorder, n: usize) {
+        for i in 0..n {
+            r.record(Event::new("net_connect", "s").field("i", i));
+        }
+    }
+
+    fn lines(p: &Path) -> Vec<String> {
+        std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn rotation_links_files_and_keeps_max_backups() {
+        let d = dir("rotate");
+        let cfg = config(&d);
+        let mut r = Recorder::open(&d, &cfg).unwrap();
+        r.max_size = 2048;
+        events(&r, 60);
+        let log = d.join("audit.jsonl");
+        let set = [
+            PathBuf::from(format!("{}.2", log.display())),
+            PathBuf::from(format!("{}.1", log.display())),
+            log.clone(),
+        ];
+        assert!(set.iter().all(|p| p.exists()), "{set:?}");
+        assert!(!PathBuf::from(format!("{}.3", log.display())).exists(), "only max_backups kept");
+        let key = load_key(&cfg.integrity).unwrap();
+        // The oldest kept file starts mid-chain (its predecessors were dropped), so walk from
+        // `.1`, whose first line links to `.2`'s last.
+        let mut v = Verifier::default();
+        let mut prev_last: Option<String> = lines(&set[0]).last().cloned();
+        for p in &set[1..] {
+            let ls = lines(p);
+            let link = serde_json::from_str::<Value>(&ls[0]).unwrap();
+            let want = serde_json::from_str::<Value>(prev_last.as_deref().unwrap()).unwrap();
+            assert_eq!(
+                link["fields"]["prior_chain_summary"]["last_entry_hash_seen_in_log"],
+                want["integrity"]["entry_hash"],
+                "{} links to the file before it",
+                p.display()
+            );
+            for (i, l) in ls.iter().enumerate() {
+                v.next(&key, l, i == 0 && p != &set[1])
+                    .unwrap_or_else(|e| panic!("{}:{}: {e}", p.display(), i + 1));
+            }
+            prev_last = ls.last().cloned();
+        }
+        let first = lines(&log).into_iter().next().unwrap();
+        assert!(first.contains("\"reason_code\":\"rotation\""), "{first}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_tampered_tail_starts_a_new_chain_that_says_why() {
+        let d = dir("tamper");
+        let cfg = config(&d);
+        events(&Recorder::open(&d, &cfg).unwrap(), 3);
+        let log = d.join("audit.jsonl");
+        let mut ls = lines(&log);
+        let last = ls.pop().unwrap().replace("net_connect", "net_connect_blocked");
+        ls.push(last);
+        std::fs::write(&log, ls.join("\n") + "\n").unwrap();
+        events(&Recorder::open(&d, &cfg).unwrap(), 1);
+        let after = lines(&log);
+        assert_eq!(after.len(), 6, "{after:#?}");
+        assert!(after[4].contains("\"reason_code\":\"post_tamper_recovery\""), "{}", after[4]);
+        // Reopening an intact log continues it.
+        events(&Recorder::open(&d, &cfg).unwrap(), 1);
+        let again = lines(&log);
+        assert_eq!(again.len(), 7);
+        assert!(again[6].contains("\"sequence\":2"), "{}", again[6]);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

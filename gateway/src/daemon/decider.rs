@@ -331,7 +331,8 @@ mod tests {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("agentsh-decider-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let config = policies::config::AuditConfig { sinks: vec![], log_allowed: false };
+        let config =
+            policies::config::AuditConfig { sinks: vec![], log_allowed: false, ..Default::default() };
         let recorder = Arc::new(Recorder::open(&dir, &config).unwrap());
         let (p, c) = policy(yaml);
         let (p, c) = (Arc::new(p), Arc::new(c));

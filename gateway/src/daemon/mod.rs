@@ -1,7 +1,7 @@
 //! The daemon (`agentsh server`): owns the sessions, serves the control API on a Unix socket
 //! (mode 0600, callers checked with SO_PEERCRED) and runs every session's gateway.
 
-mod audit;
+pub mod audit;
 mod control;
 mod db;
 mod decider;

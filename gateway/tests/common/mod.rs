@@ -96,8 +96,26 @@ impl Daemon {
             "a test daemon must forward DNS to a loopback upstream, never the host's resolver: {config}"
         );
         let state = TempDir::new("state");
-        let config_file = state.write("server.yaml", config);
-        let log = std::fs::File::create(state.path().join("server.log")).expect("server log");
+        state.write("server.yaml", config);
+        Daemon::spawn(state)
+    }
+
+    /// Stop this daemon (SIGTERM, as an operator would) and start a new one on the same state
+    /// dir and config.
+    pub fn restart(mut self) -> Daemon {
+        self.stop();
+        // The state dir moves to the new daemon; this one's drop finds its child gone.
+        let state = std::mem::replace(&mut self.state, TempDir(PathBuf::new()));
+        Daemon::spawn(state)
+    }
+
+    fn spawn(state: TempDir) -> Daemon {
+        let config_file = state.path().join("server.yaml");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.path().join("server.log"))
+            .expect("server log");
         let child = Command::new(AGENTSH)
             .arg("server")
             .arg("--config")
@@ -219,6 +237,12 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Daemon {
+    fn stop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
