@@ -137,7 +137,11 @@ impl SessionCa {
 
     /// As [`SessionCa::server_config`], but a client that sends no SNI (libpq to an IP
     /// address, for one) gets a leaf for `fallback`.
-    pub fn server_config_with_fallback(self: &Arc<Self>, alpn: Vec<Vec<u8>>, fallback: &str) -> Arc<ServerConfig> {
+    pub fn server_config_with_fallback(
+        self: &Arc<Self>,
+        alpn: Vec<Vec<u8>>,
+        fallback: &str,
+    ) -> Arc<ServerConfig> {
         self.config_with(alpn, Some(fallback.to_string()))
     }
 
