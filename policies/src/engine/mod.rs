@@ -9,6 +9,7 @@
 //! that name neither domains nor CIDRs.
 
 pub mod db;
+pub mod file;
 mod network;
 mod redirect;
 mod request;

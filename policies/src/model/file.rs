@@ -1,5 +1,5 @@
-//! `file_rules`: which paths the agent may read, write or delete. First match wins in file order;
-//! field names follow agentsh's.
+//! `file_rules`: which paths the agent may read, write, create, delete or execute. First match
+//! wins in file order; field names follow agentsh's. The engine is `crate::engine::file`.
 
 use serde::Deserialize;
 
@@ -43,6 +43,8 @@ pub enum FileOperation {
     Symlink,
     /// Creating a device node or FIFO.
     Mknod,
+    /// Executing a file (or mapping it executable).
+    Exec,
     /// Every operation.
     #[serde(rename = "*")]
     All,
