@@ -268,6 +268,27 @@ BEGIN ISOLATION LEVEL SERIALIZABLE
 -- expect: transaction/begin
 START TRANSACTION READ ONLY
 ====
+-- expect: transaction/begin(transaction_read_only)
+BEGIN READ WRITE
+====
+-- expect: transaction/begin(transaction_read_only)
+START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE
+====
+-- expect: transaction/set_transaction(transaction_read_only)
+SET TRANSACTION READ WRITE
+====
+-- expect: privilege/set_session_characteristics(default_transaction_read_only)
+SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE
+====
+-- expect: transaction/set_session_characteristics
+SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED
+====
+-- expect: privilege/reset(transaction_read_only)
+RESET transaction_read_only
+====
+-- expect: privilege/set_config(default_transaction_read_only) ; read
+SELECT set_config('default_transaction_read_only', 'off', false)
+====
 -- expect: transaction/commit
 COMMIT
 ====

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     pg::{APP_PASSWORD, PgCluster},
-    proxy::{Raw, error_of, psql, rows, start_proxy, status_of, temp_dir},
+    proxy::{Raw, counting_upstream, error_of, psql, rows, start_proxy, status_of, temp_dir},
 };
 use dbproxy::{
     DbEventKind,
@@ -317,16 +317,7 @@ async fn upstream_down_gives_an_error_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connection_rules_refuse_before_any_upstream_contact() {
     // The upstream is a listener that only counts connections.
-    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = up.local_addr().unwrap().port();
-    let contacts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let n = contacts.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = up.accept().await {
-            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            drop(s);
-        }
-    });
+    let (port, contacts) = counting_upstream().await;
     let pw = temp_dir("pw").join("password");
     std::fs::write(&pw, "x").unwrap();
     let fx = start_proxy(&policy(&format!("127.0.0.1:{port}"), &creds_file(&pw), RULES)).await;

@@ -4,8 +4,8 @@
 use policies::{engine::db::DbObject, model::db_ops::OperationGroup as G};
 use sqlparser::ast::{
     AlterTableOperation, CopySource, CopyTarget, Expr, FromTable, MergeAction, ObjectName, ObjectType,
-    OnConflictAction, OnInsert, Reset, Set, Statement, TableFactor, TableObject, TableWithJoins, Visit,
-    Visitor,
+    OnConflictAction, OnInsert, Reset, Set, Statement, TableFactor, TableObject, TableWithJoins,
+    TransactionAccessMode, TransactionMode, Visit, Visitor,
 };
 
 use super::{names, walk::Walk};
@@ -80,7 +80,9 @@ pub(crate) fn primary(stmt: &Statement, w: &mut Walk) {
             let sub = format!("discard_{}", object_type.to_string().to_lowercase());
             w.out.add(G::Session, Some(&sub), Vec::new());
         }
-        Statement::StartTransaction { .. } => w.out.add(G::Transaction, Some("begin"), Vec::new()),
+        Statement::StartTransaction { modes, .. } => {
+            w.out.add(G::Transaction, Some("begin"), read_write(modes, "transaction_read_only"))
+        }
         Statement::Commit { .. } => w.out.add(G::Transaction, Some("commit"), Vec::new()),
         Statement::Rollback { savepoint: None, .. } => {
             w.out.add(G::Transaction, Some("rollback"), Vec::new())
@@ -276,7 +278,7 @@ fn copy(w: &mut Walk, source: &CopySource, to: bool, target: &CopyTarget) {
 }
 
 /// Settings whose change alters privileges or how later SQL is parsed.
-const PRIVILEGED_SETTINGS: &[&str] = &[
+pub(crate) const PRIVILEGED_SETTINGS: &[&str] = &[
     "backslash_quote",
     "client_encoding",
     "default_transaction_read_only",
@@ -302,6 +304,12 @@ fn guc(w: &mut Walk, name: &str, verb: &str) {
     w.out.add(group, Some(sub), vec![DbObject::Setting(name)]);
 }
 
+/// `[setting]` when `modes` ask for READ WRITE (the setting that changes), else nothing.
+fn read_write(modes: &[TransactionMode], setting: &str) -> Vec<DbObject> {
+    let rw = modes.iter().any(|m| matches!(m, TransactionMode::AccessMode(TransactionAccessMode::ReadWrite)));
+    if rw { vec![DbObject::Setting(setting.to_string())] } else { Vec::new() }
+}
+
 fn set(w: &mut Walk, s: &Set) {
     match s {
         Set::SingleAssignment { variable, .. } => guc(w, &names::dotted(variable), "set"),
@@ -319,7 +327,16 @@ fn set(w: &mut Walk, s: &Set) {
         Set::SetSessionAuthorization(_) => guc(w, "session_authorization", "set"),
         Set::SetTimeZone { .. } => guc(w, "timezone", "set"),
         Set::SetNames { .. } | Set::SetNamesDefault {} => guc(w, "client_encoding", "set"),
-        Set::SetTransaction { .. } => w.out.add(G::Transaction, Some("set_transaction"), Vec::new()),
+        // The session default is a privilege-level setting; `SET TRANSACTION READ WRITE` only
+        // names the setting it changes (a read-only session refuses both).
+        Set::SetTransaction { modes, session: true, .. } => {
+            let objs = read_write(modes, "default_transaction_read_only");
+            let group = if objs.is_empty() { G::Transaction } else { G::Privilege };
+            w.out.add(group, Some("set_session_characteristics"), objs)
+        }
+        Set::SetTransaction { modes, .. } => {
+            w.out.add(G::Transaction, Some("set_transaction"), read_write(modes, "transaction_read_only"))
+        }
         Set::SetSessionParam(_) => w.out.add(G::Session, Some("set"), Vec::new()),
     }
 }

@@ -14,6 +14,7 @@ mod client;
 mod error;
 mod events;
 mod frame;
+mod guard;
 mod md5;
 mod scram;
 mod session;
@@ -22,7 +23,10 @@ mod tls;
 mod upstream;
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -47,6 +51,10 @@ pub use events::{
     ClientCtx, DbEvent, DbEventKind, EffectSummary, EventSink, NoEvents, STATEMENT_PREVIEW_BYTES,
     StatementInfo, StatementProtocol,
 };
+pub use guard::{
+    READ_ONLY_SESSION, RefusedParameter, STARTUP_PARAMETER_REFUSED, changes_read_only, grants_writes,
+    startup_parameters,
+};
 pub use scram::ScramError;
 pub use session::SessionEnd;
 
@@ -59,12 +67,6 @@ use crate::{
 pub const FUNCTION_CALL_DISABLED: &str = "db-service-function-call-protocol";
 /// Rule name of the refusal of replication connections (not proxied).
 pub const REPLICATION_REFUSED: &str = "db-replication-not-supported";
-
-/// Startup parameters passed upstream; any other (notably `options`, which could set
-/// arbitrary settings behind the statement rules' back) is dropped. `client_encoding` is
-/// always UTF8, the encoding the classifier reads.
-const FORWARDED_PARAMS: &[&str] =
-    &["application_name", "datestyle", "timezone", "intervalstyle", "extra_float_digits"];
 
 /// What the caller provides besides the service and its rules.
 #[derive(Clone)]
@@ -81,6 +83,11 @@ pub struct ProxyOptions {
     pub connect_timeout: Duration,
     /// Upper bound for the client's startup (encryption requests and StartupMessage).
     pub startup_timeout: Duration,
+    /// Open upstream sessions read-only (`default_transaction_read_only=on`) and refuse any
+    /// statement that would lift it. Set it when the service's rules grant no write-class
+    /// operation ([`grants_writes`]), so side effects hidden from the classifier (a view over a
+    /// volatile function, a trigger) fail on the server.
+    pub read_only: bool,
 }
 
 impl Default for ProxyOptions {
@@ -92,6 +99,7 @@ impl Default for ProxyOptions {
             events: Arc::new(NoEvents),
             connect_timeout: Duration::from_secs(10),
             startup_timeout: Duration::from_secs(30),
+            read_only: false,
         }
     }
 }
@@ -119,7 +127,8 @@ pub enum Served {
 pub struct DbProxy {
     service_name: String,
     service: DbService,
-    rules: Arc<DbRules>,
+    rules: RwLock<Arc<DbRules>>,
+    read_only: AtomicBool,
     opts: ProxyOptions,
     upstream_tls: OnceLock<Result<Arc<ClientConfig>, String>>,
 }
@@ -131,6 +140,8 @@ pub(crate) struct ConnInfo {
     db_user: Option<String>,
     database: Option<String>,
     application_name: Option<String>,
+    /// The upstream session was opened read-only.
+    read_only: bool,
 }
 
 /// Everything a statement decision needs.
@@ -153,7 +164,32 @@ impl DbProxy {
         rules: Arc<DbRules>,
         opts: ProxyOptions,
     ) -> DbProxy {
-        DbProxy { service_name: name.into(), service, rules, opts, upstream_tls: OnceLock::new() }
+        let read_only = AtomicBool::new(opts.read_only);
+        DbProxy {
+            service_name: name.into(),
+            service,
+            rules: RwLock::new(rules),
+            read_only,
+            opts,
+            upstream_tls: OnceLock::new(),
+        }
+    }
+
+    /// Swaps the rules (a policy reload): every later decision uses them, including the
+    /// re-decision of already prepared statements at Execute.
+    pub fn set_rules(&self, rules: Arc<DbRules>) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
+    }
+
+    /// Whether sessions opened from now on are read-only (see [`ProxyOptions::read_only`]);
+    /// sessions already open keep their mode.
+    pub fn set_read_only(&self, on: bool) {
+        self.read_only.store(on, Ordering::Relaxed);
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<DbRules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The service name.
@@ -327,13 +363,25 @@ impl DbProxy {
             return Ok(self.refuse(&mut s, &info, d).await);
         };
         let d = self
-            .rules
+            .rules()
             .decide_connection(&self.service_name, &self.connection_request(&info, MatchKind::Connect));
         if !d.verdict.permits() {
             return Ok(self.refuse(&mut s, &info, d).await);
         }
+        info.read_only = self.read_only.load(Ordering::Relaxed);
+        let fwd = match guard::startup_parameters(&params, info.read_only) {
+            Ok(fwd) => fwd,
+            Err(r) => {
+                let d = Decision {
+                    verdict: Verdict::Deny,
+                    rule: STARTUP_PARAMETER_REFUSED.into(),
+                    message: Some(format!("startup parameter {} is refused: {}", r.name, r.why)),
+                };
+                return Ok(self.refuse(&mut s, &info, d).await);
+            }
+        };
 
-        let up = tokio::time::timeout(self.opts.connect_timeout, self.login(&user, &info, &params)).await;
+        let up = tokio::time::timeout(self.opts.connect_timeout, self.login(&user, &info, fwd)).await;
         let up = match up {
             Ok(Ok(up)) => up,
             Ok(Err(e)) => return Err(self.login_failed(&mut s, &info, e).await),
@@ -392,18 +440,12 @@ impl DbProxy {
         &self,
         client_user: &str,
         info: &ConnInfo,
-        params: &[(String, String)],
+        fwd: Vec<(String, String)>,
     ) -> Result<upstream::Upstream, ProxyError> {
         let password = self.password().await?;
         let creds = self.service.credentials.as_ref();
         let user = creds.map_or(client_user, |c| c.user.as_str());
         let database = creds.and_then(|c| c.database.as_deref()).or(info.database.as_deref()).unwrap_or(user);
-        let mut fwd: Vec<(String, String)> = params
-            .iter()
-            .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
-            .cloned()
-            .collect();
-        fwd.push(("client_encoding".into(), "UTF8".into()));
         let target = self.target()?;
         upstream::connect(&target, &upstream::Login { user, database, params: fwd, password }).await
     }
@@ -440,7 +482,7 @@ impl DbProxy {
 
     async fn cancel(&self, info: &ConnInfo, pid: u32, secret: &[u8]) -> Served {
         let d = self
-            .rules
+            .rules()
             .decide_connection(&self.service_name, &self.connection_request(info, MatchKind::Cancel));
         if !d.verdict.permits() {
             tracing::info!(service = %self.service_name, rule = %d.rule, "db cancel refused");
@@ -481,7 +523,7 @@ impl DbProxy {
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let kind = if cancel { MatchKind::Cancel } else { MatchKind::Connect };
-        let d = self.rules.decide_connection(&self.service_name, &self.connection_request(&info, kind));
+        let d = self.rules().decide_connection(&self.service_name, &self.connection_request(&info, kind));
         if !d.verdict.permits() {
             if cancel {
                 self.emit(&info, DbEventKind::Cancel, Some(d), None);
@@ -546,11 +588,18 @@ impl Policy<'_> {
         preset: Option<Decision>,
     ) -> Option<session::Refusal> {
         let p = self.proxy;
+        let preset = preset.or_else(|| {
+            (self.info.read_only && guard::changes_read_only(&effects)).then(|| Decision {
+                verdict: Verdict::Deny,
+                rule: READ_ONLY_SESSION.into(),
+                message: Some("this service's sessions are read-only".into()),
+            })
+        });
         let (decision, audit_rules, terminate_in_tx) = match preset {
             Some(d) => (d, Vec::new(), true),
             None => {
                 let views: Vec<_> = effects.iter().map(Effect::view).collect();
-                let sd = p.rules.decide_statement(&p.service_name, &views);
+                let sd = p.rules().decide_statement(&p.service_name, &views);
                 (sd.decision, sd.audit_rules, sd.deny_mode_in_tx == DenyModeInTx::Terminate)
             }
         };

@@ -80,6 +80,7 @@ pub async fn start_proxy(yaml: &str) -> ProxyFixture {
     let opts = ProxyOptions {
         events: events.clone(),
         connect_timeout: Duration::from_secs(5),
+        read_only: !dbproxy::proxy::grants_writes(&policy, "appdb"),
         ..ProxyOptions::default()
     };
     let proxy = Arc::new(DbProxy::new("appdb", service, rules, opts));
@@ -283,4 +284,20 @@ pub fn status_of(msgs: &[Msg]) -> Option<u8> {
 /// First columns of every DataRow.
 pub fn rows(msgs: &[Msg]) -> Vec<String> {
     msgs.iter().filter_map(Msg::first_column).collect()
+}
+
+/// An upstream that only counts the connections made to it (and closes them): for checking
+/// that a refusal happened before any upstream contact. Returns its port and the count.
+pub async fn counting_upstream() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = up.local_addr().unwrap().port();
+    let contacts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = contacts.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = up.accept().await {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (port, contacts)
 }

@@ -110,6 +110,9 @@ impl SessionDb {
                 extra_roots: setup.extra_roots.clone(),
                 cancel_keys: setup.cancel_keys.clone(),
                 events: sink.clone(),
+                // Defence in depth: with no write-class operation granted, the server refuses
+                // writes hidden in what the classifier sees as reads.
+                read_only: !dbproxy::proxy::grants_writes(policy, name),
                 ..ProxyOptions::default()
             };
             let proxy = Arc::new(DbProxy::new(name.clone(), service.clone(), rules.clone(), opts));
