@@ -10,6 +10,10 @@
  *  - sendmsg4/6 send UDP port 53 to the session resolver (any other UDP destination is refused);
  *    recvmsg4/6 and getpeername4/6 put the original address back where the agent looks.
  * The gateway's own listener (TCP) and the session resolver (UDP) are never rewritten (no loops).
+ *  - cgroup_skb/egress drops every packet of a session socket for an address that is neither
+ *    loopback nor the session's gateway or resolver: whatever path a socket took (an accepted
+ *    inbound connection, a raw socket), nothing of the session leaves the host but through the
+ *    funnel.
  * Every session lookup that fails refuses: a socket in an attached cgroup without a session is an
  * inconsistency, and the backend fails closed.
  */
@@ -27,6 +31,8 @@
 #define IPPROTO_UDP 17
 #define IPPROTO_MPTCP 262
 #define DNS_PORT 53
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 
 #define REFUSE 0 /* the syscall fails with EPERM */
 #define PASS 1
@@ -87,18 +93,29 @@ struct endpoint {
 	__u16 port;
 };
 
-static __always_inline struct session *find_session(__u64 *cgid)
+/* Cgroup id at ancestor level `lvl` (-1: the cgroup itself) of the socket that sent `skb`, or of
+ * the current task when `skb` is 0 (the address hooks run in the caller's context; packets may
+ * leave outside it, e.g. retransmissions). `skb` is a constant at every call, so each program
+ * keeps only the helpers its type may call. */
+static __always_inline __u64 cgroup_at(struct __sk_buff *skb, int lvl)
 {
-	__u64 id = bpf_get_current_cgroup_id();
+	if (skb)
+		return lvl < 0 ? bpf_skb_cgroup_id(skb) : bpf_skb_ancestor_cgroup_id(skb, lvl);
+	return lvl < 0 ? bpf_get_current_cgroup_id() : bpf_get_current_ancestor_cgroup_id(lvl);
+}
+
+/* The session owning the cgroup, or one of its ancestors (the deepest registered wins); on a
+ * miss *cgid is the cgroup's own id. */
+static __always_inline struct session *find_session(struct __sk_buff *skb, __u64 *cgid)
+{
+	__u64 id = cgroup_at(skb, -1);
 	struct session *s = bpf_map_lookup_elem(&sessions, &id);
 
-	if (s) {
-		*cgid = id;
+	*cgid = id;
+	if (s)
 		return s;
-	}
-	/* A process in a cgroup below the session's: the deepest registered ancestor wins. */
 	for (int lvl = MAX_DEPTH; lvl > 0; lvl--) {
-		id = bpf_get_current_ancestor_cgroup_id(lvl);
+		id = cgroup_at(skb, lvl);
 		if (!id)
 			continue;
 		s = bpf_map_lookup_elem(&sessions, &id);
@@ -212,11 +229,10 @@ static __always_inline struct deny_rule *denied(__u32 gen, __u64 cgid, const __u
 	return bpf_map_lookup_elem(&denies, &k);
 }
 
-static __always_inline void report(__u64 cgid, const __u32 a[4], __u16 port, __u16 family, __u16 proto,
-				   __u16 reason, const struct deny_rule *rule)
+static __always_inline void report(__u64 cgid, __u64 pid_tgid, const __u32 a[4], __u16 port, __u16 family,
+				   __u16 proto, __u16 reason, const struct deny_rule *rule)
 {
 	struct refusal *e = bpf_ringbuf_reserve(&refusals, sizeof(*e), 0);
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
 	if (!e) {
 		__u32 zero = 0;
@@ -325,7 +341,7 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, const __u32 a[4], __
 				 __u16 family, struct endpoint *to, int *rewrite)
 {
 	__u64 cgid = 0;
-	struct session *s = find_session(&cgid);
+	struct session *s = find_session(0, &cgid);
 	struct deny_rule *rule = 0;
 	__u32 proto = ctx->protocol;
 	int reason;
@@ -333,13 +349,12 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, const __u32 a[4], __
 	*rewrite = 0;
 	if (!s) {
 		reason = REFUSED_NO_SESSION;
-		cgid = bpf_get_current_cgroup_id();
 	} else {
 		reason = decide(ctx, s, cgid, a, port, family, to, rewrite, &rule);
 	}
 	if (!reason)
 		return PASS;
-	report(cgid, a, port, family, (__u16)proto, (__u16)reason, rule);
+	report(cgid, bpf_get_current_pid_tgid(), a, port, family, (__u16)proto, (__u16)reason, rule);
 	return REFUSE;
 }
 
@@ -517,4 +532,60 @@ int record_local(struct bpf_sock_ops *skops)
 		bpf_map_delete_elem(&by_local, &k);
 	}
 	return 1;
+}
+
+static __always_inline int is_loopback(const __u32 a[4])
+{
+	if (is_v4mapped(a))
+		return (bpf_ntohl(a[3]) >> 24) == 127;
+	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(1);
+}
+
+static __always_inline int same_ip(const __u32 a[4], const __u32 b[4])
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+/* Loopback, or the address of the session's own gateway or resolver. */
+static __always_inline int may_leave_for(const struct session *s, const __u32 a[4])
+{
+	struct endpoint e = {};
+
+	if (is_loopback(a))
+		return 1;
+	set_mapped(&e, s->gw4, 0);
+	if (same_ip(e.addr, a))
+		return 1;
+	set_mapped(&e, s->dns4, 0);
+	if (same_ip(e.addr, a))
+		return 1;
+	if ((s->flags & SESSION_HAS_GW6) && same_ip(s->gw6, a))
+		return 1;
+	return (s->flags & SESSION_HAS_DNS6) && same_ip(s->dns6, a);
+}
+
+SEC("cgroup_skb/egress")
+int egress(struct __sk_buff *skb)
+{
+	__u64 cgid = 0;
+	struct session *s = find_session(skb, &cgid);
+	__u32 a[4] = {0, 0, bpf_htonl(0xffff), 0};
+	__u32 proto = skb->protocol;
+	__u16 family;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, 16, &a[3], 4))
+			return REFUSE;
+		family = AF_INET;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, 24, a, 16))
+			return REFUSE;
+		family = AF_INET6;
+	} else {
+		return REFUSE;
+	}
+	if (s && may_leave_for(s, a))
+		return PASS;
+	report(cgid, 0, a, 0, family, 0, s ? REFUSED_EGRESS : REFUSED_NO_SESSION, 0);
+	return REFUSE;
 }

@@ -272,8 +272,10 @@ fn denied_destinations_get_eperm_in_the_kernel() {
     let mut refusals = backend.refusals().expect("refusal stream");
     assert!(backend.refusals().is_none(), "handed out once");
     let att = backend.attach(&cg.0, p).expect("attach");
-    let canary = refusals.next().expect("the self-test's canary refusal");
-    assert_eq!((canary.reason, canary.cgroup_id), (RefusalReason::SelfTestCanary, att.cgroup_id()));
+    for _ in 0..2 {
+        let probe = refusals.next().expect("the self-test's refusals (canary rule, raw datagram)");
+        assert_eq!((probe.reason, probe.cgroup_id), (RefusalReason::SelfTest, att.cgroup_id()));
+    }
     let cases = [
         ("192.0.2.200:443", RefusalReason::DenyRule, Some(0)),
         ("192.0.2.129:22", RefusalReason::DenyRule, Some(0)),
@@ -412,7 +414,7 @@ fn dns_goes_to_the_session_resolver_and_replies_come_from_the_asked_address() {
     };
     let r = run_in_cgroup(&cg.0, op, TIMEOUT).unwrap();
     assert_eq!((r.errno, r.stage), (Some(libc::EPERM), "send"), "{r:?}");
-    let e = refusals.find(|e| e.reason != RefusalReason::SelfTestCanary).expect("a refusal event");
+    let e = refusals.find(|e| e.reason != RefusalReason::SelfTest).expect("a refusal event");
     assert_eq!((e.reason, e.dst, e.tgid), (RefusalReason::Udp, "192.0.2.1:9".parse().unwrap(), r.pid));
     assert_eq!((e.cgroup_id, e.transport), (att.cgroup_id(), Some(redirect::Transport::Udp)));
 }
@@ -491,7 +493,7 @@ fn the_self_test_fails_when_programs_are_missing_or_the_listener_is_wrong() {
         return;
     };
     let Fixture { backend, gw, dns, cg, .. } = &f;
-    for omit in [Program::Connect4, Program::SockOps, Program::Getpeername4] {
+    for omit in [Program::Connect4, Program::SockOps, Program::Getpeername4, Program::Egress] {
         let e =
             backend.attach_omitting(&cg.0, params(gw, dns), &[omit]).expect_err("attach without a program");
         assert!(matches!(e, EbpfError::SelfTest(_)), "{omit:?}: {e}");
@@ -576,5 +578,54 @@ fn deny_list_updates_are_atomic_under_concurrent_connects() {
         att.original_dst(r.local.unwrap()).map(|o| o.dst),
         Some("10.3.1.1:443".parse().unwrap()),
         "{r:?}"
+    );
+}
+
+/// Connects from outside the cgroup to `addr`, retrying while the probe starts listening, and
+/// reads what it sends.
+fn fetch(addr: SocketAddr, within: Duration) -> std::io::Result<Vec<u8>> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(mut c) => {
+                c.set_read_timeout(Some(TIMEOUT))?;
+                let mut got = Vec::new();
+                c.read_to_end(&mut got)?;
+                return Ok(got);
+            }
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+#[test]
+fn nothing_of_the_session_leaves_for_a_non_loopback_address() {
+    let Some(f) = fixture("nothing_of_the_session_leaves_for_a_non_loopback_address") else { return };
+    let Fixture { backend, gw, dns, cg, .. } = &f;
+    // A non-loopback address of this (private) namespace.
+    let st = std::process::Command::new("ip").args(["addr", "add", "192.0.2.100/32", "dev", "lo"]).status();
+    assert!(st.is_ok_and(|s| s.success()), "ip addr add (iproute2) failed");
+    let att = backend.attach(&cg.0, params(gw, dns)).expect("attach");
+    let mut refusals = backend.refusals().expect("refusal stream");
+    let serve_on = |bind: &str| {
+        let cg = cg.0.clone();
+        let op = ProbeOp::Serve { bind: bind.parse().unwrap(), payload: ProbeData::new(b"secret") };
+        std::thread::spawn(move || run_in_cgroup(&cg, op, TIMEOUT).unwrap())
+    };
+    // A session process serving on loopback is reachable from the host.
+    let server = serve_on("127.0.0.1:41000");
+    assert_eq!(fetch("127.0.0.1:41000".parse().unwrap(), TIMEOUT).expect("loopback service"), b"secret");
+    assert_eq!(server.join().unwrap().errno, None);
+    // On any other address its answers never leave: the handshake cannot complete.
+    let server = serve_on("192.0.2.100:41001");
+    let got = fetch("192.0.2.100:41001".parse().unwrap(), Duration::from_secs(1));
+    assert!(got.is_err(), "a connection to the session's service on 192.0.2.100 got through: {got:?}");
+    let r = server.join().unwrap();
+    assert_eq!((r.errno, r.stage), (Some(libc::ETIMEDOUT), "accept"), "{r:?}");
+    let e = refusals.find(|e| e.reason != RefusalReason::SelfTest).expect("an egress refusal");
+    assert_eq!(
+        (e.reason, e.dst.ip(), e.cgroup_id),
+        (RefusalReason::Egress, "192.0.2.100".parse().unwrap(), att.cgroup_id())
     );
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::Key;
+use aya::programs::cgroup_skb::CgroupSkbLink;
 use aya::programs::cgroup_sock_addr::CgroupSockAddrLink;
 use aya::programs::sock_ops::SockOpsLink;
 
@@ -25,6 +26,7 @@ use crate::sockaddr::canonical;
 pub(crate) enum AttachedLink {
     SockAddr(CgroupSockAddrLink),
     SockOps(SockOpsLink),
+    Skb(CgroupSkbLink),
 }
 
 /// A redirected connection as the kernel recorded it.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps};
+use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps};
 use aya::{Ebpf, EbpfLoader};
 
 use super::attached::{Attached, AttachedLink};
@@ -73,10 +73,10 @@ impl EbpfBackend {
             let prog = ebpf
                 .program_mut(p.name())
                 .ok_or_else(|| program_error(p, aya::programs::ProgramError::UnexpectedProgramType))?;
-            let loaded = if p == Program::SockOps {
-                <&mut SockOps>::try_from(prog).and_then(|s| s.load())
-            } else {
-                <&mut CgroupSockAddr>::try_from(prog).and_then(|s| s.load())
+            let loaded = match p {
+                Program::SockOps => <&mut SockOps>::try_from(prog).and_then(|s| s.load()),
+                Program::Egress => <&mut CgroupSkb>::try_from(prog).and_then(|s| s.load()),
+                _ => <&mut CgroupSockAddr>::try_from(prog).and_then(|s| s.load()),
             };
             loaded.map_err(|e| program_error(p, e))?;
         }
@@ -140,14 +140,22 @@ impl EbpfBackend {
         // aya attaches with a bpf_link (the kernel needs 5.7+ for these programs' helpers anyway),
         // which always coexists with other programs on the cgroup and its ancestors and must be
         // created without attach flags: `Single` is the mode that passes none.
-        if p == Program::SockOps {
-            let prog: &mut SockOps = prog.try_into()?;
-            let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
-            Ok(AttachedLink::SockOps(prog.take_link(id)?))
-        } else {
-            let prog: &mut CgroupSockAddr = prog.try_into()?;
-            let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
-            Ok(AttachedLink::SockAddr(prog.take_link(id)?))
+        match p {
+            Program::SockOps => {
+                let prog: &mut SockOps = prog.try_into()?;
+                let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
+                Ok(AttachedLink::SockOps(prog.take_link(id)?))
+            }
+            Program::Egress => {
+                let prog: &mut CgroupSkb = prog.try_into()?;
+                let id = prog.attach(cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)?;
+                Ok(AttachedLink::Skb(prog.take_link(id)?))
+            }
+            _ => {
+                let prog: &mut CgroupSockAddr = prog.try_into()?;
+                let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
+                Ok(AttachedLink::SockAddr(prog.take_link(id)?))
+            }
         }
     }
 }

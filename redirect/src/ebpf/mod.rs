@@ -3,9 +3,11 @@
 //!
 //! Programs (`bpf/redirect.bpf.c`, compiled by `build.rs` and embedded) are loaded once per
 //! [`EbpfBackend`] and attached per session cgroup by [`EbpfBackend::attach`]. Their maps are keyed
-//! by cgroup id, so sessions never see each other's gateway, deny rules or connections. Every
-//! attach ends with a self-test from inside the cgroup; an attach that cannot prove the programs
-//! redirect and refuse is an error, and the caller fails closed.
+//! by cgroup id, so sessions never see each other's gateway, deny rules or connections. A packet
+//! filter on the cgroup backs the address hooks up: no packet of a session socket leaves for an
+//! address other than loopback or the session's own gateway and resolver. Every attach ends with a
+//! self-test from inside the cgroup; an attach that cannot prove the programs redirect and refuse
+//! is an error, and the caller fails closed.
 
 mod attached;
 mod backend;
@@ -45,13 +47,16 @@ pub enum Program {
     Getpeername6,
     /// `sockops`: files each redirected connection under its local address.
     SockOps,
+    /// `cgroup_skb/egress`: drops packets of session sockets for non-loopback addresses.
+    Egress,
 }
 
 impl Program {
     /// Every program, in attach order: the ones that only read or record first, so a connect is
     /// never rewritten before its record can be filed.
-    pub const ALL: [Program; 9] = [
+    pub const ALL: [Program; 10] = [
         Program::SockOps,
+        Program::Egress,
         Program::Recvmsg4,
         Program::Recvmsg6,
         Program::Getpeername4,
@@ -74,6 +79,7 @@ impl Program {
             Program::Getpeername4 => "getpeername4",
             Program::Getpeername6 => "getpeername6",
             Program::SockOps => "record_local",
+            Program::Egress => "egress",
         }
     }
 }
@@ -186,6 +192,6 @@ mod tests {
         let pos = |p| Program::ALL.iter().position(|&q| q == p).unwrap();
         assert!(pos(Program::SockOps) < pos(Program::Connect4));
         assert!(pos(Program::Recvmsg4) < pos(Program::Sendmsg4));
-        assert_eq!(Program::ALL.len(), 9);
+        assert_eq!(Program::ALL.len(), 10);
     }
 }

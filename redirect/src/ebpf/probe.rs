@@ -47,6 +47,19 @@ pub enum ProbeOp {
         /// How many connects.
         count: u32,
     },
+    /// One raw IP datagram (an empty UDP header) to `dst` from a socket bound to `lo`: no address
+    /// hook sees it, so only the cgroup's packet filter stands between it and the network.
+    RawSend {
+        /// Where the datagram goes (IPv4; the port is ignored).
+        dst: SocketAddr,
+    },
+    /// Listen on `bind`, accept one connection within the timeout and send it `payload`.
+    Serve {
+        /// The listening address.
+        bind: SocketAddr,
+        /// Bytes for the accepted connection.
+        payload: ProbeData,
+    },
     /// One UDP datagram to `dst` (with `sendto`, or `connect` then `send` when `connected`), then
     /// one reply read with `recvfrom`.
     UdpExchange {

@@ -10,7 +10,7 @@ use aya::maps::{Array, MapData, RingBuf};
 
 use super::DenyRule;
 use super::maps::{self, IPPROTO_TCP, RefusalRaw};
-use super::selftest::CANARY_INDEX;
+use super::selftest::{CANARY_INDEX, SENTINEL_V4};
 use crate::original_dst::Transport;
 
 /// Why the kernel refused a connect or a send (`REFUSED_*` in `bpf/redirect.h`).
@@ -18,8 +18,9 @@ use crate::original_dst::Transport;
 pub enum RefusalReason {
     /// A deny rule of the session matched.
     DenyRule,
-    /// The self-test's canary rule matched (expected once per attach).
-    SelfTestCanary,
+    /// One of the attach self-test's own probes: the canary deny rule, or the raw datagram to the
+    /// sentinel that the egress filter dropped (expected twice per attach).
+    SelfTest,
     /// IPv6 TCP, and the session has no IPv6 gateway.
     NoGateway,
     /// IPv6 DNS, and the session has no IPv6 resolver.
@@ -32,6 +33,9 @@ pub enum RefusalReason {
     NoSession,
     /// The original destination could not be recorded, so the connection could not be named.
     Record,
+    /// A packet of a session socket for an address other than loopback, the gateway or the
+    /// resolver (an accepted inbound connection, a raw socket); no process context, so pid 0.
+    Egress,
     /// A reason this build does not know.
     Unknown(u16),
 }
@@ -60,7 +64,7 @@ pub struct Refusal {
     pub transport: Option<Transport>,
     /// Why.
     pub reason: RefusalReason,
-    /// The rule, for [`RefusalReason::DenyRule`] and [`RefusalReason::SelfTestCanary`].
+    /// The rule, for [`RefusalReason::DenyRule`] and [`RefusalReason::SelfTest`].
     pub rule: Option<MatchedRule>,
 }
 
@@ -73,6 +77,7 @@ fn reason(code: u16) -> RefusalReason {
         5 => RefusalReason::Protocol,
         6 => RefusalReason::NoSession,
         7 => RefusalReason::Record,
+        8 => RefusalReason::Egress,
         other => RefusalReason::Unknown(other),
     }
 }
@@ -96,23 +101,17 @@ pub(crate) fn parse_refusal(bytes: &[u8]) -> Option<Refusal> {
         let index = (r.index != CANARY_INDEX).then_some(r.index as usize);
         MatchedRule { rule: DenyRule { net, port: (port != 0).then_some(port) }, index }
     });
-    if rule.is_some_and(|r| r.index.is_none()) {
-        why = RefusalReason::SelfTestCanary;
+    let dst = maps::requested_addr(&orig);
+    let sentinel = std::net::IpAddr::V4(*SENTINEL_V4.ip());
+    if rule.is_some_and(|r| r.index.is_none()) || (why == RefusalReason::Egress && dst.ip() == sentinel) {
+        why = RefusalReason::SelfTest;
     }
     let transport = match raw.proto {
         IPPROTO_TCP => Some(Transport::Tcp),
         p if p == libc::IPPROTO_UDP as u16 => Some(Transport::Udp),
         _ => None,
     };
-    Some(Refusal {
-        cgroup_id: raw.cgid,
-        pid: raw.pid,
-        tgid: raw.tgid,
-        dst: maps::requested_addr(&orig),
-        transport,
-        reason: why,
-        rule,
-    })
+    Some(Refusal { cgroup_id: raw.cgid, pid: raw.pid, tgid: raw.tgid, dst, transport, reason: why, rule })
 }
 
 /// The refusal stream. Poll its fd for readability (e.g. with tokio's `AsyncFd`), then drain
@@ -195,7 +194,7 @@ mod tests {
 
         let canary =
             RefusalRaw { rule: DenyValue { index: CANARY_INDEX, port: 9u16.to_be(), ..rule }, ..raw };
-        assert_eq!(parse_refusal(&raw_bytes(&canary)).unwrap().reason, RefusalReason::SelfTestCanary);
+        assert_eq!(parse_refusal(&raw_bytes(&canary)).unwrap().reason, RefusalReason::SelfTest);
 
         let udp =
             RefusalRaw { reason: 4, proto: libc::IPPROTO_UDP as u16, family: libc::AF_INET6 as u16, ..raw };
@@ -203,5 +202,14 @@ mod tests {
         assert_eq!((r.reason, r.rule, r.transport), (RefusalReason::Udp, None, Some(Transport::Udp)));
         assert_eq!(r.dst, "[::ffff:10.1.2.3]:443".parse::<SocketAddr>().unwrap());
         assert!(parse_refusal(&raw_bytes(&raw)[..71]).is_none());
+
+        let egress = RefusalRaw { reason: 8, proto: 0, port: 0, rule: DenyValue::default(), ..raw };
+        let r = parse_refusal(&raw_bytes(&egress)).unwrap();
+        assert_eq!(
+            (r.reason, r.transport, r.dst),
+            (RefusalReason::Egress, None, "10.1.2.3:0".parse().unwrap())
+        );
+        let probe = RefusalRaw { addr: ip16(SENTINEL_V4.ip().to_owned().into()), ..egress };
+        assert_eq!(parse_refusal(&raw_bytes(&probe)).unwrap().reason, RefusalReason::SelfTest);
     }
 }

@@ -1,10 +1,11 @@
 //! The attach self-test: a probe process inside the session cgroup connects to a TEST-NET
 //! sentinel, which must be rewritten to the gateway listener and filed with the right original
-//! destination and pid, and to the canary deny rule, which must be refused with EPERM. A program
-//! that is silently inactive (not attached, wrong cgroup, map layout drift) fails the attach.
+//! destination and pid; to the canary deny rule, which must be refused with EPERM; and sends a raw
+//! datagram to the sentinel, which the egress filter must drop. A program that is silently
+//! inactive (not attached, wrong cgroup, map layout drift) fails the attach.
 //!
-//! The probe's socket is bound to `lo`, so even when nothing rewrites it no packet leaves the
-//! machine. The sentinel connection reaches the gateway's accept queue with its record already
+//! The probe's sockets are bound to `lo`, so even when nothing rewrites or drops them no packet
+//! leaves the machine. The sentinel connection reaches the gateway's accept queue with its record already
 //! taken by the self-test, so the gateway sees an unnamed connection and closes it.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -81,6 +82,18 @@ pub(super) fn run(att: &Attached) -> Result<(), EbpfError> {
         return Err(fail(format!(
             "connect to the canary deny rule {CANARY_DENY_V4} was not refused with EPERM ({} at {})",
             r.errno.map_or("success".into(), |e| std::io::Error::from_raw_os_error(e).to_string()),
+            r.stage
+        )));
+    }
+    // No address hook sees a raw datagram: only the packet filter keeps it from leaving.
+    let r =
+        run_in_cgroup(att.cgroup_dir(), ProbeOp::RawSend { dst: SocketAddr::V4(SENTINEL_V4) }, PROBE_TIMEOUT)
+            .map_err(EbpfError::Probe)?;
+    if r.errno != Some(libc::EPERM) || r.stage != "send" {
+        return Err(fail(format!(
+            "a raw datagram to {} was not dropped by the egress filter ({} at {})",
+            SENTINEL_V4.ip(),
+            r.errno.map_or("sent".into(), |e| std::io::Error::from_raw_os_error(e).to_string()),
             r.stage
         )));
     }

@@ -18,6 +18,8 @@ const STAGE_BIND_DEVICE: u32 = 3;
 const STAGE_CONNECT: u32 = 4;
 const STAGE_SEND: u32 = 5;
 const STAGE_RECV: u32 = 6;
+const STAGE_BIND: u32 = 7;
+const STAGE_ACCEPT: u32 = 8;
 
 /// The name of a failing step, for reports and errors.
 pub(super) fn stage_name(stage: u32) -> &'static str {
@@ -28,6 +30,8 @@ pub(super) fn stage_name(stage: u32) -> &'static str {
         STAGE_CONNECT => "connect",
         STAGE_SEND => "send",
         STAGE_RECV => "receive",
+        STAGE_BIND => "bind",
+        STAGE_ACCEPT => "accept",
         _ => "none",
     }
 }
@@ -46,7 +50,9 @@ impl Plan {
         let dst = match op {
             ProbeOp::TcpConnect { dst, .. }
             | ProbeOp::TcpConnectLoop { dst, .. }
-            | ProbeOp::UdpExchange { dst, .. } => dst,
+            | ProbeOp::UdpExchange { dst, .. }
+            | ProbeOp::RawSend { dst }
+            | ProbeOp::Serve { bind: dst, .. } => dst,
         };
         let bytes = encode_sockaddr(dst);
         // SAFETY: sockaddr_in6 is plain data; all-zero is valid.
@@ -133,6 +139,8 @@ unsafe fn run_op(plan: &Plan, r: &mut RawReport) {
                 }
             }
             ProbeOp::UdpExchange { connected, payload, .. } => udp_exchange(plan, connected, &payload, r),
+            ProbeOp::RawSend { .. } => raw_send(plan, r),
+            ProbeOp::Serve { payload, .. } => serve(plan, &payload, r),
         }
     }
 }
@@ -278,6 +286,59 @@ unsafe fn udp_exchange(plan: &Plan, connected: bool, payload: &ProbeData, r: &mu
         if !connected {
             names(fd, r);
         }
+        libc::close(fd);
+    }
+}
+
+unsafe fn raw_send(plan: &Plan, r: &mut RawReport) {
+    // SAFETY: raw calls on a socket we own and buffers that outlive each call.
+    unsafe {
+        let fd = libc::socket(plan.family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_UDP);
+        if fd < 0 {
+            return fail(r, STAGE_SOCKET);
+        }
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, c"lo".as_ptr().cast(), 3) != 0 {
+            return fail(r, STAGE_BIND_DEVICE);
+        }
+        let udp_header = [0u8; 8];
+        let dst = (&plan.dst as *const libc::sockaddr_in6).cast();
+        if libc::sendto(fd, udp_header.as_ptr().cast(), udp_header.len(), 0, dst, plan.dst_len) < 0 {
+            return fail(r, STAGE_SEND);
+        }
+        libc::close(fd);
+    }
+}
+
+unsafe fn serve(plan: &Plan, payload: &ProbeData, r: &mut RawReport) {
+    // SAFETY: raw calls on sockets we own and buffers that outlive each call.
+    unsafe {
+        let fd = libc::socket(plan.family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return fail(r, STAGE_SOCKET);
+        }
+        let one = 1i32;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const i32).cast(), 4);
+        if libc::bind(fd, (&plan.dst as *const libc::sockaddr_in6).cast(), plan.dst_len) != 0
+            || libc::listen(fd, 8) != 0
+        {
+            return fail(r, STAGE_BIND);
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        if libc::poll(&mut pfd, 1, plan.timeout_ms) != 1 {
+            *libc::__errno_location() = libc::ETIMEDOUT;
+            return fail(r, STAGE_ACCEPT);
+        }
+        let c = libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
+        if c < 0 {
+            return fail(r, STAGE_ACCEPT);
+        }
+        names(c, r);
+        set_timeouts(c, plan.timeout_ms);
+        let data = payload.as_bytes();
+        if libc::send(c, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) != data.len() as isize {
+            return fail(r, STAGE_SEND);
+        }
+        libc::close(c);
         libc::close(fd);
     }
 }
