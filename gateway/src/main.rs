@@ -6,6 +6,7 @@ mod control;
 mod daemon;
 mod events;
 mod integrity;
+mod signing;
 
 use std::process::ExitCode;
 

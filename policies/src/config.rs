@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// TLS the gateway originates (upstreams of intercepted connections).
     #[serde(default)]
     pub tls: TlsConfig,
+    /// How policy files are trusted.
+    #[serde(default)]
+    pub policies: PoliciesConfig,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +60,7 @@ impl Default for ServerConfig {
             security: SecurityConfig::default(),
             llm: LlmProxyConfig::default(),
             tls: TlsConfig::default(),
+            policies: PoliciesConfig::default(),
         }
     }
 }
@@ -306,6 +310,42 @@ impl Default for LlmProxyConfig {
     }
 }
 
+/// `policies`: how policy files are trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesConfig {
+    /// Signatures on policy files.
+    #[serde(default)]
+    pub signing: SigningConfig,
+}
+
+/// What an unsigned or badly signed policy file gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SigningMode {
+    /// Signatures are not checked (the default).
+    #[default]
+    Off,
+    /// Checked; a failure is an event, the session still starts.
+    Warn,
+    /// Checked; a failure refuses the session. Embedded policies are always trusted.
+    Enforce,
+}
+
+/// `policies.signing`: Ed25519 detached signatures (`<policy>.sig`) checked against a trust
+/// store of public keys.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The mode.
+    #[serde(default)]
+    pub mode: SigningMode,
+    /// Directory of trusted public keys (`agentsh policy keygen` writes them); required unless
+    /// `mode` is `off`. In `enforce` it must not be writable by group or others.
+    #[serde(default)]
+    pub trust_store: Option<PathBuf>,
+}
+
 /// `tls`: trust for the TLS connections the gateway makes itself, when it terminates a
 /// connection (`connect_redirects` with `tls.mode: rewrite_sni`, the LLM proxy) and dials the
 /// upstream anew. The host's system roots are always trusted.
@@ -350,6 +390,10 @@ impl Validate for ServerConfig {
             && !p.is_absolute()
         {
             v.error(root.key("audit").key("integrity").key("key_file"), "must be an absolute path");
+        }
+        let signing = &self.policies.signing;
+        if signing.mode != SigningMode::Off && signing.trust_store.is_none() {
+            v.error(root.key("policies").key("signing"), "trust_store is required unless mode is off");
         }
         let sec = root.key("security");
         if let Some(min) = self.security.minimum_mode {

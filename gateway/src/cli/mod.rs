@@ -9,6 +9,7 @@ mod demo_pg;
 mod detect;
 mod exec;
 mod policy_check;
+mod policy_sign;
 mod policy_source;
 mod policy_validate;
 mod server;
@@ -156,6 +157,34 @@ enum SessionCommand {
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
+    /// Make an Ed25519 key pair for signing policies: a private key and a trust-store entry.
+    Keygen {
+        /// Directory to write both files to.
+        #[arg(long)]
+        output: PathBuf,
+        /// Who the key belongs to.
+        #[arg(long)]
+        label: String,
+    },
+    /// Sign a policy file: writes FILE.sig next to it.
+    Sign {
+        /// The policy file.
+        file: PathBuf,
+        /// The private key (from `policy keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The signer's name (default: $USER).
+        #[arg(long)]
+        signer: Option<String>,
+    },
+    /// Verify FILE.sig against a trust store. Exit 0 when valid, 1 when not.
+    Verify {
+        /// The policy file.
+        file: PathBuf,
+        /// The trust-store directory.
+        #[arg(long)]
+        key_dir: PathBuf,
+    },
     /// Load policies strictly and report every error with file, line and column.
     ///
     /// Prints `FILE: ok` for each valid policy. Exit 0 when all are valid, 1 otherwise.
@@ -216,6 +245,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             exec::run(&policy, &workspace, &command, &flags)
         }
         Command::Policy(PolicyCommand::Validate { files, config }) => policy_validate::run(&files, config),
+        Command::Policy(PolicyCommand::Keygen { output, label }) => policy_sign::keygen(&output, &label),
+        Command::Policy(PolicyCommand::Sign { file, key, signer }) => {
+            policy_sign::sign(&file, &key, signer.as_deref())
+        }
+        Command::Policy(PolicyCommand::Verify { file, key_dir }) => policy_sign::verify(&file, &key_dir),
         Command::Policy(PolicyCommand::Check { policy, connects, ip, names, json }) => {
             policy_check::run(&policy, &connects, ip, &names, json)
         }

@@ -13,7 +13,8 @@ pub fn policy_spec(arg: &str) -> anyhow::Result<PolicySpec> {
     let path = Path::new(arg);
     if path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {arg}"))?;
-        return Ok(PolicySpec::Inline { file: arg.to_string(), text });
+        let signature = std::fs::read_to_string(crate::signing::sig_path(path)).ok();
+        return Ok(PolicySpec::Inline { file: arg.to_string(), text, signature });
     }
     if policies::embedded::source(arg).is_none() {
         bail!(

@@ -23,6 +23,9 @@ pub enum PolicySpec {
         file: String,
         /// The YAML text.
         text: String,
+        /// The detached signature (`<file>.sig`), when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
     },
 }
 

@@ -4,7 +4,7 @@ use std::{os::unix::net::UnixStream, sync::Arc};
 
 use anyhow::{Context, bail};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use policies::{embedded, load_policy};
+use policies::{config::SigningMode, embedded, load_policy};
 
 use super::{Daemon, Session};
 use crate::{
@@ -73,18 +73,52 @@ pub fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
     let _ = write_frame(&mut stream, &response);
 }
 
-fn resolve_policy(spec: PolicySpec) -> anyhow::Result<(String, policies::Policy)> {
-    let (name, file, text) = match spec {
+/// The policy a request names, loaded, with what its signature check found (`None` when
+/// signatures are off or the policy is embedded).
+fn resolve_policy(
+    spec: PolicySpec,
+    signing: &policies::config::SigningConfig,
+) -> anyhow::Result<(String, policies::Policy, Option<Result<String, String>>)> {
+    let (name, file, text, checked) = match spec {
         PolicySpec::Embedded { name } => {
             let Some(text) = embedded::source(&name) else {
                 bail!("unknown embedded policy {name:?} (one of: {})", embedded::NAMES.join(", "));
             };
-            (name.clone(), format!("<embedded:{name}>"), text.to_string())
+            (name.clone(), format!("<embedded:{name}>"), text.to_string(), None)
         }
-        PolicySpec::Inline { file, text } => (file.clone(), file, text),
+        PolicySpec::Inline { file, text, signature } => {
+            let checked = check_signature(signing, &text, signature.as_deref());
+            if let Some(Err(why)) = &checked
+                && signing.mode == SigningMode::Enforce
+            {
+                bail!("policy {file} refused: {why} (policies.signing.mode is enforce)");
+            }
+            (file.clone(), file, text, checked)
+        }
     };
     let policy = load_policy(&text, &file).map_err(|errs| anyhow::anyhow!("invalid policy:\n{errs}"))?;
-    Ok((name, policy))
+    Ok((name, policy, checked))
+}
+
+/// Verify a policy file's signature under `signing`: `Ok(signer)` or `Err(why)`.
+fn check_signature(
+    signing: &policies::config::SigningConfig,
+    text: &str,
+    signature: Option<&str>,
+) -> Option<Result<String, String>> {
+    if signing.mode == SigningMode::Off {
+        return None;
+    }
+    let store = signing.trust_store.as_deref()?;
+    let result = (|| {
+        let sig = signature.ok_or_else(|| anyhow::anyhow!("it has no signature (.sig file)"))?;
+        let sig: crate::signing::Signature =
+            serde_json::from_str(sig).map_err(|e| anyhow::anyhow!("its signature file is malformed: {e}"))?;
+        let keys = crate::signing::trust_store(store, signing.mode == SigningMode::Enforce)?;
+        let key = crate::signing::verify(text.as_bytes(), &sig, &keys)?;
+        anyhow::Ok(format!("{} ({}, key {})", sig.signer, key.label, key.key_id))
+    })();
+    Some(result.map_err(|e| format!("{e:#}")))
 }
 
 fn handle(
@@ -105,15 +139,25 @@ fn handle(
                     daemon.config.state_dir.display()
                 );
             }
-            let (name, policy) = resolve_policy(policy)?;
+            let (name, policy, signature) = resolve_policy(policy, &daemon.config.policies.signing)?;
             let session = Session::create(daemon, workspace, name, policy)?;
             let info = session.info();
-            daemon.recorder.record(
-                Event::new("session_created", &session.id)
-                    .field("workspace", session.workspace.display().to_string())
-                    .field("policy", session.policy_name.clone())
-                    .field("peer_uid", peer.uid),
-            );
+            let mut created = Event::new("session_created", &session.id)
+                .field("workspace", session.workspace.display().to_string())
+                .field("policy", session.policy_name.clone())
+                .field("peer_uid", peer.uid);
+            match signature {
+                Some(Ok(signer)) => created = created.field("policy_signed_by", signer),
+                Some(Err(why)) => {
+                    daemon.recorder.record(
+                        Event::new("policy_signature_invalid", &session.id)
+                            .field("policy", session.policy_name.clone())
+                            .field("reason", why),
+                    );
+                }
+                None => {}
+            }
+            daemon.recorder.record(created);
             let session = Arc::new(session);
             if let Some(db) = &session.db
                 && let Err(e) = db.start(daemon.runtime.handle(), Arc::downgrade(&session))
