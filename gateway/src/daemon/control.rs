@@ -73,12 +73,15 @@ pub fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
     let _ = write_frame(&mut stream, &response);
 }
 
-/// The policy a request names, loaded, with what its signature check found (`None` when
-/// signatures are off or the policy is embedded).
+/// What a signature check found: the signer, or why the policy is not trusted; `None` when
+/// signatures are off or the policy is embedded.
+type SignatureCheck = Option<Result<String, String>>;
+
+/// The policy a request names, loaded, with its signature check.
 fn resolve_policy(
     spec: PolicySpec,
     signing: &policies::config::SigningConfig,
-) -> anyhow::Result<(String, policies::Policy, Option<Result<String, String>>)> {
+) -> anyhow::Result<(String, policies::Policy, SignatureCheck)> {
     let (name, file, text, checked) = match spec {
         PolicySpec::Embedded { name } => {
             let Some(text) = embedded::source(&name) else {
@@ -105,7 +108,7 @@ fn check_signature(
     signing: &policies::config::SigningConfig,
     text: &str,
     signature: Option<&str>,
-) -> Option<Result<String, String>> {
+) -> SignatureCheck {
     if signing.mode == SigningMode::Off {
         return None;
     }
