@@ -389,6 +389,14 @@ fn run_command(p: &Prepared, fds: &ChildFds) -> ! {
     step(fds, Step::NoNewPrivs, sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0));
     // Before the filter: a filter may trap the stat/access calls the search makes.
     let path = resolve_executable(p, fds);
+    // After the mount view exists (the rules bind the sandbox's own inodes, its /tmp included)
+    // and no_new_privs (which lets an unprivileged thread restrict itself); before the filter,
+    // whose hand-off allows only a handful of syscalls.
+    if let Some(landlock) = &p.landlock
+        && let Err((index, errno)) = landlock.apply()
+    {
+        fail(fds, Step::Landlock, index, errno);
+    }
     if let Some(filter) = &p.filter {
         // The hand-off of the module docs. `sendmsg` only before the filter is installed.
         let me = step(fds, Step::OpenPidfd, sys::pidfd_open_self());

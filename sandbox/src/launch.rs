@@ -51,6 +51,7 @@ struct Labels {
     cwd: String,
     binds: Vec<String>,
     late: Vec<String>,
+    landlock: Vec<String>,
 }
 
 impl Labels {
@@ -66,6 +67,10 @@ impl Labels {
                 format!("{base} {target}")
             }
             Step::Chdir => format!("{base} {}", self.cwd),
+            Step::Landlock => {
+                let what = self.landlock.get(usize::from(r.index)).map_or("ruleset", String::as_str);
+                format!("{base} {what}")
+            }
             Step::ResolveExecutable | Step::Exec => format!("{base} {}", self.argv0),
             _ => base.to_string(),
         };
@@ -88,6 +93,8 @@ pub struct Launched {
     /// The gateway listeners (127.0.0.1 then ::1) living in the sandbox's network namespace,
     /// when `spec.gateway_listeners` was set.
     pub listeners: Vec<TcpListener>,
+    /// The Landlock ABI the command's ruleset was built for, when `spec.landlock` was set.
+    pub landlock_abi: Option<u32>,
     ctrl: Option<OwnedFd>,
     report: Option<OwnedFd>,
     state: State,
@@ -246,6 +253,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, SandboxError> {
         pidfd,
         notify_fd: None,
         listeners: Vec::new(),
+        landlock_abi: prep.landlock.as_ref().map(|l| l.abi),
         ctrl: Some(parent_sock),
         report: Some(report_r),
         state: State::Starting,
@@ -255,6 +263,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, SandboxError> {
             cwd: spec.cwd.display().to_string(),
             binds: spec.bind_files.iter().map(|(_, t)| t.display().to_string()).collect(),
             late: prep.late_labels.clone(),
+            landlock: prep.landlock.as_ref().map_or_else(Vec::new, |l| l.labels()),
         },
     };
     if spec.gateway_listeners {

@@ -9,7 +9,8 @@
 //!
 //! [`detect`] finds what this machine can enforce, by trying.
 //!
-//! Not here yet: Landlock, the FUSE workspace.
+//! [`LandlockPlan`] (set [`LaunchSpec::landlock`]) has the kernel confine the command to the
+//! system trees, the workspace and its private `/tmp`.
 
 // Namespaces, clone3, mounts and SCM_RIGHTS need raw syscalls; every block says why it is sound.
 #![allow(unsafe_code)]
@@ -19,6 +20,7 @@ mod child;
 pub mod detect;
 pub mod error;
 mod fdpass;
+pub mod landlock_plan;
 mod launch;
 mod mounts;
 pub mod prepare;
@@ -28,6 +30,7 @@ mod sys;
 
 pub use child::encode_wait_status;
 pub use error::{Errno, SandboxError};
+pub use landlock_plan::{LandlockAccess, LandlockPath, LandlockPlan};
 pub use launch::{Launched, launch};
 pub use spec::{
     BindDir, DEFAULT_PATH, LaunchSpec, SANDBOX_SELF_V4, SANDBOX_SELF_V6, SANDBOX_STATE_DIR, Stdio,

@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::error::SandboxError;
+use crate::landlock_plan::PreparedLandlock;
 use crate::mounts::{self, LateBind};
 use crate::spec::{DEFAULT_PATH, LaunchSpec};
 
@@ -39,6 +40,8 @@ pub(crate) struct Prepared {
     /// How errors name each of `late_binds`.
     pub late_labels: Vec<String>,
     pub filter: Option<Vec<libc::sock_filter>>,
+    /// The Landlock ruleset the command applies before the seccomp filter.
+    pub landlock: Option<PreparedLandlock>,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
     pub groups: Vec<libc::gid_t>,
@@ -218,6 +221,7 @@ impl Prepared {
             None => None,
         };
         let filter = spec.seccomp.as_deref().map(check_program).transpose()?;
+        let landlock = spec.landlock.as_ref().map(PreparedLandlock::new).transpose()?;
         let view = mounts::view(spec, resolv_src, resolv_landing)?;
         let late_binds = view.late.iter().map(PreparedBind::new).collect::<Result<Vec<_>, _>>()?;
         let argv_ptrs = null_terminated(&argv);
@@ -237,6 +241,7 @@ impl Prepared {
             late_binds,
             late_labels: view.late.into_iter().map(|b| b.label).collect(),
             filter,
+            landlock,
             uid: spec.uid,
             gid: spec.gid,
             groups: spec.groups.clone(),

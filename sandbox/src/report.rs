@@ -98,10 +98,12 @@ pub enum Step {
     WaitAck,
     /// `execve` itself.
     Exec,
+    /// Building and applying the Landlock ruleset (the record's index names the path).
+    Landlock,
 }
 
 impl Step {
-    const ALL: [Step; 44] = [
+    const ALL: [Step; 45] = [
         Step::CloseFds,
         Step::NotDumpable,
         Step::MountPrivate,
@@ -146,6 +148,7 @@ impl Step {
         Step::SendNotifyFd,
         Step::WaitAck,
         Step::Exec,
+        Step::Landlock,
     ];
 
     /// The step's wire code.
@@ -205,6 +208,7 @@ impl Step {
             Step::SendNotifyFd => "send notify fd number",
             Step::WaitAck => "wait for supervisor ack",
             Step::Exec => "execve",
+            Step::Landlock => "landlock",
         }
     }
 }

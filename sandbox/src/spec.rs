@@ -5,6 +5,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+use crate::landlock_plan::LandlockPlan;
+
 /// Where one of the command's standard streams comes from.
 #[derive(Debug, Default)]
 pub enum Stdio {
@@ -79,6 +81,10 @@ pub struct LaunchSpec {
     /// Raw classic-BPF program (an array of `struct sock_filter`, 8 bytes each) installed last
     /// before `execve` with a user-notify listener; the listener fd is handed to the parent.
     pub seccomp: Option<Vec<u8>>,
+    /// Landlock ruleset applied by the command just before the seccomp filter and `execve`, at
+    /// the best ABI the kernel offers ([`crate::Launched::landlock_abi`] says which). `None`
+    /// (the default) applies none; `Some` on a kernel without Landlock fails the launch.
+    pub landlock: Option<LandlockPlan>,
     /// Create TCP listeners on `127.0.0.1:0` and `[::1]:0` inside the sandbox's network namespace
     /// and hand them to the parent (the session gateway's listeners).
     pub gateway_listeners: bool,
@@ -99,7 +105,7 @@ pub struct LaunchSpec {
 impl LaunchSpec {
     /// A spec for `argv` with conservative defaults: uid/gid 65534 (nobody), no groups, cwd `/`,
     /// `PATH=/usr/local/bin:/usr/bin:/bin` only, an empty resolv.conf, no extra binds, `/run`
-    /// hidden, no cgroup, no seccomp, no listeners, the self addresses on `lo`, inherited stdio.
+    /// hidden, no cgroup, no seccomp, no Landlock, no listeners, the self addresses on `lo`, inherited stdio.
     pub fn new<I, S>(argv: I, state_dir: impl Into<PathBuf>) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -119,6 +125,7 @@ impl LaunchSpec {
             hide_run: true,
             cgroup: None,
             seccomp: None,
+            landlock: None,
             gateway_listeners: false,
             self_addresses: true,
             hostname: None,

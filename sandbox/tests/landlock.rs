@@ -1,0 +1,125 @@
+//! Landlock with real launches: the workspace and the private /tmp are writable, system trees
+//! are readable and executable, and anything else is refused with EACCES even where the
+//! permission bits would allow it; the launch reports the ABI it used.
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::{StateDir, privileged, run_with, sh};
+use sandbox::{BindDir, LandlockPlan, landlock_plan::kernel_abi};
+
+/// A host directory removed on drop, mode 0777 so only Landlock can refuse the sandbox.
+struct HostDir(PathBuf);
+
+impl HostDir {
+    fn new(parent: &str, tag: &str) -> HostDir {
+        let dir = PathBuf::from(format!("{parent}/agentsh-landlock-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        HostDir(dir)
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn landlock_spec(script: &str, ws: &Path, state: &StateDir) -> sandbox::LaunchSpec {
+    let mut spec = sh(script, state);
+    spec.cwd = ws.to_path_buf();
+    spec.bind_dirs = vec![BindDir { host: ws.to_path_buf(), sandbox: ws.to_path_buf(), writable: true }];
+    spec.landlock = Some(LandlockPlan::for_workspace(ws));
+    spec
+}
+
+#[test]
+fn writes_outside_the_workspace_fail_with_eacces() {
+    if !privileged("writes_outside_the_workspace_fail_with_eacces") {
+        return;
+    }
+    let abi = kernel_abi()
+        .expect("Landlock must be available for this test (CONFIG_SECURITY_LANDLOCK, lsm=landlock)");
+    let ws = HostDir::new("/tmp", "ws");
+    let outside = HostDir::new("/var/tmp", "outside");
+    std::fs::write(outside.0.join("seen.txt"), "host\n").unwrap();
+    std::fs::set_permissions(outside.0.join("seen.txt"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let state = StateDir::new();
+    let o = outside.0.display();
+    let script = format!(
+        "echo data > w.txt && mkdir -p d/e && mv w.txt d/e/w.txt && cat d/e/w.txt
+         echo t > /tmp/t && cat /tmp/t
+         head -c 5 /etc/passwd; echo
+         /bin/true && echo exec-ok
+         echo x > {o}/new.txt || echo create-refused
+         echo x >> {o}/seen.txt || echo append-refused
+         cat {o}/seen.txt || echo read-refused
+         ls /root >/dev/null || echo home-refused
+         echo ok > /dev/null && echo devnull-ok"
+    );
+    let mut got_abi = None;
+    let out = run_with(landlock_spec(&script, &ws.0, &state), |l| got_abi = l.landlock_abi);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(got_abi, Some(abi.min(10)));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "data",
+            "t",
+            "root:",
+            "exec-ok",
+            "create-refused",
+            "append-refused",
+            "read-refused",
+            "home-refused",
+            "devnull-ok"
+        ],
+        "{out:?}"
+    );
+    // Each refusal is EACCES ("Permission denied"), not a missing path.
+    assert_eq!(out.stderr.matches("Permission denied").count(), 4, "{}", out.stderr);
+    assert!(!outside.0.join("new.txt").exists());
+    assert_eq!(std::fs::read_to_string(outside.0.join("seen.txt")).unwrap(), "host\n");
+    assert_eq!(std::fs::read_to_string(ws.0.join("d/e/w.txt")).unwrap(), "data\n");
+}
+
+#[test]
+fn without_a_plan_the_same_write_succeeds() {
+    if !privileged("without_a_plan_the_same_write_succeeds") {
+        return;
+    }
+    let ws = HostDir::new("/tmp", "ws-off");
+    let outside = HostDir::new("/var/tmp", "outside-off");
+    let state = StateDir::new();
+    let script = format!("echo x > {}/new.txt", outside.0.display());
+    let mut spec = landlock_spec(&script, &ws.0, &state);
+    spec.landlock = None;
+    let mut got_abi = Some(0);
+    let out = run_with(spec, |l| got_abi = l.landlock_abi);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(got_abi, None);
+    assert!(outside.0.join("new.txt").exists());
+}
+
+#[test]
+fn a_missing_required_path_fails_the_launch_naming_it() {
+    if !privileged("a_missing_required_path_fails_the_launch_naming_it") {
+        return;
+    }
+    let ws = HostDir::new("/tmp", "ws-missing");
+    let state = StateDir::new();
+    let mut spec = landlock_spec("true", &ws.0, &state);
+    let plan = spec.landlock.as_mut().unwrap();
+    plan.paths.push(sandbox::LandlockPath {
+        path: "/nonexistent-agentsh".into(),
+        access: sandbox::LandlockAccess::Read,
+        required: true,
+    });
+    let err = sandbox::launch(&spec).expect_err("a missing required path must fail the launch");
+    let text = err.to_string();
+    assert!(text.contains("landlock /nonexistent-agentsh") && text.contains("ENOENT"), "{text}");
+}
