@@ -5,204 +5,16 @@
 
 #![allow(unsafe_code, missing_docs)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+mod ebpf_support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
-use redirect::ebpf::probe::{ProbeData, ProbeOp, ProbeReport, run_in_cgroup};
-use redirect::ebpf::{
-    Attached, DenyRule, EbpfBackend, EbpfError, Program, Redirected, RefusalReason, SessionParams,
-};
-use redirect::testing::{rerun_in_fresh_netns, skip};
-
-const TIMEOUT: Duration = Duration::from_secs(3);
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-
-fn is_cgroup2(p: &Path) -> bool {
-    rustix::fs::statfs(p).is_ok_and(|s| s.f_type == CGROUP2_SUPER_MAGIC)
-}
-
-/// The cgroup v2 hierarchy: `/sys/fs/cgroup/unified` on hybrid hosts, else `/sys/fs/cgroup`.
-fn cgroup2_root() -> Option<PathBuf> {
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].iter().map(PathBuf::from).find(|p| is_cgroup2(p))
-}
-
-/// Root, a cgroup v2 hierarchy, then the test body in a fresh netns with a loaded backend.
-fn setup(test: &str) -> Option<(EbpfBackend, PathBuf)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip(test, "needs root (loading BPF programs, creating cgroups)");
-        return None;
-    }
-    let Some(root) = cgroup2_root() else {
-        skip(test, "no cgroup v2 hierarchy mounted");
-        return None;
-    };
-    if rerun_in_fresh_netns(test) {
-        return None;
-    }
-    match EbpfBackend::load() {
-        Ok(b) => Some((b, root)),
-        Err(e) => {
-            skip(test, &format!("kernel refused the eBPF programs: {e}"));
-            None
-        }
-    }
-}
-
-/// A loaded backend, a fresh cgroup, and loopback stand-ins for the gateway and the resolver.
-struct Fixture {
-    backend: EbpfBackend,
-    root: PathBuf,
-    gw: TcpListener,
-    dns: UdpSocket,
-    cg: TempCgroup,
-}
-
-fn fixture(test: &str) -> Option<Fixture> {
-    let (backend, root) = setup(test)?;
-    let cg = TempCgroup::new(&root, "session");
-    let gw = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dns = UdpSocket::bind("127.0.0.1:0").unwrap();
-    Some(Fixture { backend, root, gw, dns, cg })
-}
-
-impl Fixture {
-    fn params(&self) -> SessionParams {
-        params(&self.gw, &self.dns)
-    }
-}
-
-/// A cgroup created for one test, removed when dropped.
-struct TempCgroup(PathBuf);
-
-impl TempCgroup {
-    fn new(root: &Path, name: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = root.join(format!("agentsh-test-{}-{name}-{n}", std::process::id()));
-        std::fs::create_dir(&dir).expect("create test cgroup");
-        Self(dir)
-    }
-}
-
-impl Drop for TempCgroup {
-    fn drop(&mut self) {
-        // An exited probe may linger in the cgroup for a moment.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn params(gw4: &TcpListener, dns4: &UdpSocket) -> SessionParams {
-    let v4 = |a: SocketAddr| match a {
-        SocketAddr::V4(v4) => v4,
-        SocketAddr::V6(_) => panic!("want an IPv4 listener"),
-    };
-    SessionParams {
-        gateway_v4: v4(gw4.local_addr().unwrap()),
-        gateway_v6: None,
-        dns_v4: v4(dns4.local_addr().unwrap()),
-        dns_v6: None,
-        deny_list: Vec::new(),
-    }
-}
-
-fn v6(a: SocketAddr) -> SocketAddrV6 {
-    match a {
-        SocketAddr::V6(v6) => v6,
-        SocketAddr::V4(_) => panic!("want an IPv6 listener"),
-    }
-}
-
-/// A connect with nothing sent: for gateways that close what they cannot name.
-fn connect_only(cg: &Path, dst: &str) -> ProbeReport {
-    let op = ProbeOp::TcpConnect {
-        dst: dst.parse().unwrap(),
-        loopback_only: false,
-        payload: ProbeData::default(),
-        want_reply: false,
-    };
-    run_in_cgroup(cg, op, TIMEOUT).expect("run probe")
-}
-
-fn connect(cg: &Path, dst: &str) -> ProbeReport {
-    let op = ProbeOp::TcpConnect {
-        dst: dst.parse().unwrap(),
-        loopback_only: false,
-        payload: ProbeData::new(b"hello"),
-        want_reply: true,
-    };
-    run_in_cgroup(cg, op, TIMEOUT).expect("run probe")
-}
-
-/// What the gateway stand-in saw for one named connection.
-#[derive(Debug)]
-struct Seen {
-    peer: SocketAddr,
-    rec: Redirected,
-    greeting: Vec<u8>,
-}
-
-/// Stops the gateway stand-ins when the test body ends, panicking or not, so the scope can join.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A gateway stand-in on `listener`: names each accepted connection with `att.take`, answers
-/// "ok" to named ones and closes unnamed ones (the self-test's sentinel among them), until `stop`.
-fn serve<'s>(
-    s: &'s std::thread::Scope<'s, '_>,
-    listener: &'s TcpListener,
-    att: &'s Attached,
-    stop: &'s AtomicBool,
-) -> mpsc::Receiver<Seen> {
-    let (tx, rx) = mpsc::channel();
-    listener.set_nonblocking(true).unwrap();
-    s.spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((mut conn, peer)) = listener.accept() else {
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
-            };
-            let Some(rec) = att.take(peer) else { continue };
-            conn.set_nonblocking(false).unwrap();
-            conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-            let mut greeting = vec![0u8; 5];
-            let _ = conn.read_exact(&mut greeting);
-            let _ = conn.write_all(b"ok");
-            let _ = tx.send(Seen { peer, rec, greeting });
-        }
-    });
-    rx
-}
-
-fn assert_landed(r: &ProbeReport, seen: &Seen, requested: &str, dst: &str) {
-    assert_eq!(r.errno, None, "probe failed at {}: {r:?}", r.stage);
-    assert_eq!(r.reply, b"ok", "{r:?}");
-    assert_eq!(seen.greeting, b"hello");
-    let local = r.local.expect("probe local address");
-    let canonical = SocketAddr::new(local.ip().to_canonical(), local.port());
-    assert_eq!(seen.peer, canonical, "the gateway accepted the probe's own socket");
-    assert!(local.ip().to_canonical().is_loopback(), "rewritten to loopback, local {local}");
-    assert_eq!(r.peer, Some(requested.parse().unwrap()), "getpeername names the original");
-    assert_eq!(seen.rec.original.requested, requested.parse::<SocketAddr>().unwrap());
-    assert_eq!(seen.rec.original.dst, dst.parse::<SocketAddr>().unwrap());
-    assert_eq!(seen.rec.tgid, r.pid);
-    assert_eq!(seen.rec.original.pid, r.pid, "single-threaded probe: tid == pid");
-    assert_ne!(seen.rec.cookie, 0);
-}
+use ebpf_support::*;
+use redirect::ebpf::probe::{ProbeData, ProbeOp, run_in_cgroup};
+use redirect::ebpf::{EbpfError, Program, RefusalReason, SessionParams};
 
 #[test]
 fn tcp_v4_lands_on_the_gateway_with_its_original_destination() {
@@ -251,10 +63,6 @@ fn ipv6_without_a_v6_gateway_is_refused() {
     let _att = backend.attach(&cg.0, params(gw, dns)).expect("attach");
     let r = connect(&cg.0, "[2001:db8::1]:443");
     assert_eq!((r.errno, r.stage), (Some(libc::EPERM), "connect"), "{r:?}");
-}
-
-fn deny(net: &str, port: Option<u16>) -> DenyRule {
-    DenyRule { net: net.parse().unwrap(), port }
 }
 
 #[test]
@@ -356,20 +164,6 @@ fn the_gateway_itself_is_not_rewritten_but_other_loopback_is() {
         let r = run_in_cgroup(&cg.0, op, TIMEOUT).unwrap();
         assert_eq!((r.errno, r.stage), (Some(libc::EPERM), "send"), "{r:?}");
     });
-}
-
-/// A resolver stand-in: answers each datagram with "answer:" + the query, and reports its source.
-fn resolver(dns: &UdpSocket) -> std::thread::JoinHandle<SocketAddr> {
-    let dns = dns.try_clone().unwrap();
-    dns.set_read_timeout(Some(TIMEOUT)).unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        let (n, from) = dns.recv_from(&mut buf).expect("resolver got the query");
-        let mut reply = b"answer:".to_vec();
-        reply.extend_from_slice(&buf[..n]);
-        dns.send_to(&reply, from).unwrap();
-        from
-    })
 }
 
 #[test]
@@ -579,24 +373,6 @@ fn deny_list_updates_are_atomic_under_concurrent_connects() {
         Some("10.3.1.1:443".parse().unwrap()),
         "{r:?}"
     );
-}
-
-/// Connects from outside the cgroup to `addr`, retrying while the probe starts listening, and
-/// reads what it sends.
-fn fetch(addr: SocketAddr, within: Duration) -> std::io::Result<Vec<u8>> {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-            Ok(mut c) => {
-                c.set_read_timeout(Some(TIMEOUT))?;
-                let mut got = Vec::new();
-                c.read_to_end(&mut got)?;
-                return Ok(got);
-            }
-            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
 }
 
 #[test]
