@@ -7,79 +7,18 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::{
     Daemon, ExecResult, Session, TempDir,
     dns::FakeDns,
-    upstream::{self, TestCa, Upstream},
+    provider::{self, ANSWER, Provider, Seen},
+    upstream::TestCa,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REAL_KEY: &str = "sk-proj-realkey0123456789abcdefghijklmnopqrstuvwxyzABCD";
-const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
-
-/// One request as the provider saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    head: String,
-    body: String,
-}
-
-/// A provider that answers every request with [`ANSWER`] and records it.
-fn provider(ca: &TestCa) -> (Upstream, Arc<Mutex<Vec<Seen>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
-    let up = upstream::serve(move |tcp| {
-        let (acceptor, log) = (acceptor.clone(), log.clone());
-        async move {
-            let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-            loop {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let head_end = loop {
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match tls.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                    })
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(0);
-                while buf.len() < head_end + len {
-                    match tls.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
-                log.lock().unwrap().push(Seen { head, body });
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ANSWER}",
-                    ANSWER.len()
-                );
-                if tls.write_all(reply.as_bytes()).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    (up, seen)
-}
 
 struct World {
     _dns: FakeDns,
-    _provider: Upstream,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    provider: Provider,
     daemon: Daemon,
     session: Session,
     _keys: TempDir,
@@ -88,7 +27,7 @@ struct World {
 fn world() -> World {
     let dns = FakeDns::start();
     let ca = TestCa::with_names(&["api.llm.test"]);
-    let (provider, seen) = provider(&ca);
+    let provider = provider::start(&ca);
     let keys = TempDir::new("keys");
     let key_file = keys.write("openai.key", &format!("{REAL_KEY}\n"));
     let roots = keys.write("provider-ca.pem", &ca.ca_pem);
@@ -105,7 +44,7 @@ fn world() -> World {
     let config = format!("{}tls:\n  extra_roots: ['{}']\n", dns.server_config("synthetic"), roots.display());
     let daemon = Daemon::start_with_config(&config);
     let session = daemon.session(&policy);
-    World { _dns: dns, _provider: provider, seen, daemon, session, _keys: keys }
+    World { _dns: dns, provider, daemon, session, _keys: keys }
 }
 
 const PROMPT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"mail bob@example.com the key AKIAIOSFODNN7EXAMPLE"}]}"#;
@@ -117,7 +56,7 @@ impl World {
     }
 
     fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.provider.seen()
     }
 }
 

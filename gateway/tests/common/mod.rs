@@ -9,6 +9,7 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod dns;
+pub mod provider;
 pub mod upstream;
 
 use std::{
