@@ -8,6 +8,12 @@
 //! address other than loopback or the session's own gateway and resolver. Every attach ends with a
 //! self-test from inside the cgroup; an attach that cannot prove the programs redirect and refuse
 //! is an error, and the caller fails closed.
+//!
+//! Use: [`EbpfBackend::load`] once per process; [`EbpfBackend::attach`] per session cgroup (before
+//! the session's processes start, after the gateway and resolver listen); on each accept,
+//! [`Attached::take`] with the peer address names the connection (`None`: close it); drain
+//! [`EbpfBackend::refusals`] for the audit trail; [`Attached::update_denies`] on a policy reload;
+//! drop the [`Attached`] once the session's processes are gone.
 
 mod attached;
 mod backend;
