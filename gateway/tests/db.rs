@@ -169,3 +169,57 @@ fn enforce_refuses_a_session_whose_upstream_does_not_resolve() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("db_services.appdb") && stderr.contains("db.nowhere.example"), "{stderr}");
 }
+
+/// Every statement of the classification corpus (`dbproxy/testdata/classify_corpus.sql`) that
+/// is not a pure read, sent by psql inside the sandbox under a read-only policy: each one is
+/// refused with 42501, and the database's state fingerprint (relations, functions, roles, large
+/// objects, and the rows of `items`) is unchanged.
+#[test]
+fn every_non_read_statement_of_the_corpus_is_refused_and_changes_nothing() {
+    if !common::privileged("every_non_read_statement_of_the_corpus_is_refused_and_changes_nothing") {
+        return;
+    }
+    let Some(w) = world() else { return };
+    let corpus = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dbproxy/testdata/classify_corpus.sql"
+    ))
+    .unwrap();
+    let mut statements = Vec::new();
+    for block in corpus.split("\n====\n") {
+        let expect = block.lines().find_map(|l| l.strip_prefix("-- expect: ")).unwrap_or("");
+        let sql: String =
+            block.lines().filter(|l| !l.starts_with("-- expect: ")).collect::<Vec<_>>().join("\n");
+        let sql = sql.trim();
+        if sql.is_empty() || expect.split(" ; ").all(|e| e.starts_with("read")) {
+            continue;
+        }
+        statements.push(sql.to_string());
+    }
+    assert!(statements.len() > 50, "the corpus has its writes: {}", statements.len());
+    let fingerprint = || {
+        w.pg.psql_ok(
+            "appdb",
+            "SELECT md5(string_agg(x, '|' ORDER BY x)) FROM ( \
+               SELECT 'rel:' || c.oid::regclass::text || ':' || c.relkind::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
+               UNION ALL SELECT 'fn:' || p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace \
+               UNION ALL SELECT 'role:' || rolname || ':' || rolsuper::text FROM pg_roles \
+               UNION ALL SELECT 'lo:' || count(*) FROM pg_largeobject_metadata \
+               UNION ALL SELECT 'items:' || coalesce(md5(string_agg(i::text, ',' ORDER BY id)), '') FROM items i \
+             ) f(x)",
+        )
+    };
+    let before = fingerprint();
+    let mut argv: Vec<&str> = vec!["psql", "-X", "-q", "-A", "-t", SOCKET];
+    for s in &statements {
+        argv.push("-c");
+        argv.push(s);
+    }
+    let r = w.daemon.exec(&w.session, &argv);
+    let refused = r.stderr.matches("ERROR:  denied by agentsh policy").count();
+    assert_eq!(refused, statements.len(), "every one refused with 42501: {}", r.stderr);
+    assert_eq!(r.of("db_statement_blocked").len(), statements.len());
+    assert!(r.of("db_statement").is_empty(), "none let through: {:#?}", r.of("db_statement"));
+    assert_eq!(fingerprint(), before, "the database is unchanged");
+}
