@@ -7,6 +7,7 @@ mod demo_dns;
 mod demo_llm;
 mod demo_pg;
 mod detect;
+mod events;
 mod exec;
 mod policy_check;
 mod policy_sign;
@@ -77,6 +78,21 @@ enum Command {
     /// Work with audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Show recorded audit events, filtered; with --follow, new ones as they happen.
+    Events {
+        /// Only this session's events.
+        #[arg(long)]
+        session: Option<String>,
+        /// Only events of this type (repeatable).
+        #[arg(long = "type", value_name = "TYPE")]
+        kinds: Vec<String>,
+        /// Keep printing new events until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what this machine can enforce, found by trying each mechanism.
     Detect {
         #[command(subcommand)]
@@ -223,6 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server { config } => server::run(config.as_deref()),
         Command::Demo => demo::run(),
+        Command::Events { session, kinds, follow, json } => events::run(session, kinds, follow, json),
         Command::Audit(AuditCommand::Verify { file, key_file, key_env, algorithm }) => {
             audit::verify(&file, key_file, key_env, &algorithm)
         }

@@ -69,6 +69,19 @@ pub enum Request {
     Exec(ExecRequest),
     /// Destroy every session and stop the daemon.
     Shutdown,
+    /// Stream audit events: the recorded ones that match, then (with `follow`) new ones as
+    /// they happen, one [`Response::Event`] each; [`Response::Done`] ends a non-follow stream.
+    Events {
+        /// Only this session's events.
+        #[serde(default)]
+        session: Option<String>,
+        /// Only events of these types.
+        #[serde(default)]
+        kinds: Vec<String>,
+        /// Keep streaming new events until the client hangs up.
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 /// The body of an `exec` request.
@@ -156,6 +169,8 @@ pub enum Response {
     Done,
     /// A command finished.
     Exited(ExecResult),
+    /// One audit event of an `events` stream.
+    Event(Box<crate::events::Event>),
 }
 
 #[cfg(test)]

@@ -41,7 +41,12 @@ pub struct Recorder {
     max_size: u64,
     max_backups: u32,
     collectors: Mutex<HashMap<String, Collector>>,
+    followers: Mutex<Vec<std::sync::mpsc::SyncSender<Event>>>,
 }
+
+/// Events a follower may fall behind by before it is dropped (a slow reader never slows the
+/// recorder).
+const FOLLOW_BACKLOG: usize = 4096;
 
 /// One JSONL file and its chain.
 struct Sink {
@@ -111,6 +116,7 @@ impl Recorder {
             max_size: config.max_size_mb.saturating_mul(1 << 20),
             max_backups: config.max_backups,
             collectors: Mutex::default(),
+            followers: Mutex::default(),
         })
     }
 
@@ -136,7 +142,22 @@ impl Recorder {
         if self.stderr {
             eprintln!("{}", Value::Object(value));
         }
+        self.notify(&event);
         self.collect(event);
+    }
+
+    /// A stream of every event recorded from now on (see [`FOLLOW_BACKLOG`]).
+    pub fn follow(&self) -> std::sync::mpsc::Receiver<Event> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(FOLLOW_BACKLOG);
+        self.followers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        rx
+    }
+
+    fn notify(&self, event: &Event) {
+        let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        if !followers.is_empty() {
+            followers.retain(|tx| tx.try_send(event.clone()).is_ok());
+        }
     }
 
     fn append(&self, sink: &mut Sink, event: Map<String, Value>) -> io::Result<()> {

@@ -190,6 +190,10 @@ fn handle(
             Ok(Response::Done)
         }
         Request::Exec(exec) => super::exec::run(daemon, exec, stream, peer),
+        Request::Events { session, kinds, follow } => {
+            stream_events(daemon, stream, session.as_deref(), &kinds, follow)?;
+            Ok(Response::Done)
+        }
         Request::Shutdown => {
             daemon.destroy_all();
             let _ = std::fs::remove_file(daemon.config.control_socket());
@@ -199,6 +203,57 @@ fn handle(
                 std::process::exit(0);
             });
             Ok(Response::Done)
+        }
+    }
+}
+
+/// Write the recorded events that match, then (with `follow`) new ones until the client hangs
+/// up. Followed before reading the log, so nothing falls between the two; events already sent
+/// from the log are not sent twice.
+fn stream_events(
+    daemon: &Arc<Daemon>,
+    stream: &mut UnixStream,
+    session: Option<&str>,
+    kinds: &[String],
+    follow: bool,
+) -> anyhow::Result<()> {
+    let matches = |e: &Event| {
+        session.is_none_or(|s| e.session_id == s) && (kinds.is_empty() || kinds.iter().any(|k| *k == e.kind))
+    };
+    let live = follow.then(|| daemon.recorder.follow());
+    let mut sent = std::collections::HashSet::new();
+    let log = daemon.config.state_dir.join("audit.jsonl");
+    if let Ok(f) = std::fs::File::open(&log) {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(f).lines() {
+            let Ok(line) = line else { break };
+            let Ok(e) = serde_json::from_str::<Event>(&line) else { continue };
+            if matches(&e) {
+                if follow {
+                    sent.insert(e.id.clone());
+                }
+                write_frame(stream, &Response::Event(Box::new(e)))?;
+            }
+        }
+    }
+    let Some(live) = live else { return Ok(()) };
+    loop {
+        match live.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(e) if matches(&e) && !sent.contains(&e.id) => {
+                write_frame(stream, &Response::Event(Box::new(e)))?
+            }
+            Ok(_) => {}
+            // A quiet second: check the client is still there (a hang-up ends the stream).
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let mut probe = [0u8; 1];
+                stream.set_nonblocking(true)?;
+                let gone = matches!(std::io::Read::read(stream, &mut probe), Ok(0));
+                stream.set_nonblocking(false)?;
+                if gone {
+                    return Ok(());
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
         }
     }
 }
