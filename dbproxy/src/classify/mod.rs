@@ -9,14 +9,17 @@
 mod effect;
 mod functions;
 mod names;
+mod normalize;
 mod statements;
 mod walk;
 
 pub use effect::{Effect, ObjectRef};
+pub use normalize::{digest, normalize, redact};
 pub use policies::model::{db_ops::OperationGroup, db_rules::ObjectResolution};
 
 use policies::model::db_ops::OperationGroup as G;
 use sqlparser::{
+    ast::Statement,
     dialect::PostgreSqlDialect,
     parser::Parser,
     tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace},
@@ -35,15 +38,50 @@ pub const MAX_NESTING: usize = 50;
 /// subtype says why (`too_large`, `too_complex`, `tokenize_error`, `parse_error`,
 /// `unsupported_statement`).
 pub fn classify(sql: &str) -> Vec<Effect> {
+    classify_statements(sql).into_iter().flat_map(|c| c.effects).collect()
+}
+
+/// What a statement does to the session's SQL-level prepared statements (`PREPARE`,
+/// `EXECUTE`, `DEALLOCATE`, `DISCARD ALL`); names are folded as Postgres folds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreparedOp {
+    /// `PREPARE name AS …`: the statement's effects are those of the prepared statement.
+    Prepare(String),
+    /// `EXECUTE name`: its effects include `unknown/execute_prepared`, which the proxy
+    /// replaces with the effects recorded at `PREPARE`.
+    Execute(String),
+    /// `DEALLOCATE [PREPARE] name`.
+    Deallocate(String),
+    /// `DEALLOCATE ALL` or `DISCARD ALL`.
+    DeallocateAll,
+}
+
+/// One statement of a text: its effects and what it does to prepared statements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    /// The statement's effects (merged by group and subtype).
+    pub effects: Vec<Effect>,
+    /// Its prepared-statement operation, if any.
+    pub prepared: Option<PreparedOp>,
+}
+
+impl Classified {
+    fn failed(why: &str) -> Vec<Classified> {
+        vec![Classified { effects: vec![Effect::unknown(why)], prepared: None }]
+    }
+}
+
+/// [`classify`], statement by statement (a statement that does not parse is one entry).
+pub fn classify_statements(sql: &str) -> Vec<Classified> {
     if sql.len() > MAX_SQL_BYTES {
-        return vec![Effect::unknown("too_large")];
+        return Classified::failed("too_large");
     }
     let dialect = PostgreSqlDialect {};
     let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize_with_location() else {
-        return vec![Effect::unknown("tokenize_error")];
+        return Classified::failed("tokenize_error");
     };
     if tokens.len() > MAX_TOKENS {
-        return vec![Effect::unknown("too_complex")];
+        return Classified::failed("too_complex");
     }
     let mut out = Vec::new();
     let mut chunk: Vec<TokenWithSpan> = Vec::new();
@@ -65,7 +103,7 @@ fn is_blank(t: &Token) -> bool {
 }
 
 /// Classifies one statement's tokens.
-fn classify_chunk(dialect: &PostgreSqlDialect, tokens: Vec<TokenWithSpan>, out: &mut Vec<Effect>) {
+fn classify_chunk(dialect: &PostgreSqlDialect, tokens: Vec<TokenWithSpan>, out: &mut Vec<Classified>) {
     let first = first_keyword(&tokens);
     let parsed = Parser::new(dialect)
         .with_recursion_limit(MAX_NESTING)
@@ -74,11 +112,30 @@ fn classify_chunk(dialect: &PostgreSqlDialect, tokens: Vec<TokenWithSpan>, out: 
     match parsed {
         Ok(stmts) => {
             for s in &stmts {
-                out.extend(walk::Walk::run(s).finish().finish());
+                let effects = walk::Walk::run(s).finish().finish();
+                out.push(Classified { effects, prepared: prepared_op(s) });
             }
         }
-        Err(_) => out.push(fallback(first.as_deref())),
+        Err(_) => out.push(Classified { effects: vec![fallback(first.as_deref())], prepared: None }),
     }
+}
+
+fn prepared_op(s: &Statement) -> Option<PreparedOp> {
+    use sqlparser::ast::DiscardObject;
+    Some(match s {
+        Statement::Prepare { name, .. } => PreparedOp::Prepare(names::fold(name)),
+        Statement::Execute { name: Some(name), immediate: false, .. } => {
+            PreparedOp::Execute(names::dotted(name))
+        }
+        Statement::Deallocate { name, .. }
+            if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
+        {
+            PreparedOp::DeallocateAll
+        }
+        Statement::Deallocate { name, .. } => PreparedOp::Deallocate(names::fold(name)),
+        Statement::Discard { object_type: DiscardObject::ALL } => PreparedOp::DeallocateAll,
+        _ => return None,
+    })
 }
 
 /// The first word of a statement, upper-cased.

@@ -2,9 +2,11 @@
 //! and statement decision, handed to an [`EventSink`] the caller provides. The gateway maps
 //! each one to its audit `Event` (type [`DbEventKind::as_str`], `policy` from `decision`).
 
-use policies::Decision;
+use std::time::Duration;
 
-use crate::classify::Effect;
+use policies::{Decision, model::blocks::LogStatements};
+
+use crate::classify::{Effect, digest, redact};
 
 /// The longest statement text carried in an event, in bytes (cut at a character boundary).
 pub const STATEMENT_PREVIEW_BYTES: usize = 200;
@@ -49,8 +51,11 @@ impl DbEventKind {
 pub enum StatementProtocol {
     /// Simple Query (`Q`): every statement of the string was decided together.
     Simple,
-    /// Extended query Parse (`P`).
+    /// Extended query Parse (`P`): only refusals are reported here; what runs is reported
+    /// at Execute.
     Parse,
+    /// Extended query Execute (`E`) of a portal, decided again on its statement's effects.
+    Execute,
     /// The FunctionCall (`F`) sub-protocol.
     FunctionCall,
 }
@@ -76,15 +81,52 @@ impl From<&Effect> for EffectSummary {
     }
 }
 
+/// Bind parameters as logged: never their values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamSummary {
+    /// How many parameters were bound.
+    pub count: usize,
+    /// Their type OIDs as declared at Parse (0: left to the server).
+    pub types: Vec<u32>,
+    /// How many were sent in binary format.
+    pub binary: usize,
+    /// How many were NULL.
+    pub nulls: usize,
+}
+
+/// How a statement that was let through ended, from the server's answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatementResult {
+    /// Rows, from the CommandComplete tag (`SELECT 5`, `UPDATE 2`, …; summed over the
+    /// statements of a simple Query), else the DataRows seen.
+    pub rows: Option<u64>,
+    /// The command tag's verb (`SELECT`, `INSERT`, …) of the last CommandComplete.
+    pub command: Option<String>,
+    /// From forwarding to the end of the answer.
+    pub duration: Duration,
+    /// SQLSTATE of the first error, if the statement failed (`42501` for a refusal in the
+    /// same batch that made it skip).
+    pub sqlstate: Option<String>,
+    /// Whether the server's answer was seen in full (`false` when the session ended first).
+    pub complete: bool,
+}
+
 /// The statement part of a statement event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementInfo {
-    /// Simple, Parse or FunctionCall.
+    /// Simple, Parse, Execute or FunctionCall.
     pub protocol: StatementProtocol,
-    /// The prepared statement name (Parse only; empty is the unnamed statement).
+    /// The prepared statement name (Parse and Execute; empty is the unnamed statement).
     pub statement_name: Option<String>,
-    /// The text, cut to [`STATEMENT_PREVIEW_BYTES`].
+    /// The text as `policies.db.log_statements` allows (literals as `$n` by default, the full
+    /// text, or nothing), cut to [`STATEMENT_PREVIEW_BYTES`].
     pub text: String,
+    /// `sha256:` of the normalised text (see [`crate::classify::normalize`]).
+    pub digest: String,
+    /// Bind parameters, counted, never their values (Execute only).
+    pub params: Option<ParamSummary>,
+    /// How it ended (statements let through, once the server has answered).
+    pub result: Option<StatementResult>,
     /// Whether `text` was cut.
     pub truncated: bool,
     /// Every effect of every statement in the text.
@@ -94,17 +136,38 @@ pub struct StatementInfo {
 }
 
 impl StatementInfo {
-    /// Builds the info, cutting `text` at a character boundary.
+    /// Builds the info with the full text, cutting it at a character boundary.
     pub fn new(protocol: StatementProtocol, name: Option<&str>, text: &str, effects: &[Effect]) -> Self {
-        let mut end = text.len().min(STATEMENT_PREVIEW_BYTES);
-        while !text.is_char_boundary(end) {
+        Self::logged(protocol, name, text, effects, LogStatements::Full)
+    }
+
+    /// Builds the info with the text `mode` allows, cut at a character boundary.
+    pub fn logged(
+        protocol: StatementProtocol,
+        name: Option<&str>,
+        text: &str,
+        effects: &[Effect],
+        mode: LogStatements,
+    ) -> Self {
+        let mut shown = match mode {
+            LogStatements::None => String::new(),
+            LogStatements::ParametersRedacted => redact(text),
+            LogStatements::Full => text.to_string(),
+        };
+        let mut end = shown.len().min(STATEMENT_PREVIEW_BYTES);
+        while !shown.is_char_boundary(end) {
             end -= 1;
         }
+        let truncated = end < shown.len();
+        shown.truncate(end);
         StatementInfo {
             protocol,
             statement_name: name.map(str::to_string),
-            text: text[..end].to_string(),
-            truncated: end < text.len(),
+            truncated,
+            text: shown,
+            digest: digest(text),
+            params: None,
+            result: None,
             effects: effects.iter().map(EffectSummary::from).collect(),
             audit_rules: Vec::new(),
         }

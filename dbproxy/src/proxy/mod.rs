@@ -14,8 +14,11 @@ mod client;
 mod error;
 mod events;
 mod frame;
+mod front;
 mod guard;
 mod md5;
+mod prepared;
+mod results;
 mod scram;
 mod session;
 mod stream;
@@ -39,6 +42,7 @@ use policies::{
     Decision, Verdict,
     engine::db::{ConnectionRequest, DbObject, DbRules},
     model::{
+        blocks::LogStatements,
         db_ops::OperationGroup,
         db_rules::{DenyModeInTx, MatchKind, ObjectResolution},
         db_service::{DbService, DbTlsMode, SslMode},
@@ -48,9 +52,10 @@ use policies::{
 pub use cancel::{CancelTable, MAX_ENTRIES};
 pub use error::{ProxyError, Side};
 pub use events::{
-    ClientCtx, DbEvent, DbEventKind, EffectSummary, EventSink, NoEvents, STATEMENT_PREVIEW_BYTES,
-    StatementInfo, StatementProtocol,
+    ClientCtx, DbEvent, DbEventKind, EffectSummary, EventSink, NoEvents, ParamSummary,
+    STATEMENT_PREVIEW_BYTES, StatementInfo, StatementProtocol, StatementResult,
 };
+pub use front::UNKNOWN_PORTAL;
 pub use guard::{
     READ_ONLY_SESSION, RefusedParameter, STARTUP_PARAMETER_REFUSED, changes_read_only, grants_writes,
     startup_parameters,
@@ -59,7 +64,7 @@ pub use scram::ScramError;
 pub use session::SessionEnd;
 
 use crate::{
-    classify::{Effect, classify},
+    classify::Effect,
     wire::{Authentication, BackendKeyData, ErrorFields, SQLSTATE_INVALID_AUTHORIZATION},
 };
 
@@ -88,6 +93,8 @@ pub struct ProxyOptions {
     /// operation ([`grants_writes`]), so side effects hidden from the classifier (a view over a
     /// volatile function, a trigger) fail on the server.
     pub read_only: bool,
+    /// How much statement text events carry (`policies.db.log_statements`).
+    pub log_statements: LogStatements,
 }
 
 impl Default for ProxyOptions {
@@ -100,6 +107,7 @@ impl Default for ProxyOptions {
             connect_timeout: Duration::from_secs(10),
             startup_timeout: Duration::from_secs(30),
             read_only: false,
+            log_statements: LogStatements::default(),
         }
     }
 }
@@ -549,20 +557,28 @@ impl DbProxy {
     }
 }
 
+/// A statement decision, before it is reported.
+pub(crate) struct Checked {
+    decision: Decision,
+    audit_rules: Vec<String>,
+    terminate_in_tx: bool,
+}
+
+impl Checked {
+    /// The refusal, when the decision does not let the statement through.
+    pub(crate) fn refusal(&self) -> Option<session::Refusal> {
+        (!self.decision.verdict.permits()).then(|| session::Refusal {
+            rule: self.decision.rule.clone(),
+            message: self.decision.message.clone(),
+            terminate_in_tx: self.terminate_in_tx,
+        })
+    }
+}
+
 impl Policy<'_> {
-    /// Decides a simple Query; `Some` is a refusal.
-    pub(crate) fn simple_query(&self, sql: &str) -> Option<session::Refusal> {
-        self.statement(StatementProtocol::Simple, None, sql, classify(sql), None)
-    }
-
-    /// Decides a Parse.
-    pub(crate) fn parse(&self, name: &str, sql: &str) -> Option<session::Refusal> {
-        self.statement(StatementProtocol::Parse, Some(name), sql, classify(sql), None)
-    }
-
-    /// Decides a FunctionCall: refused outright unless the service allows the sub-protocol,
-    /// then decided as `procedural/function_call_protocol` on the function's OID.
-    pub(crate) fn function_call(&self, oid: u32) -> Option<session::Refusal> {
+    /// The effects of a FunctionCall (`procedural/function_call_protocol` on the function's
+    /// OID) and, unless the service allows the sub-protocol, its refusal.
+    pub(crate) fn function_call(&self, oid: u32) -> (Vec<Effect>, Option<Decision>) {
         let effect = Effect {
             group: OperationGroup::Procedural,
             subtype: Some("function_call_protocol".into()),
@@ -575,57 +591,69 @@ impl Policy<'_> {
             rule: FUNCTION_CALL_DISABLED.into(),
             message: Some("the FunctionCall protocol is disabled for this service".into()),
         });
-        let text = format!("FunctionCall oid {oid}");
-        self.statement(StatementProtocol::FunctionCall, None, &text, vec![effect], preset)
+        (vec![effect], preset)
     }
 
-    fn statement(
-        &self,
-        protocol: StatementProtocol,
-        name: Option<&str>,
-        text: &str,
-        effects: Vec<Effect>,
-        preset: Option<Decision>,
-    ) -> Option<session::Refusal> {
+    /// Decides a statement on its effects with the rules in force (a `preset` decision, and
+    /// the read-only guard of a read-only session, come first). A refusal is logged here.
+    pub(crate) fn check(&self, effects: &[Effect], preset: Option<Decision>) -> Checked {
         let p = self.proxy;
         let preset = preset.or_else(|| {
-            (self.info.read_only && guard::changes_read_only(&effects)).then(|| Decision {
+            (self.info.read_only && guard::changes_read_only(effects)).then(|| Decision {
                 verdict: Verdict::Deny,
                 rule: READ_ONLY_SESSION.into(),
                 message: Some("this service's sessions are read-only".into()),
             })
         });
-        let (decision, audit_rules, terminate_in_tx) = match preset {
-            Some(d) => (d, Vec::new(), true),
+        let checked = match preset {
+            Some(decision) => Checked { decision, audit_rules: Vec::new(), terminate_in_tx: true },
             None => {
                 let views: Vec<_> = effects.iter().map(Effect::view).collect();
                 let sd = p.rules().decide_statement(&p.service_name, &views);
-                (sd.decision, sd.audit_rules, sd.deny_mode_in_tx == DenyModeInTx::Terminate)
+                Checked {
+                    decision: sd.decision,
+                    audit_rules: sd.audit_rules,
+                    terminate_in_tx: sd.deny_mode_in_tx == DenyModeInTx::Terminate,
+                }
             }
         };
-        let permits = decision.verdict.permits();
-        if !permits {
-            tracing::info!(service = %p.service_name, rule = %decision.rule, "db statement denied");
+        if !checked.decision.verdict.permits() {
+            tracing::info!(service = %p.service_name, rule = %checked.decision.rule, "db statement denied");
         }
-        let refusal = (!permits).then(|| session::Refusal {
-            rule: decision.rule.clone(),
-            message: decision.message.clone(),
-            terminate_in_tx,
-        });
-        let mut statement = StatementInfo::new(protocol, name, text, &effects);
-        statement.audit_rules = audit_rules;
+        checked
+    }
+
+    /// The statement part of its event, with the text the policy lets the log carry.
+    pub(crate) fn info(
+        &self,
+        protocol: StatementProtocol,
+        name: Option<&str>,
+        text: &str,
+        effects: &[Effect],
+    ) -> StatementInfo {
+        StatementInfo::logged(protocol, name, text, effects, self.proxy.opts.log_statements)
+    }
+
+    /// The event of a decided statement.
+    pub(crate) fn event(&self, checked: &Checked, mut statement: StatementInfo) -> DbEvent {
+        let permits = checked.decision.verdict.permits();
+        statement.audit_rules = checked.audit_rules.clone();
         let info = self.info;
-        p.opts.events.emit(DbEvent {
+        DbEvent {
             kind: if permits { DbEventKind::Statement } else { DbEventKind::StatementBlocked },
-            service: p.service_name.clone(),
+            service: self.proxy.service_name.clone(),
             client: info.client.clone(),
             db_user: info.db_user.clone(),
             database: info.database.clone(),
             application_name: info.application_name.clone(),
-            decision: Some(decision),
+            decision: Some(checked.decision.clone()),
             statement: Some(statement),
             error: None,
-        });
-        refusal
+        }
+    }
+
+    /// Reports a decided statement now (a refusal: nothing of it reaches the server).
+    pub(crate) fn report(&self, checked: &Checked, statement: StatementInfo) {
+        self.proxy.opts.events.emit(self.event(checked, statement));
     }
 }

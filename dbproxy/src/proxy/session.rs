@@ -1,5 +1,7 @@
 //! The steady state of a session: both directions pumped concurrently (so NOTIFY reaches an
-//! idle client), every Query, Parse and FunctionCall decided before anything of it moves.
+//! idle client); the client side (`front`) decides every Query, Parse, Execute and
+//! FunctionCall before anything of it moves, and this side reports each statement let through
+//! when its answer ends (`results`).
 //!
 //! A refused message is not forwarded. In its place the proxy sends a sentinel, a statement
 //! made only of a random identifier, which the server rejects as a syntax error before
@@ -26,9 +28,11 @@ use tokio::{
 use super::{
     Policy,
     error::{ProxyError, Side},
+    events::EventSink,
     frame::Framer,
+    results::Queue,
 };
-use crate::wire::{self, Direction, ErrorFields, Frontend, Parse, Phase, Query, TxStatus, WireError};
+use crate::wire::{self, Direction, ErrorFields, Phase, TxStatus, WireError};
 
 /// SQLSTATE `syntax_error`: the server's answer to a sentinel.
 const SQLSTATE_SYNTAX_ERROR: &str = "42601";
@@ -47,7 +51,7 @@ struct Denial {
 }
 
 /// What the client side asks the backend pump to write to the client.
-enum Cmd {
+pub(crate) enum Cmd {
     /// Write these bytes, then end the session.
     Close(Vec<u8>),
 }
@@ -63,14 +67,21 @@ pub enum SessionEnd {
     TerminatedByPolicy,
 }
 
-struct Shared {
+/// What both directions share.
+pub(crate) struct Shared {
     pending: Mutex<Vec<Denial>>,
-    client_done: AtomicBool,
+    results: Mutex<Queue>,
+    pub(crate) client_done: AtomicBool,
 }
 
 impl Shared {
     fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Denial>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The answers awaited, in order.
+    pub(crate) fn results(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.results.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -81,7 +92,7 @@ pub(crate) fn fatal(code: &'static str, message: String) -> Vec<u8> {
     out
 }
 
-fn protocol_error(e: &WireError) -> Vec<u8> {
+pub(crate) fn protocol_error(e: &WireError) -> Vec<u8> {
     let code = if matches!(e, WireError::TooLarge { .. }) { "54000" } else { "08P01" };
     fatal(code, format!("invalid message from the client: {e}"))
 }
@@ -104,12 +115,17 @@ where
     UR: AsyncRead + Unpin,
     UW: AsyncWrite + Unpin,
 {
-    let shared = Shared { pending: Mutex::new(Vec::new()), client_done: AtomicBool::new(false) };
+    let shared = Shared {
+        pending: Mutex::new(Vec::new()),
+        results: Mutex::new(Queue::default()),
+        client_done: AtomicBool::new(false),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
-    let front = front(policy, client_r, client_buf, up_w, &shared, tx);
-    let back = back(up_r, up_buf, client_w, &shared, rx, status);
+    let events = policy.proxy.opts.events.as_ref();
+    let front = super::front::run(policy, client_r, client_buf, up_w, &shared, tx);
+    let back = back(up_r, up_buf, client_w, &shared, rx, status, events);
     tokio::pin!(front, back);
-    tokio::select! {
+    let end = tokio::select! {
         r = &mut back => r,
         r = &mut front => {
             let drained = tokio::time::timeout(DRAIN, back).await;
@@ -119,7 +135,11 @@ where
                 (Ok(()), Err(_)) => Ok(SessionEnd::ClientClosed),
             }
         }
+    };
+    for e in shared.results().abandon() {
+        events.emit(e);
     }
+    end
 }
 
 fn nonce() -> Result<String, ProxyError> {
@@ -136,96 +156,6 @@ fn sentinel_sql(nonce: &str) -> String {
     format!("agentsh_denied_{nonce}")
 }
 
-/// The client → upstream direction.
-async fn front<CR, UW>(
-    policy: &Policy<'_>,
-    mut cr: CR,
-    buf: BytesMut,
-    mut uw: UW,
-    shared: &Shared,
-    tx: mpsc::UnboundedSender<Cmd>,
-) -> Result<(), ProxyError>
-where
-    CR: AsyncRead + Unpin,
-    UW: AsyncWrite + Unpin,
-{
-    let mut f = Framer::new(Direction::Frontend, buf);
-    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut syncs: u64 = 0;
-    let refuse = |e: WireError| {
-        let _ = tx.send(Cmd::Close(protocol_error(&e)));
-        ProxyError::Protocol { side: Side::Client, source: e }
-    };
-    loop {
-        loop {
-            let n = match f.next(Phase::Normal) {
-                Ok(Some(n)) => n,
-                Ok(None) => break,
-                Err(e) => return Err(refuse(e)),
-            };
-            let msg = f.buf.split_to(n);
-            let parsed = match wire::parse_frontend(&msg, Phase::Normal) {
-                Ok(Some((m, _))) => m,
-                Ok(None) => {
-                    return Err(refuse(WireError::Malformed { message: "message", why: "incomplete" }));
-                }
-                Err(e) => return Err(refuse(e)),
-            };
-            let forward = match parsed {
-                Frontend::Query(q) => {
-                    syncs += 1;
-                    pass_or_sentinel(policy.simple_query(q.sql), shared, syncs - 1, &mut out)?
-                }
-                Frontend::Parse(p) => match policy.parse(p.name, p.sql) {
-                    None => true,
-                    Some(d) => {
-                        let sql = register(shared, d, syncs)?;
-                        Parse { name: p.name, sql: &sql, param_types: Vec::new() }.encode(&mut out);
-                        false
-                    }
-                },
-                Frontend::FunctionCall(fc) => {
-                    syncs += 1;
-                    pass_or_sentinel(policy.function_call(fc.oid), shared, syncs - 1, &mut out)?
-                }
-                Frontend::Sync => {
-                    syncs += 1;
-                    true
-                }
-                Frontend::Terminate => {
-                    out.extend_from_slice(&msg);
-                    shared.client_done.store(true, Ordering::Relaxed);
-                    uw.write_all(&out).await.map_err(ProxyError::upstream_io("forwarding Terminate"))?;
-                    let _ = uw.shutdown().await;
-                    return Ok(());
-                }
-                // The proxy authenticated the client itself: a password is never forwarded.
-                Frontend::Password(_) => false,
-                _ => true,
-            };
-            if forward {
-                out.extend_from_slice(&msg);
-            }
-        }
-        if !out.is_empty() {
-            uw.write_all(&out).await.map_err(ProxyError::upstream_io("forwarding to upstream"))?;
-            out.clear();
-        }
-        match f.fill(&mut cr, Phase::Normal).await {
-            Ok(true) => {}
-            Ok(false) => {
-                shared.client_done.store(true, Ordering::Relaxed);
-                let _ = uw.shutdown().await;
-                return Ok(());
-            }
-            Err(e) => {
-                shared.client_done.store(true, Ordering::Relaxed);
-                return Err(ProxyError::client_io("reading from the client")(e));
-            }
-        }
-    }
-}
-
 /// A refusal decided by policy: the rule, its message and the in-transaction handling.
 pub(crate) struct Refusal {
     pub(crate) rule: String,
@@ -233,20 +163,8 @@ pub(crate) struct Refusal {
     pub(crate) terminate_in_tx: bool,
 }
 
-/// Whether to forward a simple Query or FunctionCall; on a refusal, writes its sentinel.
-fn pass_or_sentinel(
-    verdict: Option<Refusal>,
-    shared: &Shared,
-    batch: u64,
-    out: &mut Vec<u8>,
-) -> Result<bool, ProxyError> {
-    let Some(r) = verdict else { return Ok(true) };
-    let sql = register(shared, r, batch)?;
-    Query { sql: &sql }.encode(out);
-    Ok(false)
-}
-
-fn register(shared: &Shared, r: Refusal, batch: u64) -> Result<String, ProxyError> {
+/// Records a refusal awaiting its sentinel's answer; returns the sentinel's text.
+pub(crate) fn register(shared: &Shared, r: Refusal, batch: u64) -> Result<String, ProxyError> {
     let nonce = nonce()?;
     let sql = sentinel_sql(&nonce);
     shared.pending().push(Denial {
@@ -280,6 +198,14 @@ fn substitute(msg: &[u8], shared: &Shared, status: TxStatus) -> Option<(Vec<u8>,
     Some((out, fatal))
 }
 
+/// The SQLSTATE of an ErrorResponse.
+fn error_code(msg: &[u8]) -> Option<String> {
+    match wire::parse_backend(msg, Phase::Normal) {
+        Ok(Some((wire::Backend::ErrorResponse(e), _))) => e.code().map(str::to_string),
+        _ => None,
+    }
+}
+
 /// The upstream → client direction.
 async fn back<UR, CW>(
     mut ur: UR,
@@ -288,6 +214,7 @@ async fn back<UR, CW>(
     shared: &Shared,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
     mut status: TxStatus,
+    events: &dyn EventSink,
 ) -> Result<SessionEnd, ProxyError>
 where
     UR: AsyncRead + Unpin,
@@ -298,6 +225,7 @@ where
     let mut last_fatal = false;
     let mut rx_open = true;
     let mut out: Vec<u8> = Vec::new();
+    let mut finished = Vec::new();
     let write_err = ProxyError::client_io;
     loop {
         // Relay every whole message buffered; edit only sentinel answers.
@@ -318,6 +246,7 @@ where
                 }
             };
             let m = &f.buf[off..off + n];
+            let mut code: Option<String> = None;
             match m[0] {
                 b'Z' => {
                     if let Ok(Some((wire::Backend::ReadyForQuery(s), _))) =
@@ -332,7 +261,9 @@ where
                 }
                 b'E' => {
                     last_fatal = m.windows(7).any(|w| w == b"SFATAL\0" || w == b"SPANIC\0");
+                    code = error_code(m);
                     if let Some((rep, fatal)) = substitute(m, shared, status) {
+                        code = Some(wire::SQLSTATE_INSUFFICIENT_PRIVILEGE.to_string());
                         if !edited {
                             out.clear();
                             edited = true;
@@ -349,7 +280,14 @@ where
                 }
                 _ => {}
             }
+            if !matches!(m[0], b'T' | b'1' | b'2' | b'3' | b'n' | b't' | b'N' | b'A' | b'S') {
+                finished.extend(shared.results().observe(m[0], &m[5..], code.as_deref()));
+            }
             off += n;
+        }
+        // Reported before the client sees the answer, so the log never lags behind it.
+        for e in finished.drain(..) {
+            events.emit(e);
         }
         if off > 0 {
             if edited {

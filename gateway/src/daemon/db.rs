@@ -113,6 +113,7 @@ impl SessionDb {
                 // Defence in depth: with no write-class operation granted, the server refuses
                 // writes hidden in what the classifier sees as reads.
                 read_only: !dbproxy::proxy::grants_writes(policy, name),
+                log_statements: policy.policies.db.log_statements,
                 ..ProxyOptions::default()
             };
             let proxy = Arc::new(DbProxy::new(name.clone(), service.clone(), rules.clone(), opts));
@@ -255,7 +256,24 @@ impl EventSink for AuditSink {
                 .field("statement", s.text)
                 .field("truncated", s.truncated)
                 .field("protocol", format!("{:?}", s.protocol).to_lowercase())
-                .field("effects", effects);
+                .field("effects", effects)
+                .field("digest", s.digest);
+            if let Some(name) = s.statement_name {
+                e = e.field("statement_name", name);
+            }
+            if let Some(p) = s.params {
+                // Counted, never the values.
+                let params = serde_json::json!({"count": p.count, "types": p.types, "binary": p.binary, "nulls": p.nulls});
+                e = e.field("params", params);
+            }
+            if let Some(r) = s.result {
+                e = e
+                    .field("rows", r.rows)
+                    .field("command", r.command)
+                    .field("duration_ms", r.duration.as_secs_f64() * 1000.0)
+                    .field("sqlstate", r.sqlstate)
+                    .field("complete", r.complete);
+            }
         }
         self.recorder.record(e);
     }

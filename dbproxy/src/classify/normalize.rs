@@ -1,0 +1,152 @@
+//! Statement text for the audit log, from the same tokenizer the classifier uses: the
+//! [`redact`]ed text (literals replaced by `$n` placeholders, comments dropped, the rest as
+//! written) and the [`digest`] of the [`normalize`]d text (literals and placeholders as `?`,
+//! whitespace and comments folded to one space, unquoted words lower-cased), so the same
+//! statement with other values has the same digest. Pure.
+
+use sqlparser::{
+    dialect::PostgreSqlDialect,
+    tokenizer::{Token, Tokenizer, Whitespace},
+};
+
+/// What [`redact`] returns for text the tokenizer refuses (it may hold anything).
+pub const UNREADABLE: &str = "[REDACTED: not tokenizable]";
+
+fn tokens(sql: &str) -> Option<Vec<Token>> {
+    if sql.len() > super::MAX_SQL_BYTES {
+        return None;
+    }
+    Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()
+}
+
+fn is_literal(t: &Token) -> bool {
+    matches!(
+        t,
+        Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::DollarQuotedString(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DoubleQuotedByteStringLiteral(_)
+    )
+}
+
+fn placeholder_number(t: &Token) -> Option<u32> {
+    match t {
+        Token::Placeholder(p) => p.strip_prefix('$')?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// `sql` with every literal replaced by a `$n` placeholder (numbered after the highest one
+/// already in the text) and comments replaced by a space; everything else as written.
+pub fn redact(sql: &str) -> String {
+    let Some(tokens) = tokens(sql) else { return UNREADABLE.to_string() };
+    let mut next = tokens.iter().filter_map(placeholder_number).max().unwrap_or(0);
+    let mut out = String::with_capacity(sql.len());
+    for t in &tokens {
+        match t {
+            t if is_literal(t) => {
+                next += 1;
+                out.push('$');
+                out.push_str(&next.to_string());
+            }
+            Token::Whitespace(Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_)) => {
+                out.push(' ')
+            }
+            t => out.push_str(&t.to_string()),
+        }
+    }
+    out
+}
+
+/// The canonical form hashed by [`digest`]: literals and placeholders are `?`, runs of
+/// whitespace and comments one space (none at the ends or before a final `;`), unquoted words
+/// lower-case. Text the tokenizer refuses is only whitespace-folded.
+pub fn normalize(sql: &str) -> String {
+    let Some(tokens) = tokens(sql) else { return sql.split_whitespace().collect::<Vec<_>>().join(" ") };
+    let mut out = String::with_capacity(sql.len());
+    let mut space = false;
+    for t in &tokens {
+        let text = match t {
+            Token::Whitespace(_) | Token::EOF => {
+                space = !out.is_empty();
+                continue;
+            }
+            t if is_literal(t) || matches!(t, Token::Placeholder(_)) => "?".to_string(),
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_lowercase(),
+            t => t.to_string(),
+        };
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push_str(&text);
+    }
+    while out.ends_with(';') || out.ends_with(' ') {
+        out.pop();
+    }
+    out
+}
+
+/// `sha256:<hex>` of [`normalize`]`(sql)`.
+pub fn digest(sql: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, normalize(sql).as_bytes());
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in d.as_ref() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_become_numbered_placeholders_and_comments_go() {
+        assert_eq!(
+            redact("SELECT * FROM users WHERE email = 'a@b.c' AND id > 42 -- secret\n"),
+            "SELECT * FROM users WHERE email = $1 AND id > $2  \n"
+        );
+        assert_eq!(
+            redact("UPDATE t SET a = $1, b = 'x' WHERE id = $2"),
+            "UPDATE t SET a = $1, b = $3 WHERE id = $2"
+        );
+        assert_eq!(
+            redact("ALTER ROLE app PASSWORD 'hunter2'; SELECT $$dollar$$, E'esc', X'ff', 1.5e3"),
+            "ALTER ROLE app PASSWORD $1; SELECT $2, $3, $4, $5"
+        );
+        assert_eq!(redact("SELECT name FROM items ORDER BY id"), "SELECT name FROM items ORDER BY id");
+        assert_eq!(redact("SELECT /* x */ \"Quoted\".col FROM t"), "SELECT   \"Quoted\".col FROM t");
+        assert_eq!(redact("SELECT 'unterminated"), UNREADABLE);
+    }
+
+    #[test]
+    fn normal_form_folds_values_whitespace_comments_and_case() {
+        assert_eq!(
+            normalize("  SELECT  *\n\tFROM Users -- c\n WHERE id = 7 AND n = 'x';  "),
+            "select * from users where id = ? and n = ?"
+        );
+        assert_eq!(normalize("select \"Users\".ID from \"Users\""), "select \"Users\".id from \"Users\"");
+        assert_eq!(normalize("SELECT $1"), "select ?");
+        assert_eq!(normalize("SELECT 'open"), "SELECT 'open");
+    }
+
+    #[test]
+    fn digest_is_stable_across_values_and_layout_but_not_across_statements() {
+        let a = digest("SELECT * FROM users WHERE id = 1");
+        assert!(a.starts_with("sha256:") && a.len() == 7 + 64, "{a}");
+        assert_eq!(a, digest("select *\n  from USERS where id = 99 /* other */;"));
+        assert_eq!(a, digest("SELECT * FROM users WHERE id = $1"));
+        assert_ne!(a, digest("SELECT * FROM users WHERE id > 1"));
+        assert_ne!(a, digest("SELECT * FROM \"USERS\" WHERE id = 1"));
+        assert_ne!(digest("DELETE FROM users"), digest("DELETE FROM orders"));
+        // The empty normal form still has a digest (of nothing), and it is deterministic.
+        assert_eq!(digest(" ; "), digest(""));
+    }
+}
