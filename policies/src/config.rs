@@ -181,6 +181,35 @@ pub struct AuditConfig {
     /// Rotated files kept (`<file>.1` newest … `<file>.N` oldest; default 5).
     #[serde(default = "default_backups")]
     pub max_backups: u32,
+    /// Export every event as an OpenTelemetry log record (OTLP/HTTP, JSON encoding).
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
+}
+
+fn default_otlp_batch() -> usize {
+    256
+}
+
+fn default_otlp_flush_ms() -> u64 {
+    1000
+}
+
+/// `audit.otlp`: where and how to send log records.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's base URL (`http://host:4318` or `https://…`); records go to
+    /// `<endpoint>/v1/logs`.
+    pub endpoint: String,
+    /// Extra HTTP headers (an API key, say).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Records per request (default 256).
+    #[serde(default = "default_otlp_batch")]
+    pub batch_size: usize,
+    /// Longest a record waits before its batch is sent, in milliseconds (default 1000).
+    #[serde(default = "default_otlp_flush_ms")]
+    pub flush_interval_ms: u64,
 }
 
 fn default_backups() -> u32 {
@@ -195,6 +224,7 @@ impl Default for AuditConfig {
             integrity: IntegrityConfig::default(),
             max_size_mb: 0,
             max_backups: default_backups(),
+            otlp: None,
         }
     }
 }
@@ -390,6 +420,15 @@ impl Validate for ServerConfig {
             && !p.is_absolute()
         {
             v.error(root.key("audit").key("integrity").key("key_file"), "must be an absolute path");
+        }
+        if let Some(otlp) = &self.audit.otlp {
+            let at = root.key("audit").key("otlp");
+            if !(otlp.endpoint.starts_with("http://") || otlp.endpoint.starts_with("https://")) {
+                v.error(at.key("endpoint"), "must be an http:// or https:// URL");
+            }
+            if otlp.batch_size == 0 {
+                v.error(at.key("batch_size"), "must be at least 1");
+            }
         }
         let signing = &self.policies.signing;
         if signing.mode != SigningMode::Off && signing.trust_store.is_none() {

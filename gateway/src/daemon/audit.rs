@@ -42,6 +42,7 @@ pub struct Recorder {
     max_backups: u32,
     collectors: Mutex<HashMap<String, Collector>>,
     followers: Mutex<Vec<std::sync::mpsc::SyncSender<Event>>>,
+    otlp: std::sync::OnceLock<super::otlp::Exporter>,
 }
 
 /// Events a follower may fall behind by before it is dropped (a slow reader never slows the
@@ -117,6 +118,7 @@ impl Recorder {
             max_backups: config.max_backups,
             collectors: Mutex::default(),
             followers: Mutex::default(),
+            otlp: std::sync::OnceLock::new(),
         })
     }
 
@@ -143,7 +145,15 @@ impl Recorder {
             eprintln!("{}", Value::Object(value));
         }
         self.notify(&event);
+        if let Some(x) = self.otlp.get() {
+            x.export(&event);
+        }
         self.collect(event);
+    }
+
+    /// Also export every event through `exporter` from now on.
+    pub fn export_to(&self, exporter: super::otlp::Exporter) {
+        let _ = self.otlp.set(exporter);
     }
 
     /// A stream of every event recorded from now on (see [`FOLLOW_BACKLOG`]).

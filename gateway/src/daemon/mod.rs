@@ -9,6 +9,7 @@ mod exec;
 mod funnel;
 mod llm;
 mod netns;
+mod otlp;
 mod session;
 mod tls;
 
@@ -88,6 +89,10 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let socket = config.control_socket();
     let listener = bind_control(&socket)?;
     let recorder = Arc::new(Recorder::open(&state_dir, &config.audit).context("opening the audit log")?);
+    if let Some(otlp) = &config.audit.otlp {
+        let tls = upstream_tls.client_config(vec![b"http/1.1".to_vec()]);
+        recorder.export_to(otlp::Exporter::start(otlp, tls).context("audit.otlp")?);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("agentsh-gw")
