@@ -218,7 +218,7 @@ fn stream_events(
     follow: bool,
 ) -> anyhow::Result<()> {
     let matches = |e: &Event| {
-        session.is_none_or(|s| e.session_id == s) && (kinds.is_empty() || kinds.iter().any(|k| *k == e.kind))
+        session.is_none_or(|s| e.session_id == s) && (kinds.is_empty() || kinds.contains(&e.kind))
     };
     let live = follow.then(|| daemon.recorder.follow());
     let mut sent = std::collections::HashSet::new();
