@@ -14,8 +14,11 @@ use std::{
 use common::{Daemon, dns::FakeDns};
 use serde_json::Value;
 
+/// `(path, body)` of every POST a collector got.
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
 /// A collector: records `(path, body)` of every POST and answers 200.
-fn collector() -> (u16, Arc<Mutex<Vec<(String, Value)>>>) {
+fn collector() -> (u16, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(Vec::new()));
