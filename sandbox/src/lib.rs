@@ -10,7 +10,8 @@
 //! [`detect`] finds what this machine can enforce, by trying.
 //!
 //! [`LandlockPlan`] (set [`LaunchSpec::landlock`]) has the kernel confine the command to the
-//! system trees, the workspace and its private `/tmp`.
+//! system trees, the workspace and its private `/tmp`. [`workspace::WorkspaceMount`] serves
+//! the workspace through FUSE with `file_rules` applied per operation.
 
 // Namespaces, clone3, mounts and SCM_RIGHTS need raw syscalls; every block says why it is sound.
 #![allow(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod prepare;
 pub mod report;
 pub mod spec;
 mod sys;
+pub mod workspace;
 
 pub use child::encode_wait_status;
 pub use error::{Errno, SandboxError};

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use sandbox::{LaunchSpec, Launched, Stdio};
 
+pub mod fuse;
+
 /// True when the test may touch namespaces, mounts and cgroups. Prints why it skips otherwise,
 /// and panics instead when `AGENTSH_REQUIRE_PRIVILEGED=1`.
 pub fn privileged(test: &str) -> bool {

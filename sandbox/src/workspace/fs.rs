@@ -1,0 +1,443 @@
+//! The FUSE operations of the workspace: each one resolves its inode to a path, asks the rules,
+//! reports, then does the same operation on the backing directory (never following a symlink
+//! the agent could have planted: the kernel resolves links itself, one `readlink` at a time).
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Generation, INodeNo, RenameFlags, ReplyEmpty, ReplyEntry, Request,
+    TimeOrNow,
+};
+use policies::engine::file::{FileOp, FileRules, FileVerdict, normalise};
+
+mod ops;
+
+use super::nodes::Nodes;
+use super::{
+    FileEvent, FileEventKind, FileEventSink, SYMLINK_ESCAPE_RULE, SymlinkEscape, Trash, WorkspaceConfig,
+};
+
+/// How long the kernel may cache names and attributes. Short: the backing directory can change
+/// behind the mount (the host, the trash restore).
+const TTL: Duration = Duration::from_secs(1);
+
+/// The kernel's `__FMODE_EXEC`, set in the open flags of an `execve`.
+const FMODE_EXEC: i32 = 0x20;
+
+type Reply<T> = Result<T, Errno>;
+
+/// A directory's entries as read at `opendir`: inode number (informational), type, name.
+type Listing = Vec<(u64, FileType, OsString)>;
+
+struct Handle {
+    file: File,
+    rel: PathBuf,
+    /// The ruling that allowed writing through this handle, reported with the first write.
+    write_rule: Option<(FileVerdict, String)>,
+    wrote: AtomicBool,
+}
+
+/// The filesystem served by the FUSE workers.
+pub(crate) struct WorkspaceFs {
+    backing: PathBuf,
+    sandbox_path: PathBuf,
+    rules: FileRules,
+    escape: SymlinkEscape,
+    trash: Arc<Trash>,
+    events: Arc<dyn FileEventSink>,
+    nodes: Mutex<Nodes>,
+    files: Mutex<HashMap<u64, Arc<Handle>>>,
+    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    next_fh: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked mid-update leaves maps that are still valid maps.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn errno(e: io::Error) -> Errno {
+    Errno::from(e)
+}
+
+fn cpath(p: &Path) -> Reply<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+fn last_errno() -> Errno {
+    Errno::from(io::Error::last_os_error())
+}
+
+fn kind(meta: &Metadata) -> FileType {
+    FileType::from_std(meta.file_type()).unwrap_or(FileType::RegularFile)
+}
+
+fn attr(ino: u64, m: &Metadata) -> FileAttr {
+    let time = |s: i64, ns: i64| {
+        let base = SystemTime::UNIX_EPOCH;
+        if s >= 0 {
+            base + Duration::new(s as u64, ns as u32)
+        } else {
+            base - Duration::from_secs(s.unsigned_abs())
+        }
+    };
+    FileAttr {
+        ino: INodeNo(ino),
+        size: m.size(),
+        blocks: m.blocks(),
+        atime: time(m.atime(), m.atime_nsec()),
+        mtime: time(m.mtime(), m.mtime_nsec()),
+        ctime: time(m.ctime(), m.ctime_nsec()),
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: kind(m),
+        perm: (m.mode() & 0o7777) as u16,
+        nlink: m.nlink() as u32,
+        uid: m.uid(),
+        gid: m.gid(),
+        rdev: m.rdev() as u32,
+        blksize: m.blksize() as u32,
+        flags: 0,
+    }
+}
+
+fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
+    match t {
+        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        Some(TimeOrNow::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        Some(TimeOrNow::SpecificTime(t)) => {
+            let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos() as libc::c_long }
+        }
+    }
+}
+
+impl WorkspaceFs {
+    pub fn new(config: WorkspaceConfig, backing: PathBuf, trash: Arc<Trash>) -> WorkspaceFs {
+        WorkspaceFs {
+            backing,
+            sandbox_path: config.sandbox_path,
+            rules: config.rules,
+            escape: config.symlink_escape,
+            trash,
+            events: config.events,
+            nodes: Mutex::new(Nodes::new()),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    fn real(&self, rel: &Path) -> PathBuf {
+        self.backing.join(rel)
+    }
+
+    fn visible(&self, rel: &Path) -> PathBuf {
+        self.sandbox_path.join(rel)
+    }
+
+    fn path_of(&self, ino: INodeNo) -> Reply<PathBuf> {
+        lock(&self.nodes).path(ino.0).ok_or(Errno::ENOENT)
+    }
+
+    fn child_of(&self, parent: INodeNo, name: &OsStr) -> Reply<PathBuf> {
+        lock(&self.nodes).child(parent.0, name).ok_or(Errno::ENOENT)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        req: &Request,
+        kind: FileEventKind,
+        op: FileOp,
+        path: PathBuf,
+        target: Option<PathBuf>,
+        verdict: FileVerdict,
+        rule: &str,
+        message: Option<&str>,
+        trash_id: Option<String>,
+    ) {
+        self.events.event(FileEvent {
+            kind,
+            op,
+            path,
+            target,
+            verdict,
+            rule: rule.to_string(),
+            message: message.map(str::to_string),
+            pid: req.pid(),
+            uid: req.uid(),
+            trash_id,
+        });
+    }
+
+    /// Judges `op` on `rel`. Lookups, listings and readlinks are reported only when not plainly
+    /// allowed; every other operation always is (unless `quiet`, for a rename's halves).
+    fn check(&self, req: &Request, rel: &Path, op: FileOp, quiet: bool) -> Reply<(FileVerdict, String)> {
+        self.check_as(req, rel, op, quiet, FileEventKind::of(op))
+    }
+
+    /// [`WorkspaceFs::check`], reported as `kind`.
+    fn check_as(
+        &self,
+        req: &Request,
+        rel: &Path,
+        op: FileOp,
+        quiet: bool,
+        kind: FileEventKind,
+    ) -> Reply<(FileVerdict, String)> {
+        let path = self.visible(rel);
+        let r = self.rules.decide(&path, op);
+        let noisy =
+            !matches!(op, FileOp::Stat | FileOp::List | FileOp::Readlink) || r.verdict != FileVerdict::Allow;
+        if r.verdict == FileVerdict::Deny || (noisy && !quiet) {
+            self.report(req, kind, op, path, None, r.verdict, r.rule, r.message, None);
+        }
+        if r.verdict == FileVerdict::Deny {
+            tracing::info!(rule = r.rule, op = op.as_str(), path = %self.visible(rel).display(), "file operation denied");
+            return Err(Errno::EACCES);
+        }
+        Ok((r.verdict, r.rule.to_string()))
+    }
+
+    /// Where a link at `rel` pointing at `target` leads, when that is outside the workspace.
+    fn escape_of(&self, rel: &Path, target: &Path) -> Option<PathBuf> {
+        let base = self.visible(rel.parent().unwrap_or(Path::new("")));
+        let joined = if target.is_absolute() { target.to_path_buf() } else { base.join(target) };
+        let resolved = normalise(&joined)?.into_owned();
+        (!resolved.starts_with(&self.sandbox_path)).then_some(resolved)
+    }
+
+    /// Applies [`SymlinkEscape`] to a link at `rel` pointing at `target`.
+    fn check_escape(&self, req: &Request, rel: &Path, target: &Path, op: FileOp) -> Reply<()> {
+        let Some(outside) = self.escape_of(rel, target) else { return Ok(()) };
+        let (verdict, rule, message) = match self.escape {
+            SymlinkEscape::Deny => (FileVerdict::Deny, SYMLINK_ESCAPE_RULE, None),
+            SymlinkEscape::Evaluate => {
+                let r = self.rules.decide(&outside, FileOp::Read);
+                (r.verdict, r.rule, r.message)
+            }
+        };
+        if verdict == FileVerdict::Deny || verdict == FileVerdict::Audit {
+            let kind = FileEventKind::of(op);
+            self.report(req, kind, op, self.visible(rel), Some(outside), verdict, rule, message, None);
+        }
+        if verdict == FileVerdict::Deny { Err(Errno::EACCES) } else { Ok(()) }
+    }
+
+    fn lstat(&self, rel: &Path) -> Reply<Metadata> {
+        fs::symlink_metadata(self.real(rel)).map_err(errno)
+    }
+
+    /// Registers `rel` with the kernel (one lookup) and returns its attributes.
+    fn entry(&self, rel: &Path) -> Reply<FileAttr> {
+        let meta = self.lstat(rel)?;
+        let ino = lock(&self.nodes).remember(rel);
+        Ok(attr(ino, &meta))
+    }
+
+    /// Gives a new name to the caller, as a local filesystem would have created it.
+    fn own(&self, req: &Request, rel: &Path) -> Reply<()> {
+        std::os::unix::fs::lchown(self.real(rel), Some(req.uid()), Some(req.gid())).map_err(errno)
+    }
+
+    fn handle(&self, fh: FileHandle) -> Reply<Arc<Handle>> {
+        lock(&self.files).get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn open_real(&self, rel: &Path, flags: i32, mode: u32) -> Reply<File> {
+        let c = cpath(&self.real(rel))?;
+        let flags = (flags & !FMODE_EXEC & !libc::O_NOCTTY) | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: `c` is NUL-terminated; the fd is owned by the File built from it.
+        let fd = unsafe { libc::open(c.as_ptr(), flags, mode as libc::c_uint) };
+        if fd < 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    fn add_handle(&self, file: File, rel: PathBuf, write_rule: Option<(FileVerdict, String)>) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let handle = Handle { file, rel, write_rule, wrote: AtomicBool::new(false) };
+        lock(&self.files).insert(fh, Arc::new(handle));
+        fh
+    }
+
+    /// The checks of an open with `flags`: reads, writes (and truncation), execution.
+    fn check_open(&self, req: &Request, rel: &Path, flags: i32) -> Reply<Option<(FileVerdict, String)>> {
+        let acc = flags & libc::O_ACCMODE;
+        let open = FileEventKind::Open;
+        if flags & FMODE_EXEC != 0 {
+            self.check_as(req, rel, FileOp::Exec, false, open)?;
+        }
+        if acc == libc::O_RDONLY || acc == libc::O_RDWR {
+            self.check_as(req, rel, FileOp::Read, acc == libc::O_RDWR, open)?;
+        }
+        if acc == libc::O_WRONLY || acc == libc::O_RDWR || flags & libc::O_TRUNC != 0 {
+            return self.check_as(req, rel, FileOp::Write, false, open).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn do_setattr(
+        &self,
+        req: &Request,
+        rel: &Path,
+        fh: Option<FileHandle>,
+        change: &Change,
+    ) -> Reply<Metadata> {
+        let real = self.real(rel);
+        let handle = fh.map(|fh| self.handle(fh)).transpose()?;
+        if let Some(size) = change.size {
+            self.check(req, rel, FileOp::Write, false)?;
+            match &handle {
+                Some(h) => h.file.set_len(size).map_err(errno)?,
+                None => self.open_real(rel, libc::O_WRONLY, 0)?.set_len(size).map_err(errno)?,
+            }
+        }
+        if let Some(mode) = change.mode {
+            self.check(req, rel, FileOp::Chmod, false)?;
+            let perm = <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode & 0o7777);
+            if !self.lstat(rel)?.file_type().is_symlink() {
+                fs::set_permissions(&real, perm).map_err(errno)?;
+            }
+        }
+        if change.uid.is_some() || change.gid.is_some() {
+            self.check(req, rel, FileOp::Chown, false)?;
+            std::os::unix::fs::lchown(&real, change.uid, change.gid).map_err(errno)?;
+        }
+        if change.atime.is_some() || change.mtime.is_some() {
+            self.check(req, rel, FileOp::Write, true)?;
+            let times = [timespec(change.atime), timespec(change.mtime)];
+            let c = cpath(&real)?;
+            // SAFETY: `c` is NUL-terminated and `times` holds two timespecs.
+            let ret = unsafe {
+                libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+            };
+            if ret < 0 {
+                return Err(last_errno());
+            }
+        }
+        match &handle {
+            Some(h) => h.file.metadata().map_err(errno),
+            None => self.lstat(rel),
+        }
+    }
+
+    fn do_unlink(&self, req: &Request, rel: &Path) -> Reply<()> {
+        let path = self.visible(rel);
+        let r = self.rules.decide(&path, FileOp::Delete);
+        let (verdict, rule, message) = (r.verdict, r.rule, r.message);
+        let trash_id = match verdict {
+            FileVerdict::Deny => None,
+            FileVerdict::SoftDelete => Some(self.trash.put(rel).map_err(errno)?),
+            FileVerdict::Allow | FileVerdict::Audit => {
+                fs::remove_file(self.real(rel)).map_err(errno)?;
+                None
+            }
+        };
+        self.report(req, FileEventKind::Delete, FileOp::Delete, path, None, verdict, rule, message, trash_id);
+        if verdict == FileVerdict::Deny {
+            return Err(Errno::EACCES);
+        }
+        lock(&self.nodes).detach(rel);
+        Ok(())
+    }
+
+    fn do_rename(&self, req: &Request, from: &Path, to: &Path, flags: RenameFlags) -> Reply<()> {
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        let (mut verdict, mut rule) = self.check(req, from, FileOp::RenameFrom, true)?;
+        let to_ruling = self.check(req, to, FileOp::RenameTo, true)?;
+        if exchange {
+            self.check(req, to, FileOp::RenameFrom, true)?;
+            self.check(req, from, FileOp::RenameTo, true)?;
+        }
+        if to_ruling.0 == FileVerdict::Audit {
+            (verdict, rule) = to_ruling;
+        }
+        let mut trash_id = None;
+        let replaced = fs::symlink_metadata(self.real(to)).ok();
+        if let Some(meta) = replaced.filter(|_| !exchange && !flags.contains(RenameFlags::RENAME_NOREPLACE)) {
+            // Renaming over a file deletes it: the delete rules apply to it too.
+            let r = self.rules.decide(&self.visible(to), FileOp::Delete);
+            if r.verdict == FileVerdict::Deny {
+                let to = self.visible(to);
+                self.report(
+                    req,
+                    FileEventKind::Delete,
+                    FileOp::Delete,
+                    to,
+                    None,
+                    r.verdict,
+                    r.rule,
+                    r.message,
+                    None,
+                );
+                return Err(Errno::EACCES);
+            }
+            if r.verdict == FileVerdict::SoftDelete && !meta.is_dir() {
+                trash_id = Some(self.trash.put(to).map_err(errno)?);
+            }
+        }
+        let (a, b) = (cpath(&self.real(from))?, cpath(&self.real(to))?);
+        // SAFETY: both paths are NUL-terminated; the flags come from the kernel's request.
+        let ret =
+            unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), flags.bits()) };
+        if ret < 0 {
+            return Err(last_errno());
+        }
+        let (path, target) = (self.visible(from), Some(self.visible(to)));
+        self.report(
+            req,
+            FileEventKind::Rename,
+            FileOp::RenameFrom,
+            path,
+            target,
+            verdict,
+            &rule,
+            None,
+            trash_id,
+        );
+        let mut nodes = lock(&self.nodes);
+        if exchange {
+            nodes.exchange(from, to)
+        } else {
+            nodes.rename(from, to)
+        }
+        Ok(())
+    }
+}
+
+fn answer_entry(reply: ReplyEntry, result: Reply<FileAttr>) {
+    match result {
+        Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn answer_empty(reply: ReplyEmpty, result: Reply<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// The parts of a `setattr` this filesystem applies.
+struct Change {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
+}

@@ -1,0 +1,403 @@
+//! The `fuser::Filesystem` callbacks: decode the request, call the checked operation of
+//! [`WorkspaceFs`], answer.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use fuser::{
+    Errno, FileHandle, FileType, FopenFlags, Generation, INodeNo, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    Request, TimeOrNow,
+};
+use policies::engine::file::FileOp;
+
+use super::{
+    Change, FileEventKind, TTL, WorkspaceFs, answer_empty, answer_entry, attr, cpath, errno, last_errno, lock,
+};
+
+impl fuser::Filesystem for WorkspaceFs {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let result = self.child_of(parent, name).and_then(|rel| {
+            self.check(req, &rel, FileOp::Stat, false)?;
+            self.entry(&rel)
+        });
+        answer_entry(reply, result);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        lock(&self.nodes).forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let meta = match fh.map(|fh| self.handle(fh)) {
+            Some(Ok(h)) => h.file.metadata().map_err(errno),
+            _ => self.path_of(ino).and_then(|rel| self.lstat(&rel)),
+        };
+        match meta {
+            Ok(m) => reply.attr(&TTL, &attr(ino.0, &m)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = Change { mode, uid, gid, size, atime, mtime };
+        match self.path_of(ino).and_then(|rel| self.do_setattr(req, &rel, fh, &change)) {
+            Ok(m) => reply.attr(&TTL, &attr(ino.0, &m)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let result = self.path_of(ino).and_then(|rel| {
+            self.check(req, &rel, FileOp::Readlink, false)?;
+            let target = fs::read_link(self.real(&rel)).map_err(errno)?;
+            self.check_escape(req, &rel, &target, FileOp::Readlink)?;
+            Ok(target)
+        });
+        match result {
+            Ok(t) => reply.data(t.as_os_str().as_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.child_of(parent, name).and_then(|rel| {
+            self.check(req, &rel, FileOp::Mknod, false)?;
+            let fmt = mode & libc::S_IFMT;
+            if fmt != libc::S_IFIFO && fmt != libc::S_IFSOCK && fmt != libc::S_IFREG {
+                return Err(Errno::EPERM);
+            }
+            let c = cpath(&self.real(&rel))?;
+            // SAFETY: `c` is NUL-terminated; no device nodes reach here.
+            if unsafe { libc::mknod(c.as_ptr(), mode & !umask, libc::dev_t::from(rdev)) } < 0 {
+                return Err(last_errno());
+            }
+            self.own(req, &rel)?;
+            self.entry(&rel)
+        });
+        answer_entry(reply, result);
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let result = self.child_of(parent, name).and_then(|rel| {
+            self.check(req, &rel, FileOp::Mkdir, false)?;
+            fs::DirBuilder::new().mode(mode & !umask & 0o7777).create(self.real(&rel)).map_err(errno)?;
+            self.own(req, &rel)?;
+            self.entry(&rel)
+        });
+        answer_entry(reply, result);
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        answer_empty(reply, self.child_of(parent, name).and_then(|rel| self.do_unlink(req, &rel)));
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self.child_of(parent, name).and_then(|rel| {
+            self.check(req, &rel, FileOp::Rmdir, false)?;
+            fs::remove_dir(self.real(&rel)).map_err(errno)?;
+            lock(&self.nodes).detach(&rel);
+            Ok(())
+        });
+        answer_empty(reply, result);
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let result = self.child_of(parent, link_name).and_then(|rel| {
+            self.check(req, &rel, FileOp::Symlink, false)?;
+            self.check_escape(req, &rel, target, FileOp::Symlink)?;
+            std::os::unix::fs::symlink(target, self.real(&rel)).map_err(errno)?;
+            self.own(req, &rel)?;
+            self.entry(&rel)
+        });
+        answer_entry(reply, result);
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.child_of(parent, name).and_then(|from| {
+            let to = self.child_of(newparent, newname)?;
+            self.do_rename(req, &from, &to, flags)
+        });
+        answer_empty(reply, result);
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let result = self.path_of(ino).and_then(|from| {
+            let to = self.child_of(newparent, newname)?;
+            // A second name must not make a file readable that its first name hides.
+            self.check(req, &from, FileOp::Read, true)?;
+            self.check(req, &to, FileOp::Link, false)?;
+            fs::hard_link(self.real(&from), self.real(&to)).map_err(errno)?;
+            self.entry(&to)
+        });
+        answer_entry(reply, result);
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let result = self.path_of(ino).and_then(|rel| {
+            let write_rule = self.check_open(req, &rel, flags.0)?;
+            let file = self.open_real(&rel, flags.0 & !libc::O_CREAT & !libc::O_EXCL, 0)?;
+            Ok(self.add_handle(file, rel, write_rule))
+        });
+        match result {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let result = self.handle(fh).and_then(|h| {
+            let mut buf = vec![0u8; size as usize];
+            let mut got = 0;
+            while got < buf.len() {
+                match h.file.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(errno(e)),
+                }
+            }
+            buf.truncate(got);
+            Ok(buf)
+        });
+        match result {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let result = self.handle(fh).and_then(|h| {
+            let Some((verdict, rule)) = &h.write_rule else { return Err(Errno::EBADF) };
+            h.file.write_all_at(data, offset).map_err(errno)?;
+            if !h.wrote.swap(true, Ordering::Relaxed) {
+                let path = self.visible(&h.rel);
+                self.report(req, FileEventKind::Write, FileOp::Write, path, None, *verdict, rule, None, None);
+            }
+            Ok(data.len() as u32)
+        });
+        match result {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.files).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let result = self
+            .handle(fh)
+            .and_then(|h| if datasync { h.file.sync_data() } else { h.file.sync_all() }.map_err(errno));
+        answer_empty(reply, result);
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let result = self.path_of(ino).and_then(|rel| {
+            self.check(req, &rel, FileOp::List, false)?;
+            let mut entries = vec![
+                (ino.0, FileType::Directory, OsString::from(".")),
+                (1, FileType::Directory, "..".into()),
+            ];
+            for e in fs::read_dir(self.real(&rel)).map_err(errno)? {
+                let e = e.map_err(errno)?;
+                let kind = e.file_type().ok().and_then(FileType::from_std).unwrap_or(FileType::RegularFile);
+                entries.push((std::os::unix::fs::DirEntryExt::ino(&e).max(2), kind, e.file_name()));
+            }
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            lock(&self.dirs).insert(fh, Arc::new(entries));
+            Ok(fh)
+        });
+        match result {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(entries) = lock(&self.dirs).get(&fh.0).cloned() else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*ino), i as u64 + 1, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.dirs).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let result = self
+            .path_of(ino)
+            .and_then(|rel| File::open(self.real(&rel)).and_then(|d| d.sync_all()).map_err(errno));
+        answer_empty(reply, result);
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let result = cpath(&self.backing).and_then(|c| {
+            // SAFETY: `st` is plain old data filled by statvfs; `c` is NUL-terminated.
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
+                return Err(last_errno());
+            }
+            Ok(st)
+        });
+        match result {
+            Ok(st) => reply.statfs(
+                st.f_blocks,
+                st.f_bfree,
+                st.f_bavail,
+                st.f_files,
+                st.f_ffree,
+                st.f_bsize as u32,
+                st.f_namemax as u32,
+                st.f_frsize as u32,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        let result = self.path_of(ino).and_then(|rel| {
+            let m = mask.bits();
+            if m & libc::W_OK != 0 {
+                self.check(req, &rel, FileOp::Write, true)?;
+            }
+            if m & libc::X_OK != 0 && !self.lstat(&rel)?.is_dir() {
+                self.check(req, &rel, FileOp::Exec, true)?;
+            }
+            self.check(req, &rel, FileOp::Stat, true).map(|_| ())
+        });
+        answer_empty(reply, result);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = self.child_of(parent, name).and_then(|rel| {
+            self.check(req, &rel, FileOp::Create, false)?;
+            let write_rule = self.check_open(req, &rel, flags)?;
+            let file = self.open_real(&rel, flags | libc::O_CREAT, mode & !umask & 0o7777)?;
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & !umask & 0o7777))
+                .map_err(errno)?;
+            // SAFETY: plain fchown on a descriptor we own.
+            if unsafe { libc::fchown(file.as_raw_fd(), req.uid(), req.gid()) } < 0 {
+                return Err(last_errno());
+            }
+            let meta = file.metadata().map_err(errno)?;
+            let ino = lock(&self.nodes).remember(&rel);
+            let fh = self.add_handle(file, rel, write_rule);
+            Ok((attr(ino, &meta), fh))
+        });
+        match result {
+            Ok((a, fh)) => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+}

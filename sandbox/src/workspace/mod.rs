@@ -1,0 +1,223 @@
+//! The FUSE workspace: the real workspace directory presented through a passthrough FUSE mount
+//! that applies `file_rules` to every operation (`EACCES` on deny), reports what was touched
+//! through a [`FileEventSink`], refuses or evaluates symlinks that lead out of the workspace,
+//! and turns `soft_delete` into a move to a per-session [`Trash`].
+//!
+//! Rules are judged against the path the sandbox sees ([`WorkspaceConfig::sandbox_path`], the
+//! `${WORKSPACE}` of the rules), while the data lives in [`WorkspaceConfig::backing`]. The
+//! daemon runs as root and the mount uses `default_permissions`, so the kernel checks mode bits
+//! against the caller before the daemon is asked; new files are given to the caller's uid/gid.
+//!
+//! Entry point: [`WorkspaceMount::mount`]; dropping the mount unmounts it.
+
+mod fs;
+mod nodes;
+mod trash;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use policies::engine::file::{FileOp, FileRules, FileVerdict};
+
+use crate::error::SandboxError;
+
+pub use trash::{Trash, TrashEntry};
+
+/// What to do with a symlink whose target lies outside the workspace (`policies.symlink_escape`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SymlinkEscape {
+    /// Judge the target by `file_rules` as a read (an explicit allow is needed: no match
+    /// outside the workspace denies).
+    Evaluate,
+    /// Refuse to create such links and to resolve existing ones (the default).
+    #[default]
+    Deny,
+}
+
+/// Rule name of a refusal made by [`SymlinkEscape::Deny`].
+pub const SYMLINK_ESCAPE_RULE: &str = "symlink-escape";
+
+/// Which event an operation produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileEventKind {
+    /// A file opened (for reading, writing or executing), or a denied lookup or listing.
+    Open,
+    /// Contents or metadata changed (first write through a handle, truncation, chmod, chown).
+    Write,
+    /// A name created (file, directory, link, node).
+    Create,
+    /// A file or directory removed (or moved to the trash).
+    Delete,
+    /// A rename.
+    Rename,
+}
+
+impl FileEventKind {
+    /// The event name (`file_open`, `file_write`, `file_create`, `file_delete`, `file_rename`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileEventKind::Open => "file_open",
+            FileEventKind::Write => "file_write",
+            FileEventKind::Create => "file_create",
+            FileEventKind::Delete => "file_delete",
+            FileEventKind::Rename => "file_rename",
+        }
+    }
+
+    /// The kind an operation reports as.
+    pub fn of(op: FileOp) -> FileEventKind {
+        match op {
+            FileOp::Read | FileOp::Stat | FileOp::List | FileOp::Readlink | FileOp::Exec => {
+                FileEventKind::Open
+            }
+            FileOp::Write | FileOp::Chmod | FileOp::Chown => FileEventKind::Write,
+            FileOp::Create | FileOp::Mkdir | FileOp::Symlink | FileOp::Link | FileOp::Mknod => {
+                FileEventKind::Create
+            }
+            FileOp::Delete | FileOp::Rmdir => FileEventKind::Delete,
+            FileOp::RenameFrom | FileOp::RenameTo => FileEventKind::Rename,
+        }
+    }
+}
+
+/// One file event; paths are as the sandbox sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEvent {
+    /// The event name.
+    pub kind: FileEventKind,
+    /// The operation judged.
+    pub op: FileOp,
+    /// The path (a rename's source).
+    pub path: PathBuf,
+    /// A rename's destination, or the target of an escaping symlink.
+    pub target: Option<PathBuf>,
+    /// The verdict.
+    pub verdict: FileVerdict,
+    /// The deciding rule.
+    pub rule: String,
+    /// The rule's message.
+    pub message: Option<String>,
+    /// Calling process (host pid as FUSE reports it) and user.
+    pub pid: u32,
+    /// Calling user.
+    pub uid: u32,
+    /// For a soft delete, the trash id to restore it by.
+    pub trash_id: Option<String>,
+}
+
+/// Receives file events. Called on the FUSE worker threads: keep it quick (queue, don't block).
+pub trait FileEventSink: Send + Sync + 'static {
+    /// One event.
+    fn event(&self, event: FileEvent);
+}
+
+/// Everything a mount needs.
+pub struct WorkspaceConfig {
+    /// The real workspace directory.
+    pub backing: PathBuf,
+    /// Where the sandbox sees the workspace; `rules` must be compiled with this as workspace.
+    pub sandbox_path: PathBuf,
+    /// The session's compiled `file_rules`.
+    pub rules: FileRules,
+    /// Symlinks leading out of the workspace.
+    pub symlink_escape: SymlinkEscape,
+    /// The session's trash directory (outside the workspace, same filesystem for cheap moves).
+    pub trash_dir: PathBuf,
+    /// Where events go.
+    pub events: Arc<dyn FileEventSink>,
+    /// FUSE worker threads (at least 1).
+    pub threads: usize,
+}
+
+/// A mounted FUSE workspace; dropping it unmounts.
+pub struct WorkspaceMount {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    trash: Arc<Trash>,
+}
+
+impl std::fmt::Debug for WorkspaceMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkspaceMount").field("mountpoint", &self.mountpoint).finish_non_exhaustive()
+    }
+}
+
+impl WorkspaceMount {
+    /// Mounts `config.backing` at `mountpoint` (an existing directory) and starts serving it.
+    /// The mount allows other users (the sandbox's), `nosuid`, `nodev`, `default_permissions`.
+    pub fn mount(config: WorkspaceConfig, mountpoint: &Path) -> Result<WorkspaceMount, SandboxError> {
+        let invalid = |reason: String| SandboxError::InvalidSpec { field: "workspace", reason };
+        if config.rules.workspace() != config.sandbox_path {
+            return Err(invalid(format!(
+                "rules were compiled for {}, not {}",
+                config.rules.workspace().display(),
+                config.sandbox_path.display()
+            )));
+        }
+        let backing = std::fs::canonicalize(&config.backing)
+            .map_err(|e| SandboxError::setup(format!("workspace {}", config.backing.display()), e))?;
+        let trash_dir = &config.trash_dir;
+        if trash_dir.starts_with(&backing)
+            || std::fs::canonicalize(trash_dir).is_ok_and(|t| t.starts_with(&backing))
+        {
+            return Err(invalid("the trash must lie outside the workspace".into()));
+        }
+        let trash = Arc::new(
+            Trash::open(trash_dir, &backing)
+                .map_err(|e| SandboxError::setup(format!("trash {}", trash_dir.display()), e))?,
+        );
+        let threads = config.threads.max(1);
+        let fs = fs::WorkspaceFs::new(config, backing, trash.clone());
+        let mut options = fuser::Config::default();
+        options.mount_options = vec![
+            fuser::MountOption::FSName("agentsh-workspace".into()),
+            fuser::MountOption::Subtype("agentsh".into()),
+            fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::NoSuid,
+            fuser::MountOption::NoDev,
+        ];
+        options.acl = fuser::SessionACL::All;
+        options.n_threads = Some(threads);
+        options.clone_fd = threads > 1;
+        let session = fuser::spawn_mount(fs, mountpoint, &options).map_err(|e| {
+            SandboxError::setup(format!("mount FUSE workspace at {}", mountpoint.display()), e)
+        })?;
+        Ok(WorkspaceMount { session: Some(session), mountpoint: mountpoint.to_path_buf(), trash })
+    }
+
+    /// Where it is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// The session's trash (list and restore soft-deleted files).
+    pub fn trash(&self) -> &Trash {
+        &self.trash
+    }
+
+    /// Unmounts and waits for the workers to stop.
+    pub fn unmount(mut self) -> Result<(), SandboxError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), SandboxError> {
+        match self.session.take() {
+            Some(s) => s
+                .umount_and_join()
+                .map_err(|e| SandboxError::setup(format!("unmount {}", self.mountpoint.display()), e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WorkspaceMount {
+    fn drop(&mut self) {
+        if self.stop().is_err() {
+            // Busy (a process still has a file open): detach it so nothing is left mounted.
+            if let Ok(c) = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()) {
+                // SAFETY: `c` is a NUL-terminated path.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}

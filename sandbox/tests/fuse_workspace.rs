@@ -1,0 +1,272 @@
+//! The FUSE workspace with real mounts: rules enforced per operation with EACCES and events,
+//! real tools (git, cc) working inside, soft delete and restore, symlinks that leave the
+//! workspace.
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::fuse::{Mounted, errno_of};
+use common::privileged;
+use policies::engine::file::{FileOp, FileVerdict};
+use sandbox::workspace::{FileEventKind, SYMLINK_ESCAPE_RULE, SymlinkEscape};
+
+const RULES: &str = "file_rules:
+  - {name: secrets, paths: ['${WORKSPACE}/secrets/**'], operations: [read], decision: deny}
+  - {name: ro, paths: ['${WORKSPACE}/ro/**'], operations: [write, create, delete], decision: deny}
+  - {name: env, paths: ['${WORKSPACE}/**/.env'], operations: [read], decision: audit}
+";
+
+fn seed(b: &Path) {
+    fs::create_dir_all(b.join("secrets")).unwrap();
+    fs::write(b.join("secrets/key"), "hunter2\n").unwrap();
+    fs::create_dir_all(b.join("ro")).unwrap();
+    fs::write(b.join("ro/file"), "read me\n").unwrap();
+    fs::write(b.join(".env"), "A=1\n").unwrap();
+}
+
+#[test]
+fn denied_operations_fail_with_eacces_and_are_reported() {
+    if !privileged("denied_operations_fail_with_eacces_and_are_reported") {
+        return;
+    }
+    let m = Mounted::new(RULES, SymlinkEscape::Deny, seed);
+    let eacces = libc::EACCES;
+    assert_eq!(errno_of(fs::read(m.path("secrets/key")), "read secrets/key"), eacces);
+    assert_eq!(errno_of(fs::read_dir(m.path("secrets")).map(|_| ()), "list secrets"), eacces);
+    assert_eq!(errno_of(fs::write(m.path("ro/file"), "x"), "write ro/file"), eacces);
+    assert_eq!(errno_of(fs::write(m.path("ro/new"), "x"), "create ro/new"), eacces);
+    assert_eq!(errno_of(fs::remove_file(m.path("ro/file")), "delete ro/file"), eacces);
+    assert_eq!(errno_of(fs::rename(m.path("ro/file"), m.path("moved")), "rename ro/file away"), eacces);
+    assert_eq!(errno_of(fs::hard_link(m.path("ro/file"), m.path("ro/link")), "link into ro"), eacces);
+
+    assert_eq!(fs::read_to_string(m.path("ro/file")).unwrap(), "read me\n");
+    assert_eq!(fs::read_to_string(m.path(".env")).unwrap(), "A=1\n");
+    fs::write(m.path("ok.txt"), "fine\n").unwrap();
+    fs::rename(m.path("ok.txt"), m.path("ok2.txt")).unwrap();
+    fs::remove_file(m.path("ok2.txt")).unwrap();
+    // Nothing leaked to the backing directory from the refused writes.
+    assert_eq!(fs::read_to_string(m.backing.join("ro/file")).unwrap(), "read me\n");
+    assert!(!m.backing.join("ro/new").exists() && !m.backing.join("ok2.txt").exists());
+
+    let events = m.events.take();
+    let denied: Vec<(FileEventKind, FileOp, String)> = events
+        .iter()
+        .filter(|e| e.verdict == FileVerdict::Deny)
+        .map(|e| (e.kind, e.op, e.rule.clone()))
+        .collect();
+    for want in [
+        // `read` covers lookups: the name is refused before any open.
+        (FileEventKind::Open, FileOp::Stat, "secrets"),
+        (FileEventKind::Open, FileOp::Write, "ro"),
+        (FileEventKind::Create, FileOp::Create, "ro"),
+        (FileEventKind::Delete, FileOp::Delete, "ro"),
+        (FileEventKind::Rename, FileOp::RenameFrom, "ro"),
+        (FileEventKind::Create, FileOp::Link, "ro"),
+    ] {
+        assert!(denied.iter().any(|d| (d.0, d.1, d.2.as_str()) == want), "missing {want:?} in {denied:?}");
+    }
+    let by_kind = |kind| events.iter().filter(move |e| e.kind == kind && e.verdict != FileVerdict::Deny);
+    assert!(by_kind(FileEventKind::Open).any(|e| e.verdict == FileVerdict::Audit && e.rule == "env"));
+    let write =
+        by_kind(FileEventKind::Write).find(|e| e.path == m.path("ok.txt")).expect("a file_write event");
+    assert_eq!((write.rule.as_str(), write.pid > 0), ("default-allow-workspace", true));
+    let rename = by_kind(FileEventKind::Rename).next().expect("a file_rename event");
+    assert_eq!((rename.path.clone(), rename.target.clone()), (m.path("ok.txt"), Some(m.path("ok2.txt"))));
+    assert!(by_kind(FileEventKind::Delete).any(|e| e.path == m.path("ok2.txt")));
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{script}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+#[test]
+fn git_and_a_c_build_work_inside_the_mount() {
+    if !privileged("git_and_a_c_build_work_inside_the_mount") {
+        return;
+    }
+    let m = Mounted::new(RULES, SymlinkEscape::Deny, |_| {});
+    let out = sh(
+        &m.mnt,
+        "git init -q -b main repo && cd repo
+         printf '#include <stdio.h>\\nint main(void){puts(\"built\");return 0;}\\n' > hello.c
+         printf 'hello: hello.c\\n\\tcc -O1 -o hello hello.c\\n' > Makefile
+         git add hello.c Makefile && git commit -q -m first
+         cc -c -o hello.o hello.c && cc -o hello hello.o && ./hello
+         echo '/* two */' >> hello.c && git commit -qam second && git log --oneline | wc -l
+         git status --porcelain --untracked-files=no | wc -l
+         git fsck --no-progress 2>&1 && git gc -q && git log --oneline | wc -l",
+    );
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines, ["built", "2", "0", "2"], "{out}");
+    // The same repository is intact seen from the backing directory.
+    let out = sh(&m.backing.join("repo"), "git fsck --no-progress && git log --format=%s");
+    assert_eq!(out, "second\nfirst\n");
+}
+
+#[test]
+fn soft_delete_and_restore_round_trip() {
+    if !privileged("soft_delete_and_restore_round_trip") {
+        return;
+    }
+    let rules = "file_rules:\n  - {name: trash, paths: ['${WORKSPACE}/**'], operations: [delete], decision: soft_delete}\n";
+    let m = Mounted::new(rules, SymlinkEscape::Deny, |b| {
+        fs::create_dir_all(b.join("src")).unwrap();
+        fs::write(b.join("src/main.rs"), "fn main() {}\n").unwrap();
+        fs::write(b.join("old.txt"), "old\n").unwrap();
+    });
+    fs::remove_file(m.path("src/main.rs")).unwrap();
+    assert!(!m.path("src/main.rs").exists());
+    // Renaming over a file deletes it too: it goes to the trash first.
+    fs::write(m.path("new.txt"), "new\n").unwrap();
+    fs::rename(m.path("new.txt"), m.path("old.txt")).unwrap();
+    assert_eq!(fs::read_to_string(m.path("old.txt")).unwrap(), "new\n");
+
+    let trash = m.mount().trash();
+    let entries = trash.list().unwrap();
+    let originals: Vec<&Path> = entries.iter().map(|e| e.original.as_path()).collect();
+    assert_eq!(originals, [Path::new("src/main.rs"), Path::new("old.txt")]);
+    let events = m.events.take();
+    let soft = events.iter().find(|e| e.verdict == FileVerdict::SoftDelete).expect("a soft delete event");
+    assert_eq!((soft.kind, soft.trash_id.as_deref()), (FileEventKind::Delete, Some(entries[0].id.as_str())));
+
+    assert_eq!(trash.restore(&entries[0].id).unwrap(), Path::new("src/main.rs"));
+    assert_eq!(fs::read_to_string(m.path("src/main.rs")).unwrap(), "fn main() {}\n");
+    let busy = trash.restore(&entries[1].id).expect_err("old.txt exists again, restore must refuse");
+    assert_eq!(busy.kind(), std::io::ErrorKind::AlreadyExists);
+    fs::remove_file(m.path("old.txt")).unwrap();
+    assert_eq!(trash.list().unwrap().len(), 2);
+    assert!(trash.restore("../../etc").is_err());
+}
+
+#[test]
+fn symlinks_out_of_the_workspace_are_refused_in_deny_mode() {
+    if !privileged("symlinks_out_of_the_workspace_are_refused_in_deny_mode") {
+        return;
+    }
+    let m = Mounted::new(RULES, SymlinkEscape::Deny, |b| {
+        fs::create_dir_all(b.join("a/b")).unwrap();
+        fs::write(b.join("a/b/f"), "inside\n").unwrap();
+        // Planted from outside the mount: must not be followable through it.
+        std::os::unix::fs::symlink("/etc/hostname", b.join("planted")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc/hostname", b.join("a/b/rel")).unwrap();
+    });
+    let eacces = libc::EACCES;
+    let link = |t: &str, at: &str| std::os::unix::fs::symlink(t, m.path(at));
+    assert_eq!(errno_of(link("/etc/passwd", "p"), "absolute escape"), eacces);
+    assert_eq!(errno_of(link("../../..", "a/up"), "relative escape"), eacces);
+    link("b/f", "a/in").unwrap();
+    link("./a/b/../b/f", "in2").unwrap();
+    assert_eq!(fs::read_to_string(m.path("a/in")).unwrap(), "inside\n");
+    assert_eq!(fs::read_to_string(m.path("in2")).unwrap(), "inside\n");
+    assert_eq!(errno_of(fs::read_to_string(m.path("planted")), "follow planted"), eacces);
+    assert_eq!(errno_of(fs::read_link(m.path("a/b/rel")), "readlink rel"), eacces);
+    // Moving an inside link to where it leads out makes it unresolvable too.
+    link("../b/f", "a/b/c").unwrap();
+    fs::rename(m.path("a/b/c"), m.path("c")).unwrap();
+    assert_eq!(errno_of(fs::read_link(m.path("c")), "readlink moved"), eacces);
+    let events = m.events.take();
+    let escapes: Vec<_> = events.iter().filter(|e| e.rule == SYMLINK_ESCAPE_RULE).collect();
+    assert!(
+        escapes
+            .iter()
+            .any(|e| e.op == FileOp::Symlink && e.target.as_deref() == Some(Path::new("/etc/passwd")))
+    );
+    assert!(
+        escapes
+            .iter()
+            .any(|e| e.op == FileOp::Readlink && e.target.as_deref() == Some(Path::new("/etc/hostname")))
+    );
+}
+
+#[test]
+fn symlinks_out_of_the_workspace_follow_file_rules_in_evaluate_mode() {
+    if !privileged("symlinks_out_of_the_workspace_follow_file_rules_in_evaluate_mode") {
+        return;
+    }
+    let rules =
+        "file_rules:\n  - {name: hostname, paths: [/etc/hostname], operations: [read], decision: allow}\n";
+    let m = Mounted::new(rules, SymlinkEscape::Evaluate, |_| {});
+    std::os::unix::fs::symlink("/etc/hostname", m.path("h")).unwrap();
+    assert_eq!(fs::read_to_string(m.path("h")).unwrap(), fs::read_to_string("/etc/hostname").unwrap());
+    let refused = std::os::unix::fs::symlink("/etc/passwd", m.path("p"));
+    assert_eq!(errno_of(refused, "link to /etc/passwd"), libc::EACCES);
+    let events = m.events.take();
+    assert!(events.iter().any(|e| e.op == FileOp::Symlink && e.rule == "default-deny-file"));
+}
+
+#[test]
+fn exec_rules_apply_to_execve_through_the_mount() {
+    if !privileged("exec_rules_apply_to_execve_through_the_mount") {
+        return;
+    }
+    let rules = "file_rules:\n  - {name: no-exec-bin, paths: ['${WORKSPACE}/bin/**'], operations: [exec], decision: deny}\n";
+    let script = |b: &Path, rel: &str| {
+        let p = b.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, "#!/bin/sh\necho ran\n").unwrap();
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    let m = Mounted::new(rules, SymlinkEscape::Deny, |b| {
+        script(b, "bin/tool");
+        script(b, "ok/tool");
+    });
+    let ran = Command::new(m.path("ok/tool")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "ran\n");
+    let refused = Command::new(m.path("bin/tool")).output();
+    assert_eq!(errno_of(refused.map(|o| o.status), "exec bin/tool"), libc::EACCES);
+    // Reading it is still fine: only execution is refused.
+    assert!(fs::read_to_string(m.path("bin/tool")).unwrap().contains("echo ran"));
+    let events = m.events.take();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.op == FileOp::Exec && e.verdict == FileVerdict::Deny && e.rule == "no-exec-bin")
+    );
+}
+
+#[test]
+fn a_sandboxed_command_sees_the_rules_through_the_mount() {
+    if !privileged("a_sandboxed_command_sees_the_rules_through_the_mount") {
+        return;
+    }
+    let m = Mounted::new(RULES, SymlinkEscape::Deny, |b| {
+        seed(b);
+        for p in [b, &b.join("ro"), &b.join("ro/file")] {
+            std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+        }
+    });
+    let state = common::StateDir::new();
+    let script = "echo made > made.txt && cat made.txt
+        cat secrets/key || echo secret-refused
+        echo x >> ro/file || echo ro-refused
+        cat ro/file";
+    let mut spec = common::sh(script, &state);
+    spec.cwd = m.mnt.clone();
+    spec.bind_dirs = vec![sandbox::BindDir { host: m.mnt.clone(), sandbox: m.mnt.clone(), writable: true }];
+    spec.landlock = Some(sandbox::LandlockPlan::for_workspace(&m.mnt));
+    let out = common::run(spec);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "made\nsecret-refused\nro-refused\nread me\n", "{out:?}");
+    assert_eq!(out.stderr.matches("Permission denied").count(), 2, "{}", out.stderr);
+    let made = fs::metadata(m.backing.join("made.txt")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&made), 65534, "new files belong to the caller");
+    let events = m.events.take();
+    let denied = events.iter().filter(|e| e.verdict == FileVerdict::Deny && e.uid == 65534).count();
+    assert!(denied >= 2, "{events:?}");
+}
