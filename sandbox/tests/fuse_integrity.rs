@@ -155,15 +155,39 @@ fn assert_same(a: &BTreeMap<PathBuf, Vec<u8>>, b: &BTreeMap<PathBuf, Vec<u8>>, w
     }
 }
 
+/// Kernel passthrough must be granted when the kernel has it (6.9+ with
+/// `CONFIG_FUSE_PASSTHROUGH`), so these tests cannot pass by quietly serving data themselves.
+fn kernel_has_passthrough() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 9)
+}
+
 #[test]
 fn random_operations_match_a_shadow_copy() {
     if !privileged("random_operations_match_a_shadow_copy") {
         return;
     }
-    let m = Mounted::new("{}", SymlinkEscape::Deny, |b| {
+    random_operations(false);
+}
+
+#[test]
+fn random_operations_match_a_shadow_copy_with_passthrough() {
+    if !privileged("random_operations_match_a_shadow_copy_with_passthrough") {
+        return;
+    }
+    random_operations(true);
+}
+
+fn random_operations(passthrough: bool) {
+    let m = Mounted::with_passthrough("{}", SymlinkEscape::Deny, passthrough, |b| {
         fs::create_dir_all(b.join("d0")).unwrap();
         fs::create_dir_all(b.join("d1")).unwrap();
     });
+    if passthrough && kernel_has_passthrough() {
+        assert!(m.mount().passthrough_active(), "the kernel should have granted FUSE passthrough");
+    }
     let shadow = m.root.join("shadow");
     fs::create_dir_all(shadow.join("d0")).unwrap();
     fs::create_dir_all(shadow.join("d1")).unwrap();
@@ -188,7 +212,14 @@ fn a_large_file_and_concurrent_writers_come_back_intact() {
     if !privileged("a_large_file_and_concurrent_writers_come_back_intact") {
         return;
     }
-    let m = Mounted::new("{}", SymlinkEscape::Deny, |_| {});
+    for passthrough in [false, true] {
+        large_file_and_concurrent_writers(passthrough);
+    }
+}
+
+fn large_file_and_concurrent_writers(passthrough: bool) {
+    let m = Mounted::with_passthrough("{}", SymlinkEscape::Deny, passthrough, |_| {});
+    assert_eq!(m.mount().passthrough_active(), passthrough && kernel_has_passthrough());
     let mut rng = Rng(0x5eed);
     let big = rng.bytes(64 << 20);
     {

@@ -100,7 +100,14 @@ fn git_and_a_c_build_work_inside_the_mount() {
     if !privileged("git_and_a_c_build_work_inside_the_mount") {
         return;
     }
-    let m = Mounted::new(RULES, SymlinkEscape::Deny, |_| {});
+    // Served by the daemon, then with kernel passthrough (git maps its pack files).
+    for passthrough in [false, true] {
+        git_and_cc(passthrough);
+    }
+}
+
+fn git_and_cc(passthrough: bool) {
+    let m = Mounted::with_passthrough(RULES, SymlinkEscape::Deny, passthrough, |_| {});
     let out = sh(
         &m.mnt,
         "git init -q -b main repo && cd repo

@@ -23,6 +23,7 @@ use policies::engine::file::{FileOp, FileRules, FileVerdict, normalise};
 mod ops;
 
 use super::nodes::Nodes;
+use super::passthrough::Backings;
 use super::{
     FileEvent, FileEventKind, FileEventSink, SYMLINK_ESCAPE_RULE, SymlinkEscape, Trash, WorkspaceConfig,
 };
@@ -45,6 +46,8 @@ struct Handle {
     /// The ruling that allowed writing through this handle, reported with the first write.
     write_rule: Option<(FileVerdict, String)>,
     wrote: AtomicBool,
+    /// With kernel passthrough, reads and writes go to `file` without asking the daemon.
+    backing: Option<Arc<fuser::BackingId>>,
 }
 
 /// The filesystem served by the FUSE workers.
@@ -59,6 +62,11 @@ pub(crate) struct WorkspaceFs {
     files: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
+    /// Kernel passthrough was asked for.
+    want_passthrough: bool,
+    /// The kernel granted passthrough at INIT (shared with the mount handle).
+    passthrough: Arc<AtomicBool>,
+    backings: Backings,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,8 +130,16 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
 }
 
 impl WorkspaceFs {
-    pub fn new(config: WorkspaceConfig, backing: PathBuf, trash: Arc<Trash>) -> WorkspaceFs {
+    pub fn new(
+        config: WorkspaceConfig,
+        backing: PathBuf,
+        trash: Arc<Trash>,
+        passthrough: Arc<AtomicBool>,
+    ) -> WorkspaceFs {
         WorkspaceFs {
+            want_passthrough: config.passthrough,
+            backings: Backings::default(),
+            passthrough,
             backing,
             sandbox_path: config.sandbox_path,
             rules: config.rules,
@@ -266,11 +282,54 @@ impl WorkspaceFs {
         Ok(unsafe { File::from_raw_fd(fd) })
     }
 
-    fn add_handle(&self, file: File, rel: PathBuf, write_rule: Option<(FileVerdict, String)>) -> u64 {
+    /// Registers an open file. A passthrough handle's writes never reach the daemon, so its
+    /// `file_write` is reported now, when writing was allowed.
+    fn add_handle(
+        &self,
+        req: &Request,
+        file: File,
+        rel: PathBuf,
+        write_rule: Option<(FileVerdict, String)>,
+        backing: Option<Arc<fuser::BackingId>>,
+    ) -> (u64, Arc<Handle>) {
+        let wrote = backing.is_some() && write_rule.is_some();
+        if let (true, Some((verdict, rule))) = (wrote, &write_rule) {
+            let path = self.visible(&rel);
+            self.report(req, FileEventKind::Write, FileOp::Write, path, None, *verdict, rule, None, None);
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let handle = Handle { file, rel, write_rule, wrote: AtomicBool::new(false) };
-        lock(&self.files).insert(fh, Arc::new(handle));
-        fh
+        let handle = Arc::new(Handle { file, rel, write_rule, wrote: AtomicBool::new(wrote), backing });
+        lock(&self.files).insert(fh, handle.clone());
+        (fh, handle)
+    }
+
+    /// A kernel passthrough id for a regular `file`, when passthrough is on; `None` (served by
+    /// the daemon) when it is off or the kernel refuses this file.
+    fn backing_for(
+        &self,
+        ino: u64,
+        rel: &Path,
+        file: &File,
+        register: impl FnOnce(&File) -> io::Result<fuser::BackingId>,
+    ) -> Option<Arc<fuser::BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) || !file.metadata().is_ok_and(|m| m.is_file()) {
+            return None;
+        }
+        // Read-write when possible: later opens of the inode for writing share this file.
+        let open = || {
+            self.open_real(rel, libc::O_RDWR, 0)
+                .or_else(|_| self.open_real(rel, libc::O_RDONLY, 0))
+                .map_err(|e| io::Error::from_raw_os_error(e.code()))
+        };
+        self.backings.acquire(ino, open, register)
+    }
+
+    /// Drops handle `fh`, and its share of the inode's backing id.
+    fn release_handle(&self, ino: u64, fh: u64) {
+        let handle = lock(&self.files).remove(&fh);
+        if handle.is_some_and(|h| h.backing.is_some()) {
+            self.backings.release(ino);
+        }
     }
 
     /// The checks of an open with `flags`: reads, writes (and truncation), execution.

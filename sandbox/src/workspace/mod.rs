@@ -12,10 +12,12 @@
 
 mod fs;
 mod nodes;
+mod passthrough;
 mod trash;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use policies::engine::file::{FileOp, FileRules, FileVerdict};
 
@@ -127,6 +129,12 @@ pub struct WorkspaceConfig {
     pub events: Arc<dyn FileEventSink>,
     /// FUSE worker threads (at least 1).
     pub threads: usize,
+    /// Ask the kernel for FUSE passthrough (Linux 6.9+, `CONFIG_FUSE_PASSTHROUGH`, and
+    /// `CAP_SYS_ADMIN`): reads, writes and mmap of an opened regular file then go straight to
+    /// the backing file. Rules are still applied at open; `file_write` is then reported at
+    /// open-for-write rather than at the first write. Refused by the kernel, the mount serves
+    /// data itself ([`WorkspaceMount::passthrough_active`] says which).
+    pub passthrough: bool,
 }
 
 /// A mounted FUSE workspace; dropping it unmounts.
@@ -134,6 +142,7 @@ pub struct WorkspaceMount {
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
     trash: Arc<Trash>,
+    passthrough: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for WorkspaceMount {
@@ -167,7 +176,8 @@ impl WorkspaceMount {
                 .map_err(|e| SandboxError::setup(format!("trash {}", trash_dir.display()), e))?,
         );
         let threads = config.threads.max(1);
-        let fs = fs::WorkspaceFs::new(config, backing, trash.clone());
+        let passthrough = Arc::new(AtomicBool::new(false));
+        let fs = fs::WorkspaceFs::new(config, backing, trash.clone(), passthrough.clone());
         let mut options = fuser::Config::default();
         options.mount_options = vec![
             fuser::MountOption::FSName("agentsh-workspace".into()),
@@ -182,7 +192,22 @@ impl WorkspaceMount {
         let session = fuser::spawn_mount(fs, mountpoint, &options).map_err(|e| {
             SandboxError::setup(format!("mount FUSE workspace at {}", mountpoint.display()), e)
         })?;
-        Ok(WorkspaceMount { session: Some(session), mountpoint: mountpoint.to_path_buf(), trash })
+        let mount = WorkspaceMount {
+            session: Some(session),
+            mountpoint: mountpoint.to_path_buf(),
+            trash,
+            passthrough,
+        };
+        // The first request completes the kernel's INIT, so passthrough_active is settled.
+        std::fs::metadata(mountpoint).map_err(|e| {
+            SandboxError::setup(format!("stat FUSE workspace at {}", mountpoint.display()), e)
+        })?;
+        Ok(mount)
+    }
+
+    /// Whether the kernel granted FUSE passthrough (see [`WorkspaceConfig::passthrough`]).
+    pub fn passthrough_active(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
     }
 
     /// Where it is mounted.

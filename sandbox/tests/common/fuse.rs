@@ -37,6 +37,16 @@ impl Mounted {
     /// Mounts with the `file_rules` of `policy_yaml` (`${WORKSPACE}` is the mount point);
     /// `seed` fills the backing directory first.
     pub fn new(policy_yaml: &str, escape: SymlinkEscape, seed: impl FnOnce(&Path)) -> Mounted {
+        Mounted::with_passthrough(policy_yaml, escape, false, seed)
+    }
+
+    /// As [`Mounted::new`], asking for kernel passthrough when `passthrough` is set.
+    pub fn with_passthrough(
+        policy_yaml: &str,
+        escape: SymlinkEscape,
+        passthrough: bool,
+        seed: impl FnOnce(&Path),
+    ) -> Mounted {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let root = PathBuf::from(format!("/tmp/agentsh-fusews-{}-{n}", std::process::id()));
@@ -56,6 +66,7 @@ impl Mounted {
             trash_dir: root.join("trash"),
             events: events.clone(),
             threads: 4,
+            passthrough,
         };
         let mut m = Mounted { root, backing, mnt, events, mount: None };
         m.mount = Some(WorkspaceMount::mount(config, &m.mnt).expect("mount the FUSE workspace"));

@@ -24,6 +24,15 @@ use super::{
 };
 
 impl fuser::Filesystem for WorkspaceFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> io::Result<()> {
+        // Depth 2: the backing directory may itself sit on a stacked filesystem (overlayfs).
+        let granted = self.want_passthrough
+            && config.set_max_stack_depth(2).is_ok()
+            && config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok();
+        self.passthrough.store(granted, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let result = self.child_of(parent, name).and_then(|rel| {
             self.check(req, &rel, FileOp::Stat, false)?;
@@ -180,10 +189,14 @@ impl fuser::Filesystem for WorkspaceFs {
         let result = self.path_of(ino).and_then(|rel| {
             let write_rule = self.check_open(req, &rel, flags.0)?;
             let file = self.open_real(&rel, flags.0 & !libc::O_CREAT & !libc::O_EXCL, 0)?;
-            Ok(self.add_handle(file, rel, write_rule))
+            let backing = self.backing_for(ino.0, &rel, &file, |f| reply.open_backing(f));
+            Ok(self.add_handle(req, file, rel, write_rule, backing))
         });
         match result {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, h)) => match &h.backing {
+                Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), id),
+                None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            },
             Err(e) => reply.error(e),
         }
     }
@@ -260,14 +273,14 @@ impl fuser::Filesystem for WorkspaceFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        lock(&self.files).remove(&fh.0);
+        self.release_handle(ino.0, fh.0);
         reply.ok();
     }
 
@@ -392,11 +405,22 @@ impl fuser::Filesystem for WorkspaceFs {
             }
             let meta = file.metadata().map_err(errno)?;
             let ino = lock(&self.nodes).remember(&rel);
-            let fh = self.add_handle(file, rel, write_rule);
-            Ok((attr(ino, &meta), fh))
+            let backing = self.backing_for(ino, &rel, &file, |f| reply.open_backing(f));
+            let (fh, h) = self.add_handle(req, file, rel, write_rule, backing);
+            Ok((attr(ino, &meta), fh, h))
         });
         match result {
-            Ok((a, fh)) => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Ok((a, fh, h)) => match &h.backing {
+                Some(id) => reply.created_passthrough(
+                    &TTL,
+                    &a,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                    id,
+                ),
+                None => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+            },
             Err(e) => reply.error(e),
         }
     }
