@@ -15,6 +15,8 @@ use crate::dlp::{DlpError, Engine};
 pub const DEFAULT_MAX_BODY: usize = 32 << 20;
 /// Default SSE hold-back: bytes of answer text kept after an event before it is released.
 pub const DEFAULT_HOLDBACK: usize = 256;
+/// Default cap on requests in flight while a token limit is on.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 /// Tokens charged for a successful answer that reports no usage while a token limit is on, so
 /// an upstream (or a path) without usage fields cannot be used to bypass the limit.
 pub const DEFAULT_FALLBACK_TOKENS: u64 = 200;
@@ -183,6 +185,10 @@ pub struct ProxyConfig {
     pub fallback_tokens: u64,
     /// How long to wait for upstream response headers.
     pub upstream_timeout: Duration,
+    /// Requests in flight at once (a streamed answer counts until its end); more get 429.
+    /// Token limits are charged after the answer, so without a cap a burst of parallel
+    /// requests could overshoot them. Default: 16 when a token limit or budget is set.
+    pub max_in_flight: Option<usize>,
 }
 
 impl ProxyConfig {
@@ -213,6 +219,11 @@ impl ProxyConfig {
             stream_holdback: DEFAULT_HOLDBACK,
             fallback_tokens: DEFAULT_FALLBACK_TOKENS,
             upstream_timeout: Duration::from_secs(300),
+            max_in_flight: (policy.rate_limits.tokens_per_minute.is_some()
+                || policy.budgets.per_session_tokens.is_some()
+                || policy.budgets.daily_tokens.is_some()
+                || policy.budgets.monthly_tokens.is_some())
+            .then_some(DEFAULT_MAX_IN_FLIGHT),
         })
     }
 

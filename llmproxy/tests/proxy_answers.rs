@@ -61,6 +61,19 @@ async fn a_secret_split_across_two_events_is_redacted_and_the_stream_stays_valid
     assert_eq!(ev.usage.unwrap().output, 42);
 }
 
+/// Starts a streamed Messages request and returns the answer with its body unread.
+async fn open_stream(addr: std::net::SocketAddr) -> http::Response<hyper::body::Incoming> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("/anthropic/v1/messages")
+        .header("host", "x")
+        .body(Full::new(Bytes::from(json!({"model": "m", "stream": true}).to_string())))
+        .unwrap();
+    tx.send_request(req).await.unwrap()
+}
+
 #[tokio::test]
 async fn early_events_are_released_before_the_stream_ends() {
     let gate = Arc::new(Notify::new());
@@ -69,15 +82,7 @@ async fn early_events_are_released_before_the_stream_ends() {
     let g = gate.clone();
     let responder: Responder = Arc::new(move |_| Reply { gate: Some((3, g.clone())), ..Reply::sse(&stream) });
     let h = start(ANTHROPIC, &[], responder, |_| {}).await;
-    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
-    let req = Request::post("/anthropic/v1/messages")
-        .header("host", "x")
-        .body(Full::new(Bytes::from(json!({"model": "m", "stream": true}).to_string())))
-        .unwrap();
-    let mut body = tx.send_request(req).await.unwrap().into_body();
+    let mut body = open_stream(h.addr).await.into_body();
     // The upstream holds its fourth event until we have seen the first; held-back text of 256
     // bytes is already past "Hello", so the first events must come through now.
     let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
@@ -223,4 +228,36 @@ async fn a_block_finding_in_a_stream_ends_it_with_an_error_event() {
     assert_eq!(last["error"]["rule"], "dlp:anthropic_key");
     let ev = &h.sink.events()[0];
     assert_eq!(ev.rule, "dlp:anthropic_key");
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_cap_get_429_until_a_stream_ends() {
+    let gate = Arc::new(Notify::new());
+    let stream = anthropic_stream(&["a long enough answer to be streamed in parts"]);
+    let g = gate.clone();
+    let responder: Responder = Arc::new(move |r| match r.text().contains("\"stream\":true") {
+        true => Reply { gate: Some((2, g.clone())), ..Reply::sse(&stream) },
+        false => Reply::json(anthropic_answer("done", 1, 1)),
+    });
+    let h = start(ANTHROPIC, &[], responder, |c| c.max_in_flight = Some(1)).await;
+    // The answer's headers are out; its stream waits at the upstream's gate.
+    let open = open_stream(h.addr).await;
+    assert_eq!(open.status(), StatusCode::OK);
+    let a = post_json(h.addr, "/anthropic/v1/messages", &[], json!({"model": "m"})).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.headers["retry-after"], "1");
+    assert_eq!(a.json()["error"]["rule"], "max_in_flight");
+    gate.notify_one();
+    let body = open.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(parse_sse(&String::from_utf8_lossy(&body)).len(), 4);
+    // The slot is free once the stream's task has finished.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while h.sink.events().iter().all(|e| !e.streamed) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let a = post_json(h.addr, "/anthropic/v1/messages", &[], json!({"model": "m"})).await;
+    assert_eq!(a.status, StatusCode::OK);
 }

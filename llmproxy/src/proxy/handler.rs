@@ -379,6 +379,17 @@ async fn forward(
 
     let mut body = scan_request(cfg, body, is_json, ev)?;
 
+    let Some(slot) = proxy.enter() else {
+        return Err(Refusal {
+            retry_after: Some(1),
+            ..Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "max_in_flight",
+                "too many requests in flight",
+            )
+        });
+    };
     match proxy.meter.admit(Instant::now(), SystemTime::now()) {
         Admission::Refuse { rule, retry_after } => {
             return Err(Refusal {
@@ -419,7 +430,7 @@ async fn forward(
         }
         Err(_) => return Err(upstream_failed(proxy, StatusCode::GATEWAY_TIMEOUT, "upstream timed out")),
     };
-    respond::answer(proxy, provider.kind, resp, ev, start).await
+    respond::answer(proxy, provider.kind, resp, ev, start, slot).await
 }
 
 fn upstream_failed(proxy: &LlmProxy, status: StatusCode, msg: &str) -> Refusal {

@@ -15,7 +15,16 @@ mod respond;
 mod sse;
 pub mod upstream;
 
-use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use hyper::{Request, body::Incoming, service::service_fn};
 use hyper_util::{
@@ -67,6 +76,18 @@ pub struct LlmProxy {
     pub(crate) meter: Meter,
     pub(crate) upstream: Upstream,
     pub(crate) sink: Arc<dyn EventSink>,
+    in_flight: AtomicUsize,
+}
+
+/// One request in flight; released on drop (for a streamed answer, when its task ends).
+pub(crate) struct InFlight(Option<Arc<LlmProxy>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            p.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl std::fmt::Debug for LlmProxy {
@@ -79,7 +100,17 @@ impl LlmProxy {
     /// A proxy for one session.
     pub fn new(config: ProxyConfig, upstream: Upstream, sink: Arc<dyn EventSink>) -> Arc<LlmProxy> {
         let meter = Meter::new(config.rate_limits, config.budgets, config.fallback_tokens);
-        Arc::new(LlmProxy { config, meter, upstream, sink })
+        Arc::new(LlmProxy { config, meter, upstream, sink, in_flight: AtomicUsize::new(0) })
+    }
+
+    /// Takes an in-flight slot, or `None` when the cap is reached.
+    pub(crate) fn enter(self: &Arc<Self>) -> Option<InFlight> {
+        let Some(max) = self.config.max_in_flight else { return Some(InFlight(None)) };
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlight(Some(self.clone())))
     }
 
     /// The configuration in use.

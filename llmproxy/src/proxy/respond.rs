@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{
-    LlmProxy,
+    InFlight, LlmProxy,
     body::{self, BodyError, Coding, Decoder, ProxyBody},
     handler::{Outcome, Refusal, end_to_end},
     sse::{SseScanner, StreamStop},
@@ -42,6 +42,7 @@ pub(crate) async fn answer(
     resp: Response<Incoming>,
     ev: &mut LlmEvent,
     start: Instant,
+    slot: InFlight,
 ) -> Result<Outcome, Refusal> {
     let coding = Coding::of(resp.headers()).map_err(|c| {
         proxy.meter.record(None, false, Instant::now(), SystemTime::now());
@@ -51,7 +52,7 @@ pub(crate) async fn answer(
         )
     })?;
     if is_sse(&resp) {
-        return Ok(Outcome::Streaming(stream(proxy.clone(), kind, resp, coding, ev.clone(), start)));
+        return Ok(Outcome::Streaming(stream(proxy.clone(), kind, resp, coding, ev.clone(), start, slot)));
     }
     let (parts, incoming) = resp.into_parts();
     let cfg = &proxy.config;
@@ -114,6 +115,7 @@ fn stream(
     coding: Coding,
     mut ev: LlmEvent,
     start: Instant,
+    slot: InFlight,
 ) -> Response<ProxyBody> {
     let (parts, incoming) = resp.into_parts();
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
@@ -142,6 +144,7 @@ fn stream(
         let usage = ev.usage.take();
         ev.usage = proxy.meter.record(usage, success && stop.is_ok(), Instant::now(), SystemTime::now());
         ev.latency = start.elapsed();
+        drop(slot);
         proxy.sink.emit(ev);
     });
     let mut headers = end_to_end(&parts.headers);
