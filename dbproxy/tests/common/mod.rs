@@ -5,3 +5,4 @@
 pub mod corpus;
 pub mod pg;
 pub mod proxy;
+pub mod tls;

@@ -66,9 +66,52 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
+const FINGERPRINT_SQL: &str = "
+WITH user_ns AS (
+  SELECT oid, nspname FROM pg_namespace
+  WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg_toast%'
+    AND nspname NOT LIKE 'pg_temp%'
+)
+SELECT string_agg(line, E'\\n' ORDER BY line) FROM (
+  SELECT format('rows %s.%s %s', n.nspname, c.relname,
+    (xpath('/row/h/text()', query_to_xml(format(
+      'SELECT count(*) || '':'' || md5(coalesce(string_agg(t::text, ''|'' ORDER BY t::text), '''')) AS h FROM %I.%I t',
+      n.nspname, c.relname), false, true, '')))[1]::text) AS line
+  FROM pg_class c JOIN user_ns n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm')
+  UNION ALL SELECT format('sequence %s.%s %s', n.nspname, c.relname, pg_sequence_last_value(c.oid))
+    FROM pg_class c JOIN user_ns n ON n.oid = c.relnamespace WHERE c.relkind = 'S'
+  UNION ALL SELECT format('class %s.%s %s %s %s %s', n.nspname, c.relname, c.relkind, c.relowner::regrole,
+    c.relacl, c.relrowsecurity) FROM pg_class c JOIN user_ns n ON n.oid = c.relnamespace
+  UNION ALL SELECT format('proc %s.%s(%s) %s %s', n.nspname, p.proname, oidvectortypes(p.proargtypes),
+    md5(p.prosrc), p.proconfig) FROM pg_proc p JOIN user_ns n ON n.oid = p.pronamespace
+  UNION ALL SELECT format('role %s %s %s %s', rolname, rolsuper, rolcanlogin, md5(coalesce(rolpassword, '')))
+    FROM pg_authid
+  UNION ALL SELECT format('db %s %s', datname, datacl) FROM pg_database
+  UNION ALL SELECT format('setting %s %s %s', setdatabase, setrole, setconfig) FROM pg_db_role_setting
+  UNION ALL SELECT format('large objects %s', count(*)) FROM pg_largeobject_metadata
+  UNION ALL SELECT format('extension %s', extname) FROM pg_extension
+  UNION ALL SELECT format('schema %s %s', nspname, nspacl) FROM pg_namespace
+) lines
+";
+
+/// A server certificate and key (PEM) for a cluster started with `ssl=on`.
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 impl PgCluster {
     /// Starts a cluster, or explains why it cannot.
     pub fn start_or_skip() -> Option<PgCluster> {
+        Self::start(None)
+    }
+
+    /// Starts a cluster with `ssl=on` serving `tls` (plain connections are still accepted).
+    pub fn start_tls_or_skip(tls: &ServerTls) -> Option<PgCluster> {
+        Self::start(Some(tls))
+    }
+
+    fn start(tls: Option<&ServerTls>) -> Option<PgCluster> {
         let Some(bin) = find_bin() else {
             return skip("no Postgres server binaries under /usr/lib/postgresql");
         };
@@ -114,11 +157,26 @@ impl PgCluster {
             ],
         );
         c.must_run(initdb, "initdb");
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=off -c full_page_writes=off -c password_encryption=scram-sha-256",
             c.port,
             c.dir.display()
         );
+        if let Some(tls) = tls {
+            // The server refuses a key others can read; relative paths are in the data dir.
+            for (name, pem, mode) in
+                [("server.crt", &tls.cert_pem, 0o644), ("server.key", &tls.key_pem, 0o600)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let path = c.dir.join("data").join(name);
+                std::fs::write(&path, pem).expect("write TLS file");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+                if let Some(u) = &c.run_as {
+                    c.must(Command::new("chown").arg(format!("{u}:")).arg(&path), "chown");
+                }
+            }
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = c.dir.join("server.log").display().to_string();
         let start =
             c.server_cmd("pg_ctl", &["-D", &c.data(), "-l", &log, "-o", &opts, "-w", "-t", "60", "start"]);
@@ -192,6 +250,15 @@ impl PgCluster {
         let out = self.psql(db, &[sql]);
         assert!(out.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The state of database `db`, read as the superuser: for every table and materialised
+    /// view its row count and a hash of its rows, every sequence's position, the catalog objects that a
+    /// statement could create, change or drop (relations with owners and grants, functions
+    /// with their bodies, roles with their passwords, databases, per-role settings, large
+    /// objects, extensions, schemas). Equal fingerprints: nothing changed.
+    pub fn fingerprint(&self, db: &str) -> String {
+        self.psql_ok(db, FINGERPRINT_SQL)
     }
 
     /// libpq-style connection string for `app` over TCP (password needed).

@@ -72,6 +72,11 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// Loads `yaml` and starts a proxy for service `appdb`.
 pub async fn start_proxy(yaml: &str) -> ProxyFixture {
+    start_proxy_with(yaml, ProxyOptions::default()).await
+}
+
+/// [`start_proxy`] with `opts` (its events, timeout and read-only mode are the fixture's).
+pub async fn start_proxy_with(yaml: &str, opts: ProxyOptions) -> ProxyFixture {
     let policy: Policy =
         load_policy(yaml, "test.yaml").unwrap_or_else(|e| panic!("policy loads: {e}\n{yaml}"));
     let service = policy.db_services.get("appdb").expect("appdb service").clone();
@@ -81,7 +86,7 @@ pub async fn start_proxy(yaml: &str) -> ProxyFixture {
         events: events.clone(),
         connect_timeout: Duration::from_secs(5),
         read_only: !dbproxy::proxy::grants_writes(&policy, "appdb"),
-        ..ProxyOptions::default()
+        ..opts
     };
     let proxy = Arc::new(DbProxy::new("appdb", service, rules, opts));
     let dir = temp_dir("sock");
