@@ -28,6 +28,7 @@ pub mod prepare;
 pub mod report;
 pub mod spec;
 mod sys;
+pub mod wrap;
 pub mod workspace;
 
 pub use child::encode_wait_status;

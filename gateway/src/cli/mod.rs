@@ -15,6 +15,7 @@ mod policy_source;
 mod policy_validate;
 mod server;
 mod session;
+mod wrap;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -66,6 +67,25 @@ enum Command {
         config: Option<String>,
         #[command(flatten)]
         flags: exec::ExecFlags,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run a command here, in this context, with its egress governed by a session's gateway.
+    ///
+    /// The command runs under the sandbox's seccomp filter, handed to the gateway before it
+    /// starts; if the hand-off fails it does not run (exit 126) unless --fail-open.
+    Wrap {
+        /// Session to join (default: $AGENTSH_SESSION_ID, else a new session for the current
+        /// directory with --policy, destroyed afterwards).
+        #[arg(long, env = "AGENTSH_SESSION_ID")]
+        session: Option<String>,
+        /// Policy of a session created for this command.
+        #[arg(long, default_value = "default")]
+        policy: String,
+        /// Run the command unwrapped when the hand-off fails.
+        #[arg(long)]
+        fail_open: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -239,6 +259,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server { config } => server::run(config.as_deref()),
         Command::Demo => demo::run(),
+        Command::Wrap { session, policy, fail_open, command } => {
+            wrap::run(session, &policy, fail_open, &command)
+        }
         Command::Events { session, kinds, follow, json } => events::run(session, kinds, follow, json),
         Command::Audit(AuditCommand::Verify { file, key_file, key_env, algorithm }) => {
             audit::verify(&file, key_file, key_env, &algorithm)

@@ -20,7 +20,7 @@ use super::Recorder;
 use crate::events::Event;
 
 /// Where the sandbox sees the session's state dir.
-const SANDBOX_STATE_DIR: &str = "/run/agentsh";
+pub const SANDBOX_STATE_DIR: &str = "/run/agentsh";
 
 /// Per-command decider.
 pub struct SessionDecider {
@@ -45,6 +45,16 @@ pub struct SessionDecider {
     /// The session's database proxies: a connect to a service's upstream goes to the funnel,
     /// which hands it to the proxy, even on the host's loopback.
     pub db: Option<Arc<super::db::SessionDb>>,
+    /// Where the agent reaches the session resolver, per family: `127.0.0.1:53` and `[::1]:53`
+    /// in a sandbox's own namespace; the resolver's own ports when the agent shares a network
+    /// namespace (`wrap`).
+    pub resolver_addrs: [SocketAddr; 2],
+    /// The agent shares a network namespace (`wrap`): its loopback is not its own, so loopback
+    /// destinations are decided by policy like any other (only a CIDR rule exports them).
+    pub shared_netns: bool,
+    /// Where the agent sees the session's state dir (its sockets): `/run/agentsh` in a sandbox,
+    /// the session's own dir on the host under `wrap`.
+    pub state_dir: PathBuf,
     /// Unix paths already reported as blocked (programs retry, e.g. glibc's nscd lookups).
     pub reported_unix: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     /// The policy's `unix_socket_rules`, compiled with this command's variables.
@@ -76,11 +86,6 @@ pub fn loopback_exported(policy: &Policy, compiled: &CompiledPolicy, dst: Socket
         && rule_index(policy, &d.rule).is_some_and(|i| !policy.network_rules[i].cidrs.is_empty())
 }
 
-/// The session resolver's own address inside the sandbox (127.0.0.1:53 or [::1]:53).
-fn is_session_resolver(dst: SocketAddr) -> bool {
-    dst.ip().is_loopback() && dst.port() == 53 && matches!(dst.ip().to_string().as_str(), "127.0.0.1" | "::1")
-}
-
 /// One of the sandbox's own addresses on its `lo` ([`sandbox::SANDBOX_SELF_V4`],
 /// [`sandbox::SANDBOX_SELF_V6`], also v4-mapped): a destination that never leaves the sandbox's
 /// network namespace, like its loopback.
@@ -93,14 +98,11 @@ fn is_sandbox_self(dst: SocketAddr) -> bool {
     }
 }
 
-/// Where a DNS socket of this family is sent.
-fn resolver_for(sock: SockInfo) -> SocketAddr {
-    if sock.family == libc::AF_INET6 {
-        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 53))
-    } else {
-        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 53))
-    }
-}
+/// The session resolver's addresses inside a sandbox's own network namespace.
+pub const SANDBOX_RESOLVERS: [SocketAddr; 2] = [
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 53),
+    SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 53),
+];
 
 /// Lexically normalise `path` (resolving `.` and `..`), relative to `cwd` when not absolute.
 fn normalise(path: &Path, cwd: Option<&Path>) -> Option<PathBuf> {
@@ -137,7 +139,7 @@ impl SessionDecider {
 
     /// Whether an AF_UNIX pathname is reachable: the session's own sockets and the workspace.
     fn unix_allowed(&self, path: &Path) -> bool {
-        path.starts_with(SANDBOX_STATE_DIR) || path.starts_with(&self.workspace)
+        path.starts_with(&self.state_dir) || path.starts_with(&self.workspace)
     }
 
     /// The path as the agent meant it (absolute, lexically normalised against its cwd), for
@@ -173,14 +175,17 @@ impl ConnectDecider for SessionDecider {
             // it stays inside the namespace, so it is never redirected nor dialled from the host.
             return Action::Continue;
         }
-        if dst.port() == 53 && !is_session_resolver(dst) {
+        if self.resolver_addrs.contains(&dst) {
+            return Action::Continue;
+        }
+        if dst.port() == 53 {
             // Every DNS question goes to the session resolver, whatever server it was meant for.
-            return Action::Redirect(resolver_for(sock));
+            return Action::Redirect(self.resolver_addrs[usize::from(sock.family == libc::AF_INET6)]);
         }
         let exported = dst.ip().is_loopback()
             && (loopback_exported(&self.policy, &self.compiled, dst)
                 || self.db.as_ref().is_some_and(|db| db.for_connect(dst, None).is_some()));
-        if dst.ip().is_loopback() && !exported {
+        if dst.ip().is_loopback() && !exported && !self.shared_netns {
             return Action::Continue; // stays on the sandbox's own loopback
         }
         if !sock.is_stream() && call == CallKind::Connect {
@@ -355,6 +360,9 @@ mod tests {
             recorder,
             resolver: Arc::new(resolver),
             db: None,
+            resolver_addrs: SANDBOX_RESOLVERS,
+            shared_netns: false,
+            state_dir: PathBuf::from(SANDBOX_STATE_DIR),
             reported_unix: Default::default(),
             unix_rules,
         };

@@ -135,7 +135,7 @@ fn serve_llm(
 }
 
 /// Serve the session resolver on the sandbox's loopback until `stop` flips.
-fn serve_dns(
+pub fn serve_dns(
     daemon: &Daemon,
     resolver: &Arc<dns::SessionResolver>,
     sockets: super::netns::DnsSockets,
@@ -237,6 +237,9 @@ pub fn run(
         recorder: daemon.recorder.clone(),
         resolver: session.resolver.clone(),
         db: session.db.clone(),
+        resolver_addrs: super::decider::SANDBOX_RESOLVERS,
+        shared_netns: false,
+        state_dir: std::path::PathBuf::from(super::decider::SANDBOX_STATE_DIR),
         reported_unix: Default::default(),
         unix_rules: policies::engine::unix::UnixRules::new(&session.policy.unix_socket_rules, &|name| {
             match name {

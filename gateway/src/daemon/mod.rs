@@ -12,6 +12,7 @@ mod netns;
 mod otlp;
 mod session;
 mod tls;
+pub mod wrap;
 
 use std::{
     collections::BTreeMap,
@@ -107,6 +108,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         cancel_keys: dbproxy::proxy::CancelTable::new(),
     });
 
+    wrap::listen(&daemon)?;
     let on_signal = daemon.clone();
     let sock_path = socket.clone();
     daemon.runtime.spawn(async move {

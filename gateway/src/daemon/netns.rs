@@ -23,7 +23,7 @@ pub struct DnsSockets {
 }
 
 /// Run `make` on a short-lived thread inside the network namespace of process `pid`.
-fn in_netns<T: Send + 'static>(
+pub fn in_netns<T: Send + 'static>(
     pid: i32,
     make: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {

@@ -50,6 +50,8 @@ pub struct Session {
     /// The database proxies, when the policy names `db_services`.
     pub db: Option<Arc<super::db::SessionDb>>,
     recorder: Arc<Recorder>,
+    /// The uid that created the session (who may `wrap` into it besides root).
+    pub owner_uid: u32,
     cgroup: Mutex<Option<SessionCgroup>>,
     created_at: String,
     commands: AtomicU64,
@@ -128,6 +130,7 @@ impl Session {
             llm,
             db,
             recorder,
+            owner_uid: 0,
             workspace,
             policy_name,
             policy: Arc::new(policy),
@@ -150,6 +153,13 @@ impl Session {
     pub fn contains(&self, pid: i32) -> bool {
         let cgroup = self.cgroup.lock().unwrap_or_else(|p| p.into_inner());
         cgroup.as_ref().is_some_and(|cg| cg.contains(pid).unwrap_or(true))
+    }
+
+    /// Move `pid` into the session's cgroup (so it is the session's, and dies with it).
+    pub fn adopt(&self, pid: i32) -> anyhow::Result<()> {
+        let cgroup = self.cgroup.lock().unwrap_or_else(|p| p.into_inner());
+        let cg = cgroup.as_ref().context("the session is being destroyed")?;
+        cg.add_pid(pid).with_context(|| format!("moving {pid} into the session cgroup"))
     }
 
     /// Count a command as started; the guard counts it as finished when dropped.

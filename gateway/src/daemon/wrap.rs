@@ -1,0 +1,222 @@
+//! The gateway's side of `agentsh wrap`: `<state dir>/notify.sock` takes a seccomp notify fd
+//! from a wrapper (SCM_RIGHTS) and supervises the wrapped process where it already runs, in
+//! the caller's namespaces (a sidecar's agent container, say).
+//!
+//! Before accepting, the peer (SO_PEERCRED) must be root, the daemon's uid or the session's
+//! owner, and the process it names must be its own child with its own uid (a wrapper cannot
+//! hand over somebody else's process). The process is moved into the session's cgroup, the
+//! gateway's listeners and the session resolver are bound in the process's network namespace,
+//! and only then is the wrapper told to let it run. The namespace is shared, so loopback is
+//! decided by policy like any address, and Unix sockets are limited to the session's own state
+//! dir and the workspace.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket},
+    os::unix::net::{UnixListener, UnixStream},
+    sync::{Arc, atomic::AtomicUsize},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use redirect::{OriginalDstTable, handoff::recv_fd, seccomp::Supervisor};
+use serde::{Deserialize, Serialize};
+
+use super::{Daemon, decider::SessionDecider, session::Session};
+use crate::{
+    control::frame::{read_frame, write_frame},
+    events::Event,
+};
+
+/// Name of the hand-off socket in the state dir.
+pub const SOCKET: &str = "notify.sock";
+
+/// What a wrapper says before sending the fd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WrapHello {
+    /// The session to join.
+    pub session_id: String,
+    /// The filtered child (the wrapper's own child), waiting to run.
+    pub pid: i32,
+    /// Its command line, for events.
+    pub argv: Vec<String>,
+}
+
+/// The gateway's answer: run, or why not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WrapReply {
+    /// The id events of this command carry, when accepted.
+    pub command_id: Option<String>,
+    /// Why the hand-off was refused.
+    pub error: Option<String>,
+}
+
+/// Accept hand-offs on `<state dir>/notify.sock` until the daemon exits.
+pub fn listen(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
+    let path = daemon.config.state_dir.join(SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    // Wrappers run as any user; who may hand over what is decided per connection.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+    let daemon = daemon.clone();
+    std::thread::Builder::new().name("agentsh-wrap".into()).spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let daemon = daemon.clone();
+            std::thread::spawn(move || serve(&daemon, conn));
+        }
+    })?;
+    Ok(())
+}
+
+fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let reply = match accept(daemon, &mut stream) {
+        Ok(command_id) => WrapReply { command_id: Some(command_id), error: None },
+        Err(e) => WrapReply { command_id: None, error: Some(format!("{e:#}")) },
+    };
+    let _ = write_frame(&mut stream, &reply);
+}
+
+/// The parent pid and real uid of `pid`, from `/proc`.
+fn parent_and_uid(pid: i32) -> anyhow::Result<(i32, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("no process {pid}"))?;
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let ppid = field("PPid:").and_then(|v| v.parse().ok()).context("reading PPid")?;
+    let uid = field("Uid:").and_then(|v| v.split_whitespace().next()?.parse().ok()).context("reading Uid")?;
+    Ok((ppid, uid))
+}
+
+fn accept(daemon: &Arc<Daemon>, stream: &mut UnixStream) -> anyhow::Result<String> {
+    let cred = getsockopt(&*stream, PeerCredentials).context("reading the peer's credentials")?;
+    let hello: WrapHello = read_frame(stream).context("reading the hand-off request")?;
+    let notify = recv_fd(stream).context("receiving the notify fd")?;
+    let session = daemon.session(&hello.session_id)?;
+    let refuse = |reason: &str, why: String| -> anyhow::Result<String> {
+        let mut e = Event::new("listener_auth_fail", &session.id)
+            .field("listener", "notify")
+            .field("peer_uid", cred.uid())
+            .field("peer_pid", cred.pid())
+            .field("reason", reason);
+        e.pid = Some(hello.pid);
+        daemon.recorder.record(e);
+        bail!("{why}")
+    };
+    let uid = cred.uid();
+    if uid != 0 && uid != nix::unistd::geteuid().as_raw() && uid != session.owner_uid {
+        return refuse("uid_not_allowed", format!("uid {uid} may not join session {}", session.id));
+    }
+    let (ppid, child_uid) = parent_and_uid(hello.pid)?;
+    if ppid != cred.pid() || child_uid != uid {
+        return refuse(
+            "not_the_peers_child",
+            format!(
+                "process {} is not the wrapper's own child (its parent is {ppid}, uid {child_uid})",
+                hello.pid
+            ),
+        );
+    }
+    if session.contains(cred.pid()) {
+        return refuse("peer_in_session", "a process of a session cannot wrap another".into());
+    }
+    session.adopt(hello.pid)?;
+    let command_id = format!("cmd-{}", uuid::Uuid::new_v4());
+    supervise(daemon, &session, hello.pid, notify, &command_id)?;
+    let mut e = Event::new("wrap_started", &session.id).field("argv", hello.argv).field("peer_uid", uid);
+    e.command_id = Some(command_id.clone());
+    e.pid = Some(hello.pid);
+    daemon.recorder.record(e);
+    Ok(command_id)
+}
+
+/// Listeners and resolver sockets bound in the network namespace of the wrapped process.
+struct Sockets {
+    gateway: [TcpListener; 2],
+    udp: [UdpSocket; 2],
+    tcp: [TcpListener; 2],
+}
+
+fn bind_all(pid: i32) -> anyhow::Result<Sockets> {
+    super::netns::in_netns(pid, || {
+        let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
+        let udp = [UdpSocket::bind(v4)?, UdpSocket::bind(v6)?];
+        // TCP DNS on the same port numbers as UDP, as resolvers expect.
+        let tcp = [TcpListener::bind(udp[0].local_addr()?)?, TcpListener::bind(udp[1].local_addr()?)?];
+        Ok(Sockets { gateway: [TcpListener::bind(v4)?, TcpListener::bind(v6)?], udp, tcp })
+    })
+}
+
+/// Start the supervisor, the funnel and the resolver for the wrapped process; they stop when
+/// every process under the filter has exited.
+fn supervise(
+    daemon: &Arc<Daemon>,
+    session: &Arc<Session>,
+    pid: i32,
+    notify: std::os::fd::OwnedFd,
+    command_id: &str,
+) -> anyhow::Result<()> {
+    let sockets = bind_all(pid).context("binding the gateway in the wrapped process's network namespace")?;
+    let table = Arc::new(OriginalDstTable::new(4096, Duration::from_secs(30)));
+    let decider = SessionDecider {
+        session_id: session.id.clone(),
+        command_id: command_id.to_string(),
+        policy: session.policy.clone(),
+        compiled: session.compiled.clone(),
+        gateway_v4: sockets.gateway[0].local_addr()?,
+        gateway_v6: sockets.gateway[1].local_addr()?,
+        workspace: session.workspace.clone(),
+        recorder: daemon.recorder.clone(),
+        resolver: session.resolver.clone(),
+        db: session.db.clone(),
+        resolver_addrs: [sockets.udp[0].local_addr()?, sockets.udp[1].local_addr()?],
+        shared_netns: true,
+        state_dir: session.dir.clone(),
+        reported_unix: Default::default(),
+        unix_rules: policies::engine::unix::UnixRules::new(&session.policy.unix_socket_rules, &|name| {
+            match name {
+                "PROJECT_ROOT" | "WORKSPACE" => Some(session.workspace.display().to_string()),
+                _ => None,
+            }
+        }),
+    };
+    let supervisor = Supervisor::new(notify, Arc::new(decider), table.clone()).spawn()?;
+    let funnel = Arc::new(super::funnel::Funnel {
+        session_id: session.id.clone(),
+        command_id: command_id.to_string(),
+        policy: session.policy.clone(),
+        compiled: session.compiled.clone(),
+        table,
+        recorder: daemon.recorder.clone(),
+        resolver: session.resolver.clone(),
+        ca: session.ca.clone(),
+        upstream_tls: daemon.upstream_tls.clone(),
+        llm: session.llm.clone(),
+        db: session.db.clone(),
+        active: AtomicUsize::new(0),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    {
+        let _rt = daemon.runtime.enter();
+        for l in sockets.gateway {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            daemon.runtime.spawn(super::funnel::serve(l, funnel.clone(), stop_rx.clone()));
+        }
+        let dns = super::netns::DnsSockets {
+            udp4: sockets.udp[0].try_clone()?,
+            tcp4: sockets.tcp[0].try_clone()?,
+            udp6: sockets.udp[1].try_clone()?,
+            tcp6: sockets.tcp[1].try_clone()?,
+        };
+        super::exec::serve_dns(daemon, &session.resolver, dns, &stop_rx)?;
+    }
+    *session.current_command.lock().unwrap_or_else(|p| p.into_inner()) = Some(command_id.to_string());
+    let running = session.command_started();
+    std::thread::spawn(move || {
+        let _ = supervisor.join();
+        let _ = stop_tx.send(true);
+        drop(running);
+    });
+    Ok(())
+}
