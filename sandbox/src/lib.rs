@@ -28,8 +28,8 @@ pub mod prepare;
 pub mod report;
 pub mod spec;
 mod sys;
-pub mod wrap;
 pub mod workspace;
+pub mod wrap;
 
 pub use child::encode_wait_status;
 pub use error::{Errno, SandboxError};

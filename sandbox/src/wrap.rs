@@ -38,13 +38,17 @@ pub struct Filtered {
 /// Fork `argv[0]` (looked up on `PATH`) under `program` (raw `struct sock_filter`s), blocked
 /// before `execvp` until [`Filtered::release`]. The environment is the caller's.
 pub fn spawn_filtered(argv: &[OsString], program: &[u8]) -> io::Result<Filtered> {
-    let prog = check_program(program).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let prog =
+        check_program(program).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     if argv.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
     }
     let args: Vec<CString> = argv
         .iter()
-        .map(|a| CString::new(a.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument")))
+        .map(|a| {
+            CString::new(a.as_bytes())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument"))
+        })
         .collect::<io::Result<_>>()?;
     let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
