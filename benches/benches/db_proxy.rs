@@ -4,25 +4,18 @@
 //! proxy is client → proxy Unix socket → proxy → server over loopback TCP, with SCRAM done
 //! once at login. Skips (prints why) when no cluster can be started.
 
-#[path = "../../dbproxy/tests/common/pg.rs"]
-#[allow(dead_code)]
-mod pg;
+mod db_common;
 
 use std::{
     hint::black_box,
     io::{Read, Write},
     os::unix::net::UnixStream,
     path::Path,
-    sync::Arc,
 };
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use dbproxy::{
-    DbProxy, ProxyOptions,
-    proxy::ClientCtx,
-    wire::{self, Direction, Phase},
-};
-use policies::{Policy, engine::db::DbRules, load_policy};
+use db_common::{pg, start_proxy};
+use dbproxy::wire::{self, Direction, Phase};
 
 /// A blocking raw client: enough protocol for login without a password and simple queries.
 struct Client {
@@ -74,33 +67,8 @@ impl Client {
 
 fn bench(c: &mut Criterion) {
     let Some(cluster) = pg::PgCluster::start_or_skip() else { return };
-    let pw = cluster.dir.join("app-password");
-    std::fs::write(&pw, pg::APP_PASSWORD).unwrap();
-    let yaml = format!(
-        "db_services:\n  appdb: {{family: postgres, upstream: '127.0.0.1:{}', tls_mode: terminate_plaintext_upstream, credentials: {{user: app, password_file: '{}'}}}}\n\
-database_connection_rules:\n  - {{name: connect, db_service: appdb, decision: allow}}\n\
-database_rules:\n  - {{name: reads, db_service: appdb, operations: [READ], decision: allow}}\n",
-        cluster.port,
-        pw.display()
-    );
-    let policy: Policy = load_policy(&yaml, "bench.yaml").expect("bench policy loads");
-    let service = policy.db_services["appdb"].clone();
-    let proxy =
-        Arc::new(DbProxy::new("appdb", service, Arc::new(DbRules::new(&policy)), ProxyOptions::default()));
-
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let sock_dir = cluster.dir.join("proxy");
-    std::fs::create_dir_all(&sock_dir).unwrap();
-    let sock = sock_dir.join(".s.PGSQL.5432");
-    let listener = rt.block_on(async { tokio::net::UnixListener::bind(&sock) }).expect("bind");
-    rt.spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let p = proxy.clone();
-            tokio::spawn(async move {
-                let _ = p.serve(s, ClientCtx::default()).await;
-            });
-        }
-    });
+    let sock = start_proxy(&rt, &cluster).join(".s.PGSQL.5432");
 
     let mut direct = Client::connect(&cluster.dir.join(format!(".s.PGSQL.{}", cluster.port)), "app");
     let mut proxied = Client::connect(&sock, "agent");

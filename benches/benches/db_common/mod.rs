@@ -1,0 +1,45 @@
+//! What the database benches share: a throwaway cluster (the dbproxy tests' harness) and
+//! the DB proxy in front of it, allowing reads.
+
+#[path = "../../../dbproxy/tests/common/pg.rs"]
+#[allow(dead_code)]
+pub mod pg;
+
+use std::{path::PathBuf, sync::Arc};
+
+use dbproxy::{DbProxy, ProxyOptions, proxy::ClientCtx};
+use policies::{Policy, engine::db::DbRules, load_policy};
+
+/// The DB proxy for `cluster` on `<dir>/.s.PGSQL.5432` (`dir` returned), its service's
+/// rules allowing reads (so sessions are read-only), serving on `rt` until it is dropped.
+pub fn start_proxy(rt: &tokio::runtime::Runtime, cluster: &pg::PgCluster) -> PathBuf {
+    let pw = cluster.dir.join("app-password");
+    std::fs::write(&pw, pg::APP_PASSWORD).unwrap();
+    let yaml = format!(
+        "db_services:\n  appdb: {{family: postgres, upstream: '127.0.0.1:{}', tls_mode: terminate_plaintext_upstream, credentials: {{user: app, password_file: '{}'}}}}\n\
+database_connection_rules:\n  - {{name: connect, db_service: appdb, decision: allow}}\n\
+database_rules:\n  - {{name: reads, db_service: appdb, operations: [READ], decision: allow}}\n",
+        cluster.port,
+        pw.display()
+    );
+    let policy: Policy = load_policy(&yaml, "bench.yaml").expect("bench policy loads");
+    let opts = ProxyOptions {
+        read_only: !dbproxy::proxy::grants_writes(&policy, "appdb"),
+        ..ProxyOptions::default()
+    };
+    let service = policy.db_services["appdb"].clone();
+    let proxy = Arc::new(DbProxy::new("appdb", service, Arc::new(DbRules::new(&policy)), opts));
+    let dir = cluster.dir.join("proxy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let listener =
+        rt.block_on(async { tokio::net::UnixListener::bind(dir.join(".s.PGSQL.5432")) }).expect("bind");
+    rt.spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let p = proxy.clone();
+            tokio::spawn(async move {
+                let _ = p.serve(s, ClientCtx::default()).await;
+            });
+        }
+    });
+    dir
+}
