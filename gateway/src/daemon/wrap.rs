@@ -9,6 +9,12 @@
 //! and only then is the wrapper told to let it run. The namespace is shared, so loopback is
 //! decided by policy like any address, and Unix sockets are limited to the session's own state
 //! dir and the workspace.
+//!
+//! The wrapper may live in a PID namespace of its own, nested in the daemon's (an agent
+//! container whose PID namespace the gateway's contains): the kernel translates the peer's pid
+//! for us, and the child the wrapper names by its own pid is found among the peer's children by
+//! its innermost pid. A wrapper whose PID namespace the daemon cannot see has pid 0 here and is
+//! refused.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket},
@@ -77,14 +83,25 @@ fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
     let _ = write_frame(&mut stream, &reply);
 }
 
-/// The parent pid and real uid of `pid`, from `/proc`.
-fn parent_and_uid(pid: i32) -> anyhow::Result<(i32, u32)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("no process {pid}"))?;
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
-    let ppid = field("PPid:").and_then(|v| v.parse().ok()).context("reading PPid")?;
-    let uid = field("Uid:").and_then(|v| v.split_whitespace().next()?.parse().ok()).context("reading Uid")?;
-    Ok((ppid, uid))
+/// The wrapper's child that it calls `claimed` (a pid in the wrapper's own PID namespace,
+/// which may be nested in ours), as a pid in ours, with its real uid: found among the peer's
+/// children by the innermost pid of each (`NSpid`). A process that is not the peer's own child
+/// cannot be named at all.
+fn wrapped_child(peer_pid: i32, claimed: i32) -> anyhow::Result<Option<(i32, u32)>> {
+    let children = std::fs::read_to_string(format!("/proc/{peer_pid}/task/{peer_pid}/children"))
+        .with_context(|| format!("reading the children of {peer_pid}"))?;
+    for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{child}/status")) else { continue };
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+        let innermost = field("NSpid:").and_then(|v| v.split_whitespace().last()?.parse::<i32>().ok());
+        if innermost == Some(claimed) {
+            let uid = field("Uid:")
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .context("reading Uid")?;
+            return Ok(Some((child, uid)));
+        }
+    }
+    Ok(None)
 }
 
 fn accept(daemon: &Arc<Daemon>, stream: &mut UnixStream) -> anyhow::Result<String> {
@@ -106,25 +123,27 @@ fn accept(daemon: &Arc<Daemon>, stream: &mut UnixStream) -> anyhow::Result<Strin
     if uid != 0 && uid != nix::unistd::geteuid().as_raw() && uid != session.owner_uid {
         return refuse("uid_not_allowed", format!("uid {uid} may not join session {}", session.id));
     }
-    let (ppid, child_uid) = parent_and_uid(hello.pid)?;
-    if ppid != cred.pid() || child_uid != uid {
+    let Some((pid, child_uid)) = wrapped_child(cred.pid(), hello.pid)? else {
         return refuse(
             "not_the_peers_child",
-            format!(
-                "process {} is not the wrapper's own child (its parent is {ppid}, uid {child_uid})",
-                hello.pid
-            ),
+            format!("process {} is not the wrapper's own child", hello.pid),
+        );
+    };
+    if child_uid != uid {
+        return refuse(
+            "not_the_peers_child",
+            format!("process {} runs as uid {child_uid}, not {uid}", hello.pid),
         );
     }
     if session.contains(cred.pid()) {
         return refuse("peer_in_session", "a process of a session cannot wrap another".into());
     }
-    session.adopt(hello.pid)?;
+    session.adopt(pid)?;
     let command_id = format!("cmd-{}", uuid::Uuid::new_v4());
-    supervise(daemon, &session, hello.pid, notify, &command_id)?;
+    supervise(daemon, &session, pid, notify, &command_id)?;
     let mut e = Event::new("wrap_started", &session.id).field("argv", hello.argv).field("peer_uid", uid);
     e.command_id = Some(command_id.clone());
-    e.pid = Some(hello.pid);
+    e.pid = Some(pid);
     daemon.recorder.record(e);
     Ok(command_id)
 }
