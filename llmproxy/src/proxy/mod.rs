@@ -12,7 +12,7 @@ mod body;
 mod handler;
 mod reply;
 mod respond;
-mod sse;
+pub mod sse;
 pub mod upstream;
 
 use std::{

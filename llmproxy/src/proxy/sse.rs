@@ -61,15 +61,15 @@ struct Redaction {
 
 /// Why the stream must stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum StreamStop {
-    /// A block-mode detector matched.
+pub enum StreamStop {
+    /// A block-mode detector matched (its name).
     Blocked(String),
     /// An event grew past the bound without ending.
     EventTooLarge(usize),
 }
 
-/// The per-answer SSE state.
-pub(crate) struct SseScanner<'e> {
+/// The SSE scanner of one answer: bytes from the upstream in, bytes for the client out.
+pub struct SseScanner<'e> {
     engine: &'e Engine,
     scanner: StreamScanner<'e>,
     kind: ProviderKind,
@@ -95,7 +95,9 @@ pub(crate) struct SseScanner<'e> {
 }
 
 impl<'e> SseScanner<'e> {
-    pub(crate) fn new(engine: &'e Engine, kind: ProviderKind, holdback: usize, max_event: usize) -> Self {
+    /// A scanner for one answer of a `kind` provider: `holdback` bytes of text kept after an
+    /// event before it is released, `max_event` the bound on one event and on the held events.
+    pub fn new(engine: &'e Engine, kind: ProviderKind, holdback: usize, max_event: usize) -> Self {
         SseScanner {
             engine,
             scanner: StreamScanner::with_window(engine, holdback.max(2048)),
@@ -116,7 +118,7 @@ impl<'e> SseScanner<'e> {
     }
 
     /// Takes upstream bytes; returns the bytes that may go to the client now.
-    pub(crate) fn push(&mut self, data: &[u8]) -> Result<Vec<u8>, StreamStop> {
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<u8>, StreamStop> {
         self.partial.extend_from_slice(data);
         let mut from = 0;
         while let Some(end) = event_end(&self.partial[from..]) {
@@ -136,7 +138,7 @@ impl<'e> SseScanner<'e> {
     }
 
     /// The upstream ended: a trailing event without its blank line is still delivered.
-    pub(crate) fn finish(&mut self) -> Result<Vec<u8>, StreamStop> {
+    pub fn finish(&mut self) -> Result<Vec<u8>, StreamStop> {
         if !self.partial.iter().all(u8::is_ascii_whitespace) {
             let mut raw = std::mem::take(&mut self.partial);
             raw.extend_from_slice(b"\n\n");
@@ -146,6 +148,16 @@ impl<'e> SseScanner<'e> {
         let found = self.scanner.finish();
         self.note(found)?;
         Ok(self.release(true))
+    }
+
+    /// DLP findings so far.
+    pub fn findings(&self) -> &[FindingCount] {
+        &self.findings
+    }
+
+    /// Usage merged from the events so far.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 
     fn event(&mut self, raw: Vec<u8>) -> Result<(), StreamStop> {
