@@ -20,6 +20,18 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Installed as /bin/sh or /bin/bash, the binary is the shell shim.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let called = argv.first().and_then(|a| std::path::Path::new(a).file_name()).and_then(|n| n.to_str());
+    if called.is_some_and(|n| cli::shim::SHELLS.contains(&n)) {
+        return match cli::shim::run_as_shell(argv) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("agentsh shim: {err:#}");
+                ExitCode::from(126)
+            }
+        };
+    }
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

@@ -24,7 +24,7 @@ pub enum OutputMode {
 }
 
 /// Flags shared by `exec` and `run`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ExecFlags {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputMode::Human)]

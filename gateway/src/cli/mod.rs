@@ -15,6 +15,7 @@ mod policy_source;
 mod policy_validate;
 mod server;
 mod session;
+pub mod shim;
 mod wrap;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -90,6 +91,9 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Route `/bin/sh -c …` through `agentsh exec`: install, remove or check the shell shim.
+    #[command(subcommand)]
+    Shim(ShimCommand),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -123,6 +127,40 @@ enum Command {
         /// Run one probe in this process and print its result (how detect runs each probe).
         #[arg(long, hide = true)]
         probe: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShimCommand {
+    /// Replace DIR/bin/sh (and/or bash) with the shim; the originals become *.real.
+    InstallShell {
+        /// The root file system to change (a container image's, or /).
+        #[arg(long)]
+        root: PathBuf,
+        /// The shim as seen inside that root (default: this binary's path).
+        #[arg(long)]
+        shim: Option<PathBuf>,
+        /// Also replace bash.
+        #[arg(long, conflicts_with = "bash_only")]
+        bash: bool,
+        /// Replace bash only.
+        #[arg(long)]
+        bash_only: bool,
+        /// Route non-interactive shells too (writes DIR/etc/agentsh/shim.conf force=true).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put the real shells back.
+    UninstallShell {
+        /// The root file system.
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// Say whether the shim is installed (exit 0) or not (exit 1).
+    Status {
+        /// The root file system.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
     },
 }
 
@@ -259,6 +297,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server { config } => server::run(config.as_deref()),
         Command::Demo => demo::run(),
+        Command::Shim(ShimCommand::InstallShell { root, shim, bash, bash_only, force }) => {
+            let shim = match shim {
+                Some(s) => s,
+                None => std::env::current_exe()?,
+            };
+            shim::install(&root, &shim, bash, bash_only, force)
+        }
+        Command::Shim(ShimCommand::UninstallShell { root }) => shim::uninstall(&root),
+        Command::Shim(ShimCommand::Status { root }) => shim::status(&root),
         Command::Wrap { session, policy, fail_open, command } => {
             wrap::run(session, &policy, fail_open, &command)
         }
