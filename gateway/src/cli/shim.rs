@@ -118,8 +118,7 @@ fn invoked_path(argv0: &str) -> PathBuf {
         return PathBuf::from(argv0);
     }
     std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(argv0)).find(|c| c.exists()))
-        .flatten()
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(argv0)).find(|c| c.exists()))
         .unwrap_or_else(|| PathBuf::from("/bin").join(argv0))
 }
 
