@@ -1,0 +1,176 @@
+//! The FUSE workspace side by side with the raw directory: untar a source-like tree, `grep -r`
+//! it, write many small files, read one large file sequentially. Three setups: the raw
+//! directory, the mount served by the daemon, and the mount with kernel passthrough (when the
+//! kernel grants it). Prints the median of several runs and the ratio to raw for each.
+//!
+//! Needs root (it mounts FUSE); without it, it says so and exits 0.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use policies::engine::file::FileRules;
+use sandbox::workspace::{FileEvent, FileEventSink, SymlinkEscape, WorkspaceConfig, WorkspaceMount};
+
+const RUNS: usize = 5;
+const TREE_DIRS: usize = 60;
+const TREE_FILES_PER_DIR: usize = 50;
+const SMALL_FILES: usize = 2000;
+const LARGE_MIB: usize = 256;
+
+/// Counts events the way a real sink would queue them: cheaply.
+struct Counter(std::sync::atomic::AtomicU64);
+
+impl FileEventSink for Counter {
+    fn event(&self, _event: FileEvent) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A tarball of `TREE_DIRS` × `TREE_FILES_PER_DIR` small text files.
+fn make_tarball(scratch: &Path) -> PathBuf {
+    let src = scratch.join("tree");
+    for d in 0..TREE_DIRS {
+        let dir = src.join(format!("mod{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..TREE_FILES_PER_DIR {
+            let body: String =
+                (0..40).map(|l| format!("fn item_{d}_{f}_{l}() -> u32 {{ {l} }} // filler text\n")).collect();
+            fs::write(dir.join(format!("file{f}.rs")), body).unwrap();
+        }
+    }
+    let tar = scratch.join("tree.tar");
+    run(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&src).arg("."));
+    fs::remove_dir_all(&src).unwrap();
+    tar
+}
+
+/// Times each workload once in `dir`; returns (name, duration) pairs.
+fn workloads(dir: &Path, tar: &Path, large: &Path) -> Vec<(&'static str, Duration)> {
+    let mut out = Vec::new();
+    let tree = dir.join("tree");
+    let _ = fs::remove_dir_all(&tree);
+    fs::create_dir_all(&tree).unwrap();
+    let t = Instant::now();
+    run(Command::new("tar").arg("-xf").arg(tar).arg("-C").arg(&tree));
+    out.push(("untar", t.elapsed()));
+
+    let t = Instant::now();
+    let grep = Command::new("grep").arg("-rc").arg("item_7_7_7").arg(&tree).output().unwrap();
+    assert!(!grep.stdout.is_empty());
+    out.push(("grep -r", t.elapsed()));
+
+    let small = dir.join("small");
+    let _ = fs::remove_dir_all(&small);
+    fs::create_dir_all(&small).unwrap();
+    let block = [b'x'; 1024];
+    let t = Instant::now();
+    for i in 0..SMALL_FILES {
+        let mut f = fs::File::create(small.join(format!("f{i}"))).unwrap();
+        f.write_all(&block).unwrap();
+    }
+    out.push(("small writes", t.elapsed()));
+
+    let t = Instant::now();
+    let mut f = fs::File::open(large).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, LARGE_MIB << 20);
+    out.push(("large read", t.elapsed()));
+
+    fs::remove_dir_all(&tree).unwrap();
+    fs::remove_dir_all(&small).unwrap();
+    out
+}
+
+fn measure(dir: &Path, tar: &Path, large: &Path) -> Vec<(&'static str, Duration)> {
+    // One warm-up, so every setup reads the large file from the page cache alike.
+    workloads(dir, tar, large);
+    let runs: Vec<_> = (0..RUNS).map(|_| workloads(dir, tar, large)).collect();
+    (0..runs[0].len()).map(|i| (runs[0][i].0, median(runs.iter().map(|r| r[i].1).collect()))).collect()
+}
+
+fn mount(backing: &Path, mnt: &Path, trash: &Path, passthrough: bool) -> WorkspaceMount {
+    let rules = FileRules::new(&[], mnt, &|_| None);
+    let config = WorkspaceConfig {
+        backing: backing.to_path_buf(),
+        sandbox_path: mnt.to_path_buf(),
+        rules,
+        symlink_escape: SymlinkEscape::Deny,
+        trash_dir: trash.to_path_buf(),
+        events: Arc::new(Counter(Default::default())),
+        threads: 4,
+        passthrough,
+    };
+    WorkspaceMount::mount(config, mnt).expect("mount")
+}
+
+fn main() {
+    // `cargo bench` passes harness flags such as --bench; nothing here takes arguments.
+    if !std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0) {
+        eprintln!("fuse_workspace: skipped, mounting FUSE needs root");
+        return;
+    }
+    let scratch = std::env::temp_dir().join(format!("agentsh-bench-fuse-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    let (backing, mnt, trash) = (scratch.join("backing"), scratch.join("mnt"), scratch.join("trash"));
+    fs::create_dir_all(&backing).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    let tar = make_tarball(&scratch);
+    let large_data: Vec<u8> = (0..LARGE_MIB << 20).map(|i| (i * 31 % 251) as u8).collect();
+    fs::write(backing.join("large.bin"), &large_data).unwrap();
+    drop(large_data);
+
+    let raw = measure(&backing, &tar, &backing.join("large.bin"));
+    let mut columns = vec![("raw", raw)];
+    for passthrough in [false, true] {
+        let m = mount(&backing, &mnt, &trash, passthrough);
+        let label = match (passthrough, m.passthrough_active()) {
+            (false, _) => "fuse",
+            (true, true) => "fuse+passthrough",
+            (true, false) => "fuse (passthrough refused)",
+        };
+        columns.push((label, measure(&mnt, &tar, &mnt.join("large.bin"))));
+        m.unmount().expect("unmount");
+    }
+
+    println!(
+        "fuse_workspace: {} files untarred and grepped, {SMALL_FILES} x 1 KiB writes, {LARGE_MIB} MiB read; median of {RUNS}",
+        TREE_DIRS * TREE_FILES_PER_DIR
+    );
+    print!("{:<14}", "workload");
+    for (label, _) in &columns {
+        print!("{label:>28}");
+    }
+    println!();
+    for i in 0..columns[0].1.len() {
+        let base = columns[0].1[i].1.as_secs_f64();
+        print!("{:<14}", columns[0].1[i].0);
+        for (_, col) in &columns {
+            let d = col[i].1.as_secs_f64();
+            print!("{:>28}", format!("{:.1} ms ({:.2}x)", d * 1e3, d / base));
+        }
+        println!();
+    }
+    let _ = fs::remove_dir_all(&scratch);
+}
