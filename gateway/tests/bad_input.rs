@@ -144,3 +144,27 @@ fn unusable_extra_roots_stop_the_server_with_the_file_named() {
         assert!(!dir.path().join("state").join("agentsh.sock").exists());
     }
 }
+
+/// A backend this gateway cannot run stops the server rather than running with another one.
+#[test]
+fn an_unavailable_security_mode_stops_the_server() {
+    let dir = common::TempDir::new("mode");
+    for mode in ["ebpf", "ptrace"] {
+        let config = dir.write(
+            "server.yaml",
+            &format!("state_dir: {}\nsecurity: {{mode: {mode}}}\n", dir.path().join("state").display()),
+        );
+        let out = std::process::Command::new(common::AGENTSH)
+            .args(["server", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("security.mode {mode}")) && stderr.contains("not available"),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("state").join("agentsh.sock").exists());
+    }
+}

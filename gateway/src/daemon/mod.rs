@@ -2,6 +2,7 @@
 //! (mode 0600, callers checked with SO_PEERCRED) and runs every session's gateway.
 
 pub mod audit;
+mod backend;
 mod control;
 mod db;
 mod decider;
@@ -42,6 +43,8 @@ pub struct Daemon {
     pub upstream_tls: Arc<tls::UpstreamTls>,
     /// Cancel keys the database proxies issued, shared by every session's proxies.
     pub cancel_keys: dbproxy::proxy::CancelTable,
+    /// The redirect backend in use (`security.mode` as resolved at start-up).
+    pub backend: &'static str,
 }
 
 impl Daemon {
@@ -84,6 +87,7 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
 
 /// Run the daemon until SIGINT or SIGTERM.
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let backend = backend::choose(&config.security)?;
     let upstream_tls = Arc::new(tls::UpstreamTls::load(&config.tls.extra_roots)?);
     let state_dir = config.state_dir.clone();
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir.join("sessions"))?;
@@ -106,6 +110,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         runtime,
         upstream_tls,
         cancel_keys: dbproxy::proxy::CancelTable::new(),
+        backend,
     });
 
     wrap::listen(&daemon)?;
