@@ -287,3 +287,21 @@ async fn unroutable_and_hostile_requests_get_clear_errors() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(h.upstream.seen().len(), 1);
 }
+
+#[tokio::test]
+async fn a_compressed_request_is_decoded_scanned_and_forwarded_plain() {
+    use std::io::Write;
+    let h = start(ANTHROPIC, &[], echo_usage(1, 1), |_| {}).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "ping grace@example.com"}]});
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body.to_string().as_bytes()).unwrap();
+    let req = Request::post("/anthropic/v1/messages")
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(Full::new(Bytes::from(gz.finish().unwrap())))
+        .unwrap();
+    assert_eq!(send(h.addr, req).await.status, StatusCode::OK);
+    let got = &h.upstream.seen()[0];
+    assert!(got.headers.get("content-encoding").is_none());
+    assert_eq!(got.json()["messages"][0]["content"], "ping [REDACTED:email]");
+}

@@ -1,6 +1,8 @@
 //! The answer side: whole answers are buffered (bounded), decoded, DLP-scanned and measured;
 //! SSE answers are decoded and scanned event by event on their own task, which records usage
-//! and emits the event when the stream ends.
+//! and emits the event when the stream ends. Anything not `text/event-stream` counts as whole,
+//! Gemini's JSON-array `streamGenerateContent` (without `alt=sse`) included: it reaches the
+//! agent when complete. Answers reach the agent without content coding.
 
 use std::{
     io,
