@@ -73,16 +73,39 @@ impl Classified {
 
 /// [`classify`], statement by statement (a statement that does not parse is one entry).
 pub fn classify_statements(sql: &str) -> Vec<Classified> {
+    analyze(sql).statements
+}
+
+/// A text classified, with what the audit log shows of it, from one tokenization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    /// [`classify_statements`].
+    pub statements: Vec<Classified>,
+    /// [`digest`].
+    pub digest: String,
+    /// [`redact`].
+    pub redacted: String,
+}
+
+/// [`classify_statements`], [`digest`] and [`redact`] of `sql`, tokenizing it once.
+pub fn analyze(sql: &str) -> Analysis {
+    let failed = |why: &str| Analysis {
+        statements: Classified::failed(why),
+        digest: digest(sql),
+        redacted: redact(sql),
+    };
     if sql.len() > MAX_SQL_BYTES {
-        return Classified::failed("too_large");
+        return failed("too_large");
     }
     let dialect = PostgreSqlDialect {};
     let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize_with_location() else {
-        return Classified::failed("tokenize_error");
+        return failed("tokenize_error");
     };
     if tokens.len() > MAX_TOKENS {
-        return Classified::failed("too_complex");
+        return failed("too_complex");
     }
+    let digest = normalize::digest_tokens(tokens.iter().map(|t| &t.token));
+    let redacted = normalize::redact_tokens(tokens.iter().map(|t| &t.token));
     let mut out = Vec::new();
     let mut chunk: Vec<TokenWithSpan> = Vec::new();
     for t in tokens.into_iter().chain(std::iter::once(TokenWithSpan::wrap(Token::SemiColon))) {
@@ -95,7 +118,7 @@ pub fn classify_statements(sql: &str) -> Vec<Classified> {
             chunk.push(t);
         }
     }
-    out
+    Analysis { statements: out, digest, redacted }
 }
 
 fn is_blank(t: &Token) -> bool {

@@ -44,10 +44,17 @@ fn placeholder_number(t: &Token) -> Option<u32> {
 /// `sql` with every literal replaced by a `$n` placeholder (numbered after the highest one
 /// already in the text) and comments replaced by a space; everything else as written.
 pub fn redact(sql: &str) -> String {
-    let Some(tokens) = tokens(sql) else { return UNREADABLE.to_string() };
-    let mut next = tokens.iter().filter_map(placeholder_number).max().unwrap_or(0);
-    let mut out = String::with_capacity(sql.len());
-    for t in &tokens {
+    match tokens(sql) {
+        Some(tokens) => redact_tokens(tokens.iter()),
+        None => UNREADABLE.to_string(),
+    }
+}
+
+/// [`redact`] of a tokenized text.
+pub(crate) fn redact_tokens<'a>(tokens: impl Iterator<Item = &'a Token> + Clone) -> String {
+    let mut next = tokens.clone().filter_map(placeholder_number).max().unwrap_or(0);
+    let mut out = String::new();
+    for t in tokens {
         match t {
             t if is_literal(t) => {
                 next += 1;
@@ -67,10 +74,16 @@ pub fn redact(sql: &str) -> String {
 /// whitespace and comments one space (none at the ends or before a final `;`), unquoted words
 /// lower-case. Text the tokenizer refuses is only whitespace-folded.
 pub fn normalize(sql: &str) -> String {
-    let Some(tokens) = tokens(sql) else { return sql.split_whitespace().collect::<Vec<_>>().join(" ") };
-    let mut out = String::with_capacity(sql.len());
+    match tokens(sql) {
+        Some(tokens) => normalize_tokens(tokens.iter()),
+        None => sql.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
+fn normalize_tokens<'a>(tokens: impl Iterator<Item = &'a Token>) -> String {
+    let mut out = String::new();
     let mut space = false;
-    for t in &tokens {
+    for t in tokens {
         let text = match t {
             Token::Whitespace(_) | Token::EOF => {
                 space = !out.is_empty();
@@ -94,11 +107,22 @@ pub fn normalize(sql: &str) -> String {
 
 /// `sha256:<hex>` of [`normalize`]`(sql)`.
 pub fn digest(sql: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, normalize(sql).as_bytes());
+    hashed(&normalize(sql))
+}
+
+/// [`digest`] of a tokenized text.
+pub(crate) fn digest_tokens<'a>(tokens: impl Iterator<Item = &'a Token>) -> String {
+    hashed(&normalize_tokens(tokens))
+}
+
+fn hashed(normal: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = ring::digest::digest(&ring::digest::SHA256, normal.as_bytes());
     let mut s = String::with_capacity(7 + 64);
     s.push_str("sha256:");
     for b in d.as_ref() {
-        s.push_str(&format!("{b:02x}"));
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
     }
     s
 }
@@ -135,6 +159,25 @@ mod tests {
         assert_eq!(normalize("select \"Users\".ID from \"Users\""), "select \"Users\".id from \"Users\"");
         assert_eq!(normalize("SELECT $1"), "select ?");
         assert_eq!(normalize("SELECT 'open"), "SELECT 'open");
+    }
+
+    #[test]
+    fn one_tokenization_gives_the_same_digest_and_text() {
+        for sql in [
+            "SELECT * FROM users WHERE id = 1 -- c\n",
+            "UPDATE t SET a = $1, b = 'x' WHERE id = $2; DELETE FROM t",
+            "SELECT 'open",
+            "",
+            "BEGIN; SELECT $$x$$; COMMIT",
+        ] {
+            let a = crate::classify::analyze(sql);
+            assert_eq!(
+                (a.digest.as_str(), a.redacted.as_str()),
+                (digest(sql).as_str(), redact(sql).as_str()),
+                "{sql}"
+            );
+            assert_eq!(a.statements, crate::classify::classify_statements(sql));
+        }
     }
 
     #[test]

@@ -149,9 +149,24 @@ impl StatementInfo {
         effects: &[Effect],
         mode: LogStatements,
     ) -> Self {
+        let redacted = if mode == LogStatements::ParametersRedacted { redact(text) } else { String::new() };
+        Self::build(protocol, name, text, redacted, digest(text), effects, mode)
+    }
+
+    /// [`StatementInfo::logged`] with the text's [`redact`]ion and [`digest`] already made
+    /// (see [`crate::classify::analyze`]).
+    pub fn build(
+        protocol: StatementProtocol,
+        name: Option<&str>,
+        text: &str,
+        redacted: String,
+        digest: String,
+        effects: &[Effect],
+        mode: LogStatements,
+    ) -> Self {
         let mut shown = match mode {
             LogStatements::None => String::new(),
-            LogStatements::ParametersRedacted => redact(text),
+            LogStatements::ParametersRedacted => redacted,
             LogStatements::Full => text.to_string(),
         };
         let mut end = shown.len().min(STATEMENT_PREVIEW_BYTES);
@@ -165,7 +180,7 @@ impl StatementInfo {
             statement_name: name.map(str::to_string),
             truncated,
             text: shown,
-            digest: digest(text),
+            digest,
             params: None,
             result: None,
             effects: effects.iter().map(EffectSummary::from).collect(),

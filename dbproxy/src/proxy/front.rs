@@ -3,7 +3,7 @@
 //! from what its portal's statement was classified as), a refused one is replaced by its
 //! sentinel (see `session`), and every message that draws an answer is queued for `results`.
 
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, atomic::Ordering};
 
 use bytes::BytesMut;
 use tokio::{
@@ -21,7 +21,7 @@ use super::{
     session::{Cmd, Refusal, Shared, protocol_error, register},
 };
 use crate::{
-    classify::classify_statements,
+    classify::{Effect, analyze},
     wire::{self, Direction, Frontend, Parse, Phase, Query, WireError},
 };
 
@@ -114,35 +114,46 @@ impl Front<'_, '_> {
         Ok(match m {
             Frontend::Query(q) => {
                 self.syncs += 1;
-                let classified = classify_statements(q.sql);
-                let effects = self.stmts.resolve(&classified);
+                let a = analyze(q.sql);
+                let effects = self.stmts.resolve(&a.statements);
                 let checked = self.policy.check(&effects, None);
-                let info = self.policy.info(StatementProtocol::Simple, None, q.sql, &effects);
+                let info = self.policy.info_of(StatementProtocol::Simple, None, q.sql, &a, &effects);
                 let pass = self.until_ready(&checked, info)?;
                 if pass {
-                    self.stmts.ran(q.sql, &classified);
+                    self.stmts.ran(q.sql, &a.statements);
                 }
                 pass
             }
             Frontend::Parse(p) => {
-                let classified = classify_statements(p.sql);
-                let effects = self.stmts.resolve(&classified);
+                let a = analyze(p.sql);
+                let effects = self.stmts.resolve(&a.statements);
                 let checked = self.policy.check(&effects, None);
                 match checked.refusal() {
                     Some(r) => {
-                        let info = self.policy.info(StatementProtocol::Parse, Some(p.name), p.sql, &effects);
+                        let info =
+                            self.policy.info_of(StatementProtocol::Parse, Some(p.name), p.sql, &a, &effects);
                         self.policy.report(&checked, info);
                         self.stmts.prepared(p.name, None);
                         self.parse_sentinel(p.name, r)?;
                         false
                     }
                     None => {
-                        let ops = classified.iter().any(|c| c.prepared.is_some()).then(|| classified.into());
+                        // What each Execute reports, made once.
+                        let info = self.policy.info_of(
+                            StatementProtocol::Execute,
+                            Some(p.name),
+                            p.sql,
+                            &a,
+                            &effects,
+                        );
+                        let statements = a.statements;
+                        let ops = statements.iter().any(|c| c.prepared.is_some()).then(|| statements.into());
                         let prepared = Prepared {
                             text: p.sql.into(),
                             effects: effects.into(),
                             param_types: p.param_types.clone().into(),
                             sql_ops: ops,
+                            info: Some(Arc::new(info)),
                         };
                         self.stmts.prepared(p.name, Some(prepared));
                         true
@@ -199,13 +210,20 @@ impl Front<'_, '_> {
             }
         };
         let p = &bound.prepared;
-        let effects = match &p.sql_ops {
-            Some(ops) => self.stmts.resolve(ops),
-            None => p.effects.to_vec(),
+        let resolved;
+        let effects: &[Effect] = match &p.sql_ops {
+            Some(ops) => {
+                resolved = self.stmts.resolve(ops);
+                &resolved
+            }
+            None => &p.effects,
         };
-        let checked = self.policy.check(&effects, None);
+        let checked = self.policy.check(effects, None);
         let name = bound.statement.as_deref();
-        let mut info = self.policy.info(StatementProtocol::Execute, name, &p.text, &effects);
+        let mut info = match &p.info {
+            Some(made) if p.sql_ops.is_none() => StatementInfo::clone(made),
+            _ => self.policy.info(StatementProtocol::Execute, name, &p.text, effects),
+        };
         info.params = Some(bound.params.clone());
         match checked.refusal() {
             Some(r) => {

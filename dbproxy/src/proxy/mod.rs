@@ -634,6 +634,19 @@ impl Policy<'_> {
         StatementInfo::logged(protocol, name, text, effects, self.proxy.opts.log_statements)
     }
 
+    /// [`Policy::info`] of a text already analysed.
+    pub(crate) fn info_of(
+        &self,
+        protocol: StatementProtocol,
+        name: Option<&str>,
+        text: &str,
+        a: &crate::classify::Analysis,
+        effects: &[Effect],
+    ) -> StatementInfo {
+        let mode = self.proxy.opts.log_statements;
+        StatementInfo::build(protocol, name, text, a.redacted.clone(), a.digest.clone(), effects, mode)
+    }
+
     /// The event of a decided statement.
     pub(crate) fn event(&self, checked: &Checked, mut statement: StatementInfo) -> DbEvent {
         let permits = checked.decision.verdict.permits();

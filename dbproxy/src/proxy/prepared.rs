@@ -13,7 +13,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use policies::model::db_ops::OperationGroup;
 
-use super::events::ParamSummary;
+use super::events::{ParamSummary, StatementInfo};
 use crate::{
     classify::{Classified, Effect, PreparedOp},
     wire::{Bind, Target},
@@ -29,6 +29,8 @@ pub(crate) struct Prepared {
     /// The statement's `PREPARE`/`EXECUTE`/`DEALLOCATE`s, applied when it runs (a Parse of
     /// `EXECUTE q` is resolved again at each Execute); `None` when it has none.
     pub(crate) sql_ops: Option<Arc<[Classified]>>,
+    /// What an Execute of it reports, made once at Parse (`None` for a SQL `PREPARE`).
+    pub(crate) info: Option<Arc<StatementInfo>>,
 }
 
 /// What the proxy knows of a statement or portal name.
@@ -156,6 +158,7 @@ impl Statements {
                         effects: effects.into(),
                         param_types: Arc::new([]),
                         sql_ops: None,
+                        info: None,
                     };
                     self.prepared(name, Some(p));
                 }
@@ -185,6 +188,7 @@ mod tests {
             effects: crate::classify(sql).into(),
             param_types: Arc::new([23]),
             sql_ops: None,
+            info: None,
         }
     }
 
