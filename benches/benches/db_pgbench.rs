@@ -6,7 +6,8 @@
 //! the measuring. Skips (prints why) without a cluster; pgbouncer's rows are skipped when it
 //! is not installed (`scripts/deps` installs it).
 //!
-//! `AGENTSH_PGBENCH_SECONDS` (default 10) and `AGENTSH_PGBENCH_CLIENTS` (default 4) tune it.
+//! `AGENTSH_PGBENCH_SECONDS` (default 10), `AGENTSH_PGBENCH_CLIENTS` (default 4) and
+//! `AGENTSH_PGBENCH_ROUNDS` (default 3) tune it.
 
 mod db_common;
 
@@ -109,6 +110,7 @@ fn main() {
     let Some(cluster) = pg::PgCluster::start_or_skip() else { return };
     let seconds = env_num("AGENTSH_PGBENCH_SECONDS", 10);
     let clients = env_num("AGENTSH_PGBENCH_CLIENTS", 4);
+    let rounds = env_num("AGENTSH_PGBENCH_ROUNDS", 3).max(1);
     let init = Command::new(cluster.bin.join("pgbench"))
         .args(["-i", "-q", "-s", "1", "-h"])
         .arg(&cluster.dir)
@@ -151,17 +153,36 @@ fn main() {
         None => eprintln!("SKIP pgbouncer rows: pgbouncer is not installed or did not start"),
     }
 
-    println!("pgbench -S (select-only), {clients} clients, {seconds} s each, scale 1, {} CPUs", num_cpus());
-    println!("{:<24} {:>8} {:>12} {:>9}", "target", "mode", "tps", "% direct");
+    // Rounds interleave the targets, so a load that comes and goes on the machine is spread
+    // over all of them; each figure is the median of its rounds.
+    println!(
+        "pgbench -S (select-only), {clients} clients, {seconds} s per run, median of {rounds} interleaved rounds, scale 1, {} CPUs",
+        num_cpus()
+    );
+    println!("{:<24} {:>8} {:>12} {:>9}  runs", "target", "mode", "tps", "% direct");
     for mode in ["simple", "prepared"] {
-        let mut direct = None;
-        for t in &targets {
-            match pgbench(&cluster.bin, t, mode, seconds, clients) {
-                Ok(tps) => {
-                    let base = *direct.get_or_insert(tps);
-                    println!("{:<24} {:>8} {:>12.0} {:>8.1}%", t.name, mode, tps, 100.0 * tps / base);
+        let mut runs: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        for _ in 0..rounds {
+            for (t, r) in targets.iter().zip(&mut runs) {
+                match pgbench(&cluster.bin, t, mode, seconds, clients) {
+                    Ok(tps) => r.push(tps),
+                    Err(e) => eprintln!("{} {mode}: {e}", t.name),
                 }
-                Err(e) => println!("{:<24} {:>8} failed: {e}", t.name, mode),
+            }
+        }
+        let medians: Vec<Option<f64>> = runs.iter().map(|r| median(r)).collect();
+        for ((t, m), r) in targets.iter().zip(&medians).zip(&runs) {
+            let shown: Vec<String> = r.iter().map(|x| format!("{x:.0}")).collect();
+            match (m, medians[0]) {
+                (Some(tps), Some(base)) => println!(
+                    "{:<24} {:>8} {:>12.0} {:>8.1}%  {}",
+                    t.name,
+                    mode,
+                    tps,
+                    100.0 * tps / base,
+                    shown.join(" ")
+                ),
+                _ => println!("{:<24} {:>8} failed", t.name, mode),
             }
         }
     }
@@ -177,4 +198,10 @@ fn main() {
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
