@@ -3,7 +3,8 @@
 //! directory, the mount served by the daemon, and the mount with kernel passthrough (when the
 //! kernel grants it). Prints the median of several runs and the ratio to raw for each.
 //!
-//! Needs root (it mounts FUSE); without it, it says so and exits 0.
+//! Needs root (it mounts FUSE); without it, it says so and exits 0. `AGENTSH_BENCH_FUSE_THREADS`
+//! sets the number of FUSE worker threads (default 2).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -103,13 +104,6 @@ fn workloads(dir: &Path, tar: &Path, large: &Path) -> Vec<(&'static str, Duratio
     out
 }
 
-fn measure(dir: &Path, tar: &Path, large: &Path) -> Vec<(&'static str, Duration)> {
-    // One warm-up, so every setup reads the large file from the page cache alike.
-    workloads(dir, tar, large);
-    let runs: Vec<_> = (0..RUNS).map(|_| workloads(dir, tar, large)).collect();
-    (0..runs[0].len()).map(|i| (runs[0][i].0, median(runs.iter().map(|r| r[i].1).collect()))).collect()
-}
-
 fn mount(backing: &Path, mnt: &Path, trash: &Path, passthrough: bool) -> WorkspaceMount {
     let rules = FileRules::new(&[], mnt, &|_| None);
     let config = WorkspaceConfig {
@@ -119,10 +113,18 @@ fn mount(backing: &Path, mnt: &Path, trash: &Path, passthrough: bool) -> Workspa
         symlink_escape: SymlinkEscape::Deny,
         trash_dir: trash.to_path_buf(),
         events: Arc::new(Counter(Default::default())),
-        threads: 4,
+        threads: std::env::var("AGENTSH_BENCH_FUSE_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2),
         passthrough,
     };
     WorkspaceMount::mount(config, mnt).expect("mount")
+}
+
+/// One setup: where the workloads run, and the mount (if any) serving it.
+struct Setup {
+    label: &'static str,
+    dir: PathBuf,
+    mount: Option<WorkspaceMount>,
+    times: Vec<Vec<(&'static str, Duration)>>,
 }
 
 fn main() {
@@ -131,46 +133,71 @@ fn main() {
         eprintln!("fuse_workspace: skipped, mounting FUSE needs root");
         return;
     }
-    let scratch = std::env::temp_dir().join(format!("agentsh-bench-fuse-{}", std::process::id()));
+    // On tmpfs when there is one, so disk writeback does not drown the difference measured.
+    let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let scratch = base.join(format!("agentsh-bench-fuse-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
-    let (backing, mnt, trash) = (scratch.join("backing"), scratch.join("mnt"), scratch.join("trash"));
-    fs::create_dir_all(&backing).unwrap();
-    fs::create_dir_all(&mnt).unwrap();
+    fs::create_dir_all(&scratch).unwrap();
     let tar = make_tarball(&scratch);
     let large_data: Vec<u8> = (0..LARGE_MIB << 20).map(|i| (i * 31 % 251) as u8).collect();
-    fs::write(backing.join("large.bin"), &large_data).unwrap();
+    let mut setups = Vec::new();
+    for (label, passthrough) in [("raw", None), ("fuse", Some(false)), ("fuse+passthrough", Some(true))] {
+        let backing = scratch.join(format!("{label}-backing"));
+        fs::create_dir_all(&backing).unwrap();
+        fs::write(backing.join("large.bin"), &large_data).unwrap();
+        let (dir, mount, label) = match passthrough {
+            None => (backing, None, label),
+            Some(pt) => {
+                let mnt = scratch.join(format!("{label}-mnt"));
+                fs::create_dir_all(&mnt).unwrap();
+                let m = mount(&backing, &mnt, &scratch.join(format!("{label}-trash")), pt);
+                let label = if pt && !m.passthrough_active() { "fuse (passthrough refused)" } else { label };
+                (mnt, Some(m), label)
+            }
+        };
+        setups.push(Setup { label, dir, mount, times: Vec::new() });
+    }
     drop(large_data);
 
-    let raw = measure(&backing, &tar, &backing.join("large.bin"));
-    let mut columns = vec![("raw", raw)];
-    for passthrough in [false, true] {
-        let m = mount(&backing, &mnt, &trash, passthrough);
-        let label = match (passthrough, m.passthrough_active()) {
-            (false, _) => "fuse",
-            (true, true) => "fuse+passthrough",
-            (true, false) => "fuse (passthrough refused)",
-        };
-        columns.push((label, measure(&mnt, &tar, &mnt.join("large.bin"))));
-        m.unmount().expect("unmount");
+    // Interleaved, so a burst of load elsewhere on the machine hits every setup alike; the
+    // first round warms caches and is not counted.
+    for round in 0..=RUNS {
+        for s in &mut setups {
+            let t = workloads(&s.dir, &tar, &s.dir.join("large.bin"));
+            if round > 0 {
+                s.times.push(t);
+            }
+        }
     }
 
     println!(
-        "fuse_workspace: {} files untarred and grepped, {SMALL_FILES} x 1 KiB writes, {LARGE_MIB} MiB read; median of {RUNS}",
-        TREE_DIRS * TREE_FILES_PER_DIR
+        "fuse_workspace: {} files untarred and grepped, {SMALL_FILES} x 1 KiB writes, {LARGE_MIB} MiB read; \
+         median of {RUNS} interleaved runs, backing on {}",
+        TREE_DIRS * TREE_FILES_PER_DIR,
+        base.display()
     );
     print!("{:<14}", "workload");
-    for (label, _) in &columns {
-        print!("{label:>28}");
+    for s in &setups {
+        print!("{:>28}", s.label);
     }
     println!();
-    for i in 0..columns[0].1.len() {
-        let base = columns[0].1[i].1.as_secs_f64();
-        print!("{:<14}", columns[0].1[i].0);
-        for (_, col) in &columns {
-            let d = col[i].1.as_secs_f64();
+    let medians: Vec<Vec<Duration>> = setups
+        .iter()
+        .map(|s| (0..s.times[0].len()).map(|i| median(s.times.iter().map(|r| r[i].1).collect())).collect())
+        .collect();
+    for (i, (name, _)) in setups[0].times[0].iter().enumerate() {
+        let base = medians[0][i].as_secs_f64();
+        print!("{name:<14}");
+        for m in &medians {
+            let d = m[i].as_secs_f64();
             print!("{:>28}", format!("{:.1} ms ({:.2}x)", d * 1e3, d / base));
         }
         println!();
+    }
+    for s in &mut setups {
+        if let Some(m) = s.mount.take() {
+            m.unmount().expect("unmount");
+        }
     }
     let _ = fs::remove_dir_all(&scratch);
 }
