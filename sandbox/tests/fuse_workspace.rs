@@ -44,6 +44,10 @@ fn denied_operations_fail_with_eacces_and_are_reported() {
     assert_eq!(fs::read_to_string(m.path("ro/file")).unwrap(), "read me\n");
     assert_eq!(fs::read_to_string(m.path(".env")).unwrap(), "A=1\n");
     fs::write(m.path("ok.txt"), "fine\n").unwrap();
+    fs::set_permissions(m.path("ok.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let mode =
+        |p: &Path| std::os::unix::fs::PermissionsExt::mode(&fs::metadata(p).unwrap().permissions()) & 0o777;
+    assert_eq!((mode(&m.path("ok.txt")), mode(&m.backing.join("ok.txt"))), (0o640, 0o640));
     fs::rename(m.path("ok.txt"), m.path("ok2.txt")).unwrap();
     fs::remove_file(m.path("ok2.txt")).unwrap();
     // Nothing leaked to the backing directory from the refused writes.
@@ -159,6 +163,18 @@ fn soft_delete_and_restore_round_trip() {
     fs::remove_file(m.path("old.txt")).unwrap();
     assert_eq!(trash.list().unwrap().len(), 2);
     assert!(trash.restore("../../etc").is_err());
+
+    // A directory swapped for a symlink since the delete is not restored through.
+    fs::create_dir_all(m.path("d")).unwrap();
+    fs::write(m.path("d/f"), "f\n").unwrap();
+    fs::remove_file(m.path("d/f")).unwrap();
+    fs::remove_dir(m.path("d")).unwrap();
+    let outside = m.root.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, m.backing.join("d")).unwrap();
+    let id = trash.list().unwrap().into_iter().find(|e| e.original == Path::new("d/f")).unwrap().id;
+    assert_eq!(trash.restore(&id).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    assert!(fs::read_dir(&outside).unwrap().next().is_none(), "nothing may land outside the workspace");
 }
 
 #[test]

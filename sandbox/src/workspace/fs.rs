@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, Metadata};
 use std::io;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -366,9 +366,13 @@ impl WorkspaceFs {
         }
         if let Some(mode) = change.mode {
             self.check(req, rel, FileOp::Chmod, false)?;
-            let perm = <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode & 0o7777);
-            if !self.lstat(rel)?.file_type().is_symlink() {
-                fs::set_permissions(&real, perm).map_err(errno)?;
+            match &handle {
+                Some(h) => {
+                    let perm =
+                        <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode & 0o7777);
+                    h.file.set_permissions(perm).map_err(errno)?;
+                }
+                None => self.chmod_nofollow(rel, mode & 0o7777)?,
             }
         }
         if change.uid.is_some() || change.gid.is_some() {
@@ -391,6 +395,21 @@ impl WorkspaceFs {
             Some(h) => h.file.metadata().map_err(errno),
             None => self.lstat(rel),
         }
+    }
+
+    /// `chmod` of the inode at `rel` itself: pinned with `O_PATH | O_NOFOLLOW` first, so a
+    /// symlink swapped in concurrently is never followed (symlinks have no mode to change).
+    fn chmod_nofollow(&self, rel: &Path, mode: u32) -> Reply<()> {
+        let pinned = self.open_real(rel, libc::O_PATH, 0)?;
+        if pinned.metadata().map_err(errno)?.file_type().is_symlink() {
+            return Ok(());
+        }
+        let proc = cpath(Path::new(&format!("/proc/self/fd/{}", pinned.as_raw_fd())))?;
+        // SAFETY: `proc` is NUL-terminated; it names the inode `pinned` holds open.
+        if unsafe { libc::chmod(proc.as_ptr(), mode as libc::mode_t) } < 0 {
+            return Err(last_errno());
+        }
+        Ok(())
     }
 
     fn do_unlink(&self, req: &Request, rel: &Path) -> Reply<()> {

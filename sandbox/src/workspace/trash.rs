@@ -92,6 +92,19 @@ impl Trash {
             ));
         }
         let target = self.workspace.join(&original);
+        // The restore runs with the daemon's rights: never through a directory that became a
+        // symlink since the delete (it could lead anywhere).
+        let mut dir = self.workspace.clone();
+        for part in original.parent().into_iter().flat_map(Path::components) {
+            dir.push(part);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let what = format!("{} is a symlink", dir.display());
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, what));
+                }
+                _ => {}
+            }
+        }
         if fs::symlink_metadata(&target).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
