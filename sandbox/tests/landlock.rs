@@ -123,3 +123,25 @@ fn a_missing_required_path_fails_the_launch_naming_it() {
     let text = err.to_string();
     assert!(text.contains("landlock /nonexistent-agentsh") && text.contains("ENOENT"), "{text}");
 }
+
+#[test]
+fn tcp_connects_are_limited_to_the_planned_ports() {
+    if !privileged("tcp_connects_are_limited_to_the_planned_ports") {
+        return;
+    }
+    let abi = kernel_abi().expect("Landlock must be available for this test");
+    assert!(abi >= 4, "this kernel's Landlock ABI {abi} has no TCP rules (needs 4, Linux 6.7)");
+    let ws = HostDir::new("/tmp", "ws-tcp");
+    let state = StateDir::new();
+    // Nothing listens in the sandbox's network namespace: an allowed port is refused by the
+    // stack (ECONNREFUSED), any other by Landlock (EACCES) before it gets that far.
+    let script = "for p in 4040 4041; do
+          if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/tmp/err; then echo $p open; else echo $p $(grep -o 'refused\\|denied' /tmp/err | head -n 1); fi
+        done";
+    let mut spec = landlock_spec("", &ws.0, &state);
+    spec.argv = vec!["bash".into(), "-c".into(), script.into()];
+    spec.landlock.as_mut().unwrap().connect_tcp_ports = Some(vec![4040]);
+    let out = run_with(spec, |_| {});
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "4040 refused\n4041 denied\n", "{out:?}");
+}
