@@ -234,6 +234,15 @@ fn large_file_and_concurrent_writers(passthrough: bool) {
         fs::read(m.backing.join("big.bin")).unwrap() == big,
         "large file in the backing directory differs"
     );
+    // Two handles open at once share the inode's mode (and, passed through, its backing file).
+    let (a, b) = (fs::File::open(m.path("big.bin")).unwrap(), fs::File::open(m.path("big.bin")).unwrap());
+    let w = OpenOptions::new().write(true).open(m.path("big.bin")).unwrap();
+    w.write_all_at(b"patched", 1 << 20).unwrap();
+    let (mut x, mut y) = (vec![0u8; 7], vec![0u8; 16]);
+    a.read_exact_at(&mut x, 1 << 20).unwrap();
+    b.read_exact_at(&mut y, (64 << 20) - 16).unwrap();
+    assert_eq!((&x[..], &y[..]), (&b"patched"[..], &big[(64 << 20) - 16..]));
+    drop((a, b, w));
 
     // Four writers, each with its own handle, interleave 4 KiB blocks of one 4 MiB file.
     const BLOCK: usize = 4096;

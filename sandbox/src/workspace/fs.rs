@@ -48,6 +48,8 @@ struct Handle {
     wrote: AtomicBool,
     /// With kernel passthrough, reads and writes go to `file` without asking the daemon.
     backing: Option<Arc<fuser::BackingId>>,
+    /// Counted by the passthrough bookkeeping (a regular file opened with passthrough on).
+    counted: bool,
 }
 
 /// The filesystem served by the FUSE workers.
@@ -290,29 +292,33 @@ impl WorkspaceFs {
         file: File,
         rel: PathBuf,
         write_rule: Option<(FileVerdict, String)>,
-        backing: Option<Arc<fuser::BackingId>>,
+        backing: Option<Option<Arc<fuser::BackingId>>>,
     ) -> (u64, Arc<Handle>) {
+        let counted = backing.is_some();
+        let backing = backing.flatten();
         let wrote = backing.is_some() && write_rule.is_some();
         if let (true, Some((verdict, rule))) = (wrote, &write_rule) {
             let path = self.visible(&rel);
             self.report(req, FileEventKind::Write, FileOp::Write, path, None, *verdict, rule, None, None);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let handle = Arc::new(Handle { file, rel, write_rule, wrote: AtomicBool::new(wrote), backing });
+        let handle =
+            Arc::new(Handle { file, rel, write_rule, wrote: AtomicBool::new(wrote), backing, counted });
         lock(&self.files).insert(fh, handle.clone());
         (fh, handle)
     }
 
-    /// A kernel passthrough id for a regular `file`, when passthrough is on; `None` (served by
-    /// the daemon) when it is off or the kernel refuses this file.
+    /// With passthrough on, a regular `file`'s open is counted and gets `Some(id)` when it is
+    /// to be passed through, `Some(None)` when the daemon serves it; `None` when not counted.
     fn backing_for(
         &self,
         ino: u64,
         rel: &Path,
         file: &File,
         register: impl FnOnce(&File) -> io::Result<fuser::BackingId>,
-    ) -> Option<Arc<fuser::BackingId>> {
-        if !self.passthrough.load(Ordering::Relaxed) || !file.metadata().is_ok_and(|m| m.is_file()) {
+    ) -> Option<Option<Arc<fuser::BackingId>>> {
+        let meta = file.metadata().ok().filter(|m| m.is_file())?;
+        if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
         // Read-write when possible: later opens of the inode for writing share this file.
@@ -321,14 +327,14 @@ impl WorkspaceFs {
                 .or_else(|_| self.open_real(rel, libc::O_RDONLY, 0))
                 .map_err(|e| io::Error::from_raw_os_error(e.code()))
         };
-        self.backings.acquire(ino, open, register)
+        Some(self.backings.acquire(ino, meta.len(), open, register))
     }
 
     /// Drops handle `fh`, and its share of the inode's backing id.
     fn release_handle(&self, ino: u64, fh: u64) {
         let handle = lock(&self.files).remove(&fh);
-        if handle.is_some_and(|h| h.backing.is_some()) {
-            self.backings.release(ino);
+        if let Some(h) = handle.filter(|h| h.counted) {
+            self.backings.release(ino, h.backing.is_some());
         }
     }
 
