@@ -3,7 +3,8 @@
 //! the proxy through the base URL in its environment and through plain HTTPS to the provider's
 //! host, which the funnel terminates with the session CA. Secrets are redacted before they
 //! leave, the real key is injected and never seen inside, a request carrying the real key is
-//! refused, and every request is an `llm_request` event with its usage.
+//! refused, and every request is an `llm_request` event with its usage, plus a `dlp_redaction`
+//! event per detector naming the fields it matched in.
 
 mod common;
 
@@ -107,8 +108,23 @@ fn base_url_in_the_environment_reaches_the_proxy_which_redacts_and_injects() {
     assert_eq!(e.fields["usage"]["output_tokens"], 3);
     let dlp = e.fields["dlp"].as_array().unwrap();
     assert!(dlp.iter().any(|f| f["type"] == "email" && f["action"] == "redact"), "{dlp:?}");
+    let redactions = r.of("dlp_redaction");
+    let email =
+        redactions.iter().find(|e| e.str("type") == "email").expect("a dlp_redaction event for email");
+    assert_eq!((email.decision(), email.rule()), ("allow", "dlp:email"));
+    assert_eq!(
+        (email.str("action"), email.str("direction"), email.str("provider")),
+        ("redact", "request", "openai")
+    );
+    assert_eq!(email.fields["count"], 1);
+    assert_eq!(email.fields["paths"], serde_json::json!(["messages[0].content"]));
+    assert_eq!(email.command_id, e.command_id, "attributed to the command that made the request");
+    let key = redactions.iter().find(|e| e.str("type") == "aws_access_key").expect("one for the AWS key");
+    assert_eq!(key.fields["paths"], serde_json::json!(["messages[0].content"]));
+    assert_eq!(redactions.len(), 2, "one per detector: {redactions:#?}");
+    let all = format!("{:?}", r.events);
     assert!(
-        !serde_json::to_string(&e.fields).unwrap().contains("bob@example.com"),
+        !all.contains("bob@example.com") && !all.contains("AKIAIOSFODNN7EXAMPLE"),
         "events never carry the secret"
     );
 }

@@ -2,7 +2,9 @@
 //! names the provider, model, path, decision and rule, the DLP findings by detector and count
 //! (never the matched text), the tokens, the status and the latency. The gateway turns it into
 //! its audit `Event` 1:1: `type` from [`LlmEvent::event_type`], `policy` from `decision`, `rule`
-//! and `message`, `fields` from [`LlmEvent::fields`].
+//! and `message`, `fields` from [`LlmEvent::fields`]. Besides it, one `dlp_redaction` event per
+//! detector, action and direction with a finding ([`LlmEvent::redaction_events`]): the detector,
+//! the count and the JSON paths of the fields where it matched.
 
 use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
@@ -52,20 +54,70 @@ pub struct FindingCount {
     pub direction: Direction,
     /// Number of matches.
     pub count: usize,
+    /// JSON paths of the fields where it matched (`messages[1].content`; `$` for a body that is
+    /// not JSON), distinct, in the order first seen, at most [`MAX_PATHS`].
+    pub paths: Vec<String>,
 }
 
-/// Adds `count` matches of `detector` to `list`, merging with an existing entry.
+/// Paths kept per finding: a prompt with a secret in every one of thousands of messages must not
+/// make its event as large as the prompt.
+pub const MAX_PATHS: usize = 8;
+
+/// Audit type of the per-detector events.
+pub const DLP_REDACTION: &str = "dlp_redaction";
+
+/// Adds `count` matches of `detector` at `path` to `list`, merging with an existing entry.
 pub(crate) fn add_finding(
     list: &mut Vec<FindingCount>,
     detector: &str,
     action: Action,
     direction: Direction,
     count: usize,
+    path: &str,
 ) {
-    match list.iter_mut().find(|f| f.detector == detector && f.action == action && f.direction == direction) {
-        Some(f) => f.count += count,
-        None => list.push(FindingCount { detector: detector.to_string(), action, direction, count }),
+    let f = match list
+        .iter()
+        .position(|f| f.detector == detector && f.action == action && f.direction == direction)
+    {
+        Some(i) => &mut list[i],
+        None => {
+            list.push(FindingCount {
+                detector: detector.to_string(),
+                action,
+                direction,
+                count: 0,
+                paths: Vec::new(),
+            });
+            let last = list.len() - 1;
+            &mut list[last]
+        }
+    };
+    f.count += count;
+    if f.paths.len() < MAX_PATHS && !f.paths.iter().any(|p| p == path) {
+        f.paths.push(path.to_string());
     }
+}
+
+impl Direction {
+    /// `request` or `response`, as in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+}
+
+/// One `dlp_redaction` audit event: a detector's matches in one direction of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedactionEvent {
+    /// `allow` for redact, `audit` for audit, `deny` for block, as in `policy.decision`.
+    pub decision: Decision,
+    /// `dlp:<detector>`.
+    pub rule: String,
+    /// The audit event's `fields`: `type` (the detector), `count`, `action`, `direction`,
+    /// `paths`, and the request's `provider`, `model` and `path`. Never the matched text.
+    pub fields: BTreeMap<String, Value>,
 }
 
 /// One request through the proxy.
@@ -151,14 +203,41 @@ impl LlmEvent {
                 .findings
                 .iter()
                 .map(|x| {
-                    json!({"type": x.detector, "count": x.count,
-                       "action": match x.action { Action::Redact => "redact", Action::Block => "block", Action::Audit => "audit" },
-                       "direction": match x.direction { Direction::Request => "request", Direction::Response => "response" }})
+                    json!({"type": x.detector, "count": x.count, "action": x.action.as_str(),
+                           "direction": x.direction.as_str(), "paths": x.paths})
                 })
                 .collect();
             put("dlp", Value::Array(list));
         }
         f
+    }
+
+    /// The `dlp_redaction` events that go with this one ([`DLP_REDACTION`]), one per finding.
+    pub fn redaction_events(&self) -> Vec<RedactionEvent> {
+        self.findings
+            .iter()
+            .map(|x| {
+                let mut fields = BTreeMap::new();
+                fields.insert("type".to_string(), json!(x.detector));
+                fields.insert("count".to_string(), json!(x.count));
+                fields.insert("action".to_string(), json!(x.action.as_str()));
+                fields.insert("direction".to_string(), json!(x.direction.as_str()));
+                fields.insert("paths".to_string(), json!(x.paths));
+                if let Some(p) = &self.provider {
+                    fields.insert("provider".to_string(), json!(p));
+                }
+                if let Some(m) = &self.model {
+                    fields.insert("model".to_string(), json!(m));
+                }
+                fields.insert("path".to_string(), json!(self.path));
+                let decision = match x.action {
+                    Action::Redact => Decision::Allow,
+                    Action::Audit => Decision::Audit,
+                    Action::Block => Decision::Deny,
+                };
+                RedactionEvent { decision, rule: format!("dlp:{}", x.detector), fields }
+            })
+            .collect()
     }
 }
 

@@ -41,5 +41,5 @@ pub mod proxy;
 pub mod usage;
 
 pub use config::{ConfigError, ProviderConfig, ProxyConfig};
-pub use events::{CollectSink, Decision, EventSink, LlmEvent, NoSink};
+pub use events::{CollectSink, DLP_REDACTION, Decision, EventSink, LlmEvent, NoSink, RedactionEvent};
 pub use proxy::{ConnInfo, Dialer, LlmProxy, ServeError, TcpDialer, Upstream, UpstreamError};

@@ -57,6 +57,7 @@ async fn a_secret_split_across_two_events_is_redacted_and_the_stream_stays_valid
     assert!(ev.streamed);
     let found: Vec<_> = ev.findings.iter().map(|f| (f.detector.as_str(), f.direction, f.count)).collect();
     assert!(found.contains(&("anthropic_key", Direction::Response, 1)), "{found:?}");
+    assert!(ev.findings.iter().all(|f| f.paths == ["delta.text"]), "{:?}", ev.findings);
     assert_eq!(ev.usage.unwrap().input, 25);
     assert_eq!(ev.usage.unwrap().output, 42);
 }

@@ -51,6 +51,49 @@ async fn secrets_and_pii_are_redacted_before_the_upstream() {
     assert!(ev.findings.iter().all(|f| f.direction == Direction::Request));
     let fields = serde_json::to_string(&ev.fields()).unwrap();
     assert!(!fields.contains("alice@") && !fields.contains(&key[..20]), "secret in event: {fields}");
+    // One dlp_redaction event per detector, naming the field it was found in.
+    let redactions = ev.redaction_events();
+    let mut seen: Vec<_> = redactions
+        .iter()
+        .map(|r| (r.fields["type"].as_str().unwrap(), r.fields["count"].as_u64().unwrap(), r.rule.as_str()))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [("anthropic_key", 1, "dlp:anthropic_key"), ("email", 1, "dlp:email")]);
+    for r in &redactions {
+        assert_eq!(r.decision, Decision::Allow);
+        assert_eq!(r.fields["paths"], json!(["messages[0].content"]));
+        assert_eq!(
+            (r.fields["action"].as_str(), r.fields["direction"].as_str()),
+            (Some("redact"), Some("request"))
+        );
+        let text = serde_json::to_string(&r.fields).unwrap();
+        assert!(!text.contains("alice@") && !text.contains(&key[..20]), "secret in event: {text}");
+    }
+}
+
+#[tokio::test]
+async fn redaction_paths_are_distinct_bounded_and_merged_per_detector() {
+    let h = start(ANTHROPIC, &[], echo_usage(1, 1), |_| {}).await;
+    let messages: Vec<_> = (0..12)
+        .map(|i| json!({"role": "user", "content": format!("me{i}@example.com and you{i}@example.com")}))
+        .collect();
+    let a =
+        post_json(h.addr, "/anthropic/v1/messages", &[], json!({"model": "m", "messages": messages})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let nested = json!({"model": "m", "system": "ops@example.net", "messages": [{"role": "user",
+        "content": [{"type": "text", "text": "x"}, {"type": "text", "text": "z@example.org"}]}]});
+    let a = post_json(h.addr, "/anthropic/v1/messages", &[], nested).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let events = h.sink.events();
+    let paths = |n: usize| {
+        assert_eq!(events[n].findings.len(), 1, "{:?}", events[n].findings);
+        let f = &events[n].findings[0];
+        assert_eq!(f.detector, "email");
+        (f.count, f.paths.clone())
+    };
+    let first: Vec<_> = (0..llmproxy::events::MAX_PATHS).map(|i| format!("messages[{i}].content")).collect();
+    assert_eq!(paths(0), (24, first), "every match counted; paths distinct, first seen, bounded");
+    assert_eq!(paths(1), (2, vec!["messages[0].content[1].text".to_string(), "system".to_string()]));
 }
 
 #[tokio::test]

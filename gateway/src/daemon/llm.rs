@@ -15,7 +15,7 @@ use std::{
 use anyhow::Context;
 use dns::{Family, SessionResolver, check_resolved};
 use llmproxy::proxy::DialFuture;
-use llmproxy::{Dialer, EventSink, LlmEvent, LlmProxy, ProxyConfig, Upstream};
+use llmproxy::{DLP_REDACTION, Dialer, EventSink, LlmEvent, LlmProxy, ProxyConfig, Upstream};
 use policies::{Policy, config::ServerConfig, matchers::domain::Hostname};
 use tokio::net::TcpStream;
 
@@ -93,9 +93,12 @@ pub struct AuditSink {
 }
 
 impl EventSink for AuditSink {
+    /// One `llm_request` (or `llm_request_blocked`) event, then one `dlp_redaction` event per
+    /// detector and direction with a finding, attributed to the same command.
     fn emit(&self, ev: LlmEvent) {
+        let command = self.current_command.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut e = Event::new(ev.event_type(), &self.session_id);
-        e.command_id = self.current_command.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        e.command_id = command.clone();
         e.domain = ev.sni.clone();
         e.policy = Some(EventPolicy {
             decision: ev.decision.as_str().into(),
@@ -104,5 +107,14 @@ impl EventSink for AuditSink {
         });
         e.fields = ev.fields();
         self.recorder.record(e);
+        for r in ev.redaction_events() {
+            let mut e = Event::new(DLP_REDACTION, &self.session_id);
+            e.command_id = command.clone();
+            e.domain = ev.sni.clone();
+            e.policy =
+                Some(EventPolicy { decision: r.decision.as_str().into(), rule: r.rule, message: None });
+            e.fields = r.fields;
+            self.recorder.record(e);
+        }
     }
 }

@@ -85,6 +85,17 @@ pub enum Action {
     Audit,
 }
 
+impl Action {
+    /// `redact`, `block` or `audit`, as in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Redact => "redact",
+            Action::Block => "block",
+            Action::Audit => "audit",
+        }
+    }
+}
+
 /// How the prefilter decides whether a detector's regex must run on a text.
 #[derive(Debug, Clone)]
 pub(crate) enum Anchor {

@@ -344,28 +344,36 @@ impl Walker<'_, '_> {
         let mut p = String::new();
         for seg in &self.path {
             match seg {
-                Seg::Index(i) => p.push_str(&format!("[{i}]")),
+                Seg::Index(i) => {
+                    use std::fmt::Write;
+                    let _ = write!(p, "[{i}]");
+                }
                 Seg::Key(s, e) => {
                     let raw = &self.src[*s..*e];
                     let key = if raw.contains(&b'\\') {
-                        decode(raw, 0).0
+                        Cow::Owned(decode(raw, 0).0)
                     } else {
-                        String::from_utf8_lossy(raw).into_owned()
+                        String::from_utf8_lossy(raw)
                     };
-                    if !key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
-                        if !p.is_empty() {
-                            p.push('.');
-                        }
-                        p.push_str(&key);
-                    } else {
-                        p.push('[');
-                        p.push_str(&serde_json::Value::String(key).to_string());
-                        p.push(']');
-                    }
+                    push_key(&mut p, &key);
                 }
             }
         }
         if p.is_empty() { "$".to_string() } else { p }
+    }
+}
+
+/// Appends object key `key` to a JSON path: `.key` for identifiers, `["any key"]` otherwise.
+pub(crate) fn push_key(p: &mut String, key: &str) {
+    if !key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+        if !p.is_empty() {
+            p.push('.');
+        }
+        p.push_str(key);
+    } else {
+        p.push('[');
+        p.push_str(&serde_json::Value::String(key.to_string()).to_string());
+        p.push(']');
     }
 }
 

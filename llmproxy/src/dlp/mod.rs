@@ -18,6 +18,7 @@ mod stream;
 pub use checks::{iban_valid, luhn_valid};
 pub use detector::{Action, Detector, DetectorKind, Group};
 pub use engine::{Engine, Match};
+pub(crate) use json::push_key;
 pub use json::{JsonError, scan_json};
 pub use stream::{StreamFinding, StreamScanner};
 

@@ -245,7 +245,7 @@ fn percent_decoded(uri: &Uri) -> Option<Vec<u8>> {
 
 fn record_findings(ev: &mut LlmEvent, findings: &[Finding], direction: Direction) {
     for f in findings {
-        add_finding(&mut ev.findings, &f.detector, f.action, direction, f.count);
+        add_finding(&mut ev.findings, &f.detector, f.action, direction, f.count, &f.path);
         if f.action == Action::Audit && ev.decision == Decision::Allow {
             ev.decision = Decision::Audit;
         }

@@ -86,7 +86,7 @@ pub(crate) async fn answer(
     let out = match scanned {
         Some((out, findings, block)) => {
             for f in &findings {
-                add_finding(&mut ev.findings, &f.detector, f.action, Direction::Response, f.count);
+                add_finding(&mut ev.findings, &f.detector, f.action, Direction::Response, f.count, &f.path);
                 if f.action == Action::Audit && ev.decision == Decision::Allow {
                     ev.decision = Decision::Audit;
                 }

@@ -11,7 +11,7 @@ use policies::model::llm::ProviderKind;
 use serde_json::Value;
 
 use crate::{
-    dlp::{Action, Engine, StreamScanner},
+    dlp::{Action, Engine, StreamScanner, push_key},
     events::{Direction, FindingCount, add_finding},
     providers,
     usage::Usage,
@@ -210,7 +210,8 @@ impl<'e> SseScanner<'e> {
 
     fn note(&mut self, found: Vec<crate::dlp::StreamFinding>) -> Result<(), StreamStop> {
         for f in found {
-            add_finding(&mut self.findings, &f.detector, f.action, Direction::Response, 1);
+            let path = self.path_at(f.start);
+            add_finding(&mut self.findings, &f.detector, f.action, Direction::Response, 1, &path);
             match f.action {
                 Action::Block => return Err(StreamStop::Blocked(f.detector)),
                 Action::Redact => {
@@ -226,6 +227,35 @@ impl<'e> SseScanner<'e> {
             }
         }
         Ok(())
+    }
+
+    /// The JSON path, inside its event's `data`, of the held text value where running-text
+    /// offset `at` lies (`delta.text`); `$` for a `data` that is not JSON or text already gone.
+    fn path_at(&self, at: u64) -> String {
+        let found = self
+            .held
+            .iter()
+            .find_map(|h| h.segments.iter().find(|s| s.start <= at && at < s.end).map(|s| (h, s)));
+        let Some((Held { json: Some(v), .. }, seg)) = found else { return "$".to_string() };
+        let mut path = String::new();
+        let mut cur = v;
+        for token in seg.pointer.split('/').skip(1) {
+            let key = token.replace("~1", "/").replace("~0", "~");
+            match cur {
+                Value::Array(items) => {
+                    path.push('[');
+                    path.push_str(&key);
+                    path.push(']');
+                    cur = key.parse::<usize>().ok().and_then(|i| items.get(i)).unwrap_or(&Value::Null);
+                }
+                Value::Object(map) => {
+                    push_key(&mut path, &key);
+                    cur = map.get(&key).unwrap_or(&Value::Null);
+                }
+                _ => break,
+            }
+        }
+        if path.is_empty() { "$".to_string() } else { path }
     }
 
     fn release(&mut self, all: bool) -> Vec<u8> {
