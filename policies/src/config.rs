@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// How policy files are trusted.
     #[serde(default)]
     pub policies: PoliciesConfig,
+    /// File-system layers of the sandbox.
+    #[serde(default)]
+    pub files: FilesConfig,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             llm: LlmProxyConfig::default(),
             tls: TlsConfig::default(),
             policies: PoliciesConfig::default(),
+            files: FilesConfig::default(),
         }
     }
 }
@@ -340,6 +344,22 @@ impl Default for LlmProxyConfig {
     }
 }
 
+/// `files`: the kernel-enforced file layer. With `landlock: true` every command runs under a
+/// Landlock ruleset made from the policy's `file_rules`: system trees read and execute, `/proc`
+/// and `/sys` read, `/dev` devices, the workspace and the private `/tmp` read-write, trees the
+/// rules deny whole removed, and nothing else; `read_paths` adds trees to read and execute
+/// from (a language runtime installed under `/root` or `/home`, say).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Apply the Landlock layer (default off).
+    #[serde(default)]
+    pub landlock: bool,
+    /// More trees the command may read and execute from (absolute paths).
+    #[serde(default)]
+    pub read_paths: Vec<PathBuf>,
+}
+
 /// `policies`: how policy files are trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -428,6 +448,11 @@ impl Validate for ServerConfig {
             }
             if otlp.batch_size == 0 {
                 v.error(at.key("batch_size"), "must be at least 1");
+            }
+        }
+        for (i, p) in self.files.read_paths.iter().enumerate() {
+            if !p.is_absolute() {
+                v.error(root.key("files").key("read_paths").index(i), "must be an absolute path");
             }
         }
         let signing = &self.policies.signing;

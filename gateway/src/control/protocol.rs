@@ -114,6 +114,9 @@ pub struct SessionInfo {
     pub policy: String,
     /// The redirect backend in use (`seccomp`).
     pub backend: String,
+    /// The Landlock ABI commands run under (`files.landlock`), when the layer is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock_abi: Option<u32>,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Commands run so far.

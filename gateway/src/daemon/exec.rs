@@ -15,12 +15,16 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use policies::engine::file::FileRules;
 use redirect::{
     OriginalDstTable,
     filter::{FilterSpec, compile},
     seccomp::Supervisor,
 };
-use sandbox::{BindDir, LaunchSpec, Stdio};
+use sandbox::{
+    BindDir, LaunchSpec, Stdio,
+    landlock_plan::{LandlockAccess, LandlockPath, LandlockPlan},
+};
 
 use super::{Daemon, control::Peer, decider::SessionDecider};
 use crate::{
@@ -45,6 +49,22 @@ fn filter_program() -> anyhow::Result<&'static [u8]> {
         compile(&spec).map(|p| p.as_bytes().to_vec()).map_err(|e| e.to_string())
     });
     p.as_deref().map_err(|e| anyhow::anyhow!("compiling the seccomp filter: {e}"))
+}
+
+/// The Landlock layer for one command: the policy's `file_rules` (with `${HOME}` from the
+/// caller's environment) narrowing the default plan, plus the configured read paths.
+fn landlock_plan(
+    files: &policies::config::FilesConfig,
+    session: &super::session::Session,
+    req: &ExecRequest,
+) -> LandlockPlan {
+    let rules =
+        FileRules::new(&session.policy.file_rules, &session.workspace, &|name| req.env.get(name).cloned());
+    let mut plan = LandlockPlan::from_file_rules(&session.workspace, &rules);
+    for p in &files.read_paths {
+        plan.paths.push(LandlockPath { path: p.clone(), access: LandlockAccess::ReadExec, required: false });
+    }
+    plan
 }
 
 /// Read a pipe to its end, keeping at most `MAX_CAPTURE` bytes.
@@ -192,6 +212,9 @@ pub fn run(
         vec![BindDir { host: session.workspace.clone(), sandbox: session.workspace.clone(), writable: true }];
     if let Some(host) = super::tls::host_bundle() {
         spec.bind_files.push((session.dir.join(super::session::CA_BUNDLE), host.to_path_buf()));
+    }
+    if daemon.config.files.landlock {
+        spec.landlock = Some(landlock_plan(&daemon.config.files, &session, &req));
     }
     spec.uid = peer.uid;
     spec.gid = peer.gid;

@@ -53,6 +53,7 @@ pub struct Session {
     /// The uid that created the session (who may `wrap` into it besides root).
     pub owner_uid: u32,
     backend: &'static str,
+    landlock_abi: Option<u32>,
     cgroup: Mutex<Option<SessionCgroup>>,
     created_at: String,
     commands: AtomicU64,
@@ -133,6 +134,7 @@ impl Session {
             recorder,
             owner_uid: 0,
             backend: daemon.backend,
+            landlock_abi: if config.files.landlock { sandbox::landlock_plan::kernel_abi() } else { None },
             workspace,
             policy_name,
             policy: Arc::new(policy),
@@ -178,6 +180,7 @@ impl Session {
             workspace: self.workspace.clone(),
             policy: self.policy_name.clone(),
             backend: self.backend.into(),
+            landlock_abi: self.landlock_abi,
             created_at: self.created_at.clone(),
             commands: self.commands.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
