@@ -1,0 +1,124 @@
+//! Connect + first byte through the eBPF cgroup/sock_addr redirect, side by side with a direct
+//! loopback connect, in one run.
+//!
+//! One loopback listener stands in for the gateway: it accepts, names the connection the way the
+//! gateway does (`Attached::take` by peer address; the direct side looks up and finds nothing) and
+//! writes one byte. The client connects, reads that byte and closes.
+//! - `direct`: this process outside any session cgroup, connecting to the listener itself;
+//! - `ebpf_redirect`: this process moved into an attached session cgroup, connecting to
+//!   192.0.2.1:443 (TEST-NET), which connect4 rewrites to the listener;
+//! - `original_dst_lookup`: the gateway's map lookup alone.
+//!
+//! The time of one attach (programs linked to the cgroup plus the self-test) is printed.
+//!
+//! Everything runs in a fresh network namespace holding only `lo`, so no packet can leave
+//! whatever happens. Run with `cargo bench -p benches --bench ebpf_connect` as root on a host
+//! with cgroup v2; in test mode (no `--bench`) or without root it prints why and skips.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use redirect::ebpf::{Attached, EbpfBackend, SessionParams};
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Why this run does not measure, if it does not.
+fn skip_reason() -> Option<String> {
+    if !std::env::args().any(|a| a == "--bench") {
+        return Some(
+            "test mode (no --bench); run `cargo bench -p benches --bench ebpf_connect` as root".into(),
+        );
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root: loads BPF programs and creates a cgroup".into());
+    }
+    if cgroup2_root().is_none() {
+        return Some("no cgroup v2 hierarchy mounted".into());
+    }
+    None
+}
+
+fn cgroup2_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC))
+}
+
+/// Moves this whole process into the cgroup at `dir`.
+fn join(dir: &Path) {
+    std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).expect("join cgroup");
+}
+
+/// The gateway stand-in: accept, name, one byte, close; until `stop` (then one more connect
+/// wakes it).
+fn serve(listener: TcpListener, att: Arc<Attached>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut named = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((mut c, peer)) = listener.accept() {
+                named += u64::from(att.take(peer).is_some());
+                let _ = c.write_all(b"x");
+            }
+        }
+        named
+    })
+}
+
+fn round_trip(dst: SocketAddr) {
+    let mut c = TcpStream::connect(dst).expect("connect");
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).expect("first byte");
+}
+
+fn main() {
+    if let Some(why) = skip_reason() {
+        eprintln!("ebpf_connect: skipped ({why})");
+        return;
+    }
+    // Only this thread is moved, before any other exists; every later thread inherits it.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
+    redirect::testing::bring_loopback_up().expect("bring lo up");
+    let root = cgroup2_root().expect("cgroup2");
+    let cg = root.join(format!("agentsh-bench-{}", std::process::id()));
+    std::fs::create_dir(&cg).expect("create cgroup");
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dns = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let SocketAddr::V4(gw) = listener.local_addr().unwrap() else { unreachable!() };
+    let SocketAddr::V4(dns_v4) = dns.local_addr().unwrap() else { unreachable!() };
+    let backend = EbpfBackend::load().expect("load eBPF programs");
+    let params =
+        SessionParams { gateway_v4: gw, gateway_v6: None, dns_v4, dns_v6: None, deny_list: Vec::new() };
+    let started = Instant::now();
+    let att = Arc::new(backend.attach(&cg, params).expect("attach"));
+    eprintln!("ebpf_connect: attach with self-test took {:?}", started.elapsed());
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = serve(listener, att.clone(), stop.clone());
+
+    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(5));
+    let mut g = c.benchmark_group("connect_first_byte");
+    g.bench_function("direct", |b| b.iter(|| round_trip(SocketAddr::V4(gw))));
+    join(&cg);
+    let sentinel = SocketAddr::V4(SocketAddrV4::new([192, 0, 2, 1].into(), 443));
+    g.bench_function("ebpf_redirect", |b| b.iter(|| round_trip(sentinel)));
+    g.finish();
+    join(&root);
+    // What the gateway pays per accept to name a connection: one map lookup (a miss here).
+    let unknown: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    c.bench_function("original_dst_lookup", |b| b.iter(|| att.original_dst(std::hint::black_box(unknown))));
+
+    stop.store(true, Ordering::Relaxed);
+    drop(TcpStream::connect(gw));
+    let named = server.join().unwrap();
+    eprintln!("ebpf_connect: the gateway stand-in named {named} redirected connections");
+    assert!(named > 0, "redirected connections were named");
+    drop(att);
+    let _ = std::fs::remove_dir(&cg);
+    c.final_summary();
+}
