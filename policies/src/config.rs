@@ -358,6 +358,11 @@ pub struct FilesConfig {
     /// More trees the command may read and execute from (absolute paths).
     #[serde(default)]
     pub read_paths: Vec<PathBuf>,
+    /// Present the workspace through the FUSE layer (default off): `file_rules` per operation,
+    /// `file_*` events, `soft_delete` into a per-session trash (`agentsh session trash`).
+    /// Unix sockets cannot be reached through it.
+    #[serde(default)]
+    pub fuse_workspace: bool,
 }
 
 /// `policies`: how policy files are trusted.

@@ -227,6 +227,17 @@ enum SessionCommand {
         /// Session id.
         id: String,
     },
+    /// List the session's soft-deleted files (files.fuse_workspace), or restore one.
+    Trash {
+        /// Session id.
+        id: String,
+        /// Restore the file with this trash id.
+        #[arg(long, value_name = "TRASH_ID")]
+        restore: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,6 +335,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Session(SessionCommand::List { json }) => session::list(json),
         Command::Session(SessionCommand::Show { id, json }) => session::show(&id, json),
         Command::Session(SessionCommand::Destroy { id }) => session::destroy(&id),
+        Command::Session(SessionCommand::Trash { id, restore, json }) => session::trash(&id, restore, json),
         Command::Exec { flags, session, command } => exec::exec(&session, &command, &flags),
         Command::Run { policy, workspace, config, flags, command } => {
             if let Some(c) = config {

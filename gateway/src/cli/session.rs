@@ -95,3 +95,25 @@ pub fn destroy(id: &str) -> anyhow::Result<ExitCode> {
     destroy_session(id)?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `session trash SID [--restore ID] [--json]`.
+pub fn trash(id: &str, restore: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    match client::call(&Request::SessionTrash { id: id.to_string(), restore })? {
+        Response::Trash { entries } if json => {
+            let list: Vec<_> = entries
+                .iter()
+                .map(|(id, path, size)| serde_json::json!({"id": id, "path": path, "size": size}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        Response::Trash { entries } => {
+            for (id, path, size) in entries {
+                println!("{id}  {}  ({size} bytes)", path.display());
+            }
+        }
+        Response::Restored { path } if json => println!("{}", serde_json::json!({"restored": path})),
+        Response::Restored { path } => println!("restored {}", path.display()),
+        other => bail!("unexpected answer from the server: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -69,6 +69,14 @@ pub enum Request {
     Exec(ExecRequest),
     /// Destroy every session and stop the daemon.
     Shutdown,
+    /// List a session's soft-deleted files, or restore one.
+    SessionTrash {
+        /// Session id.
+        id: String,
+        /// Restore the file with this trash id instead of listing.
+        #[serde(default)]
+        restore: Option<String>,
+    },
     /// Stream audit events: the recorded ones that match, then (with `follow`) new ones as
     /// they happen, one [`Response::Event`] each; [`Response::Done`] ends a non-follow stream.
     Events {
@@ -174,6 +182,16 @@ pub enum Response {
     Exited(ExecResult),
     /// One audit event of an `events` stream.
     Event(Box<crate::events::Event>),
+    /// A session's trash.
+    Trash {
+        /// `(trash id, original path relative to the workspace, size in bytes)`.
+        entries: Vec<(String, PathBuf, u64)>,
+    },
+    /// A file put back from the trash.
+    Restored {
+        /// Where it is again.
+        path: PathBuf,
+    },
 }
 
 #[cfg(test)]

@@ -191,6 +191,23 @@ fn handle(
             Ok(Response::Done)
         }
         Request::Exec(exec) => super::exec::run(daemon, exec, stream, peer),
+        Request::SessionTrash { id, restore } => {
+            let session = daemon.session(&id)?;
+            match restore {
+                Some(trash_id) => {
+                    let path = session.trash_restore(&trash_id)?;
+                    daemon.recorder.record(
+                        Event::new("file_restore", &session.id)
+                            .field("trash_id", trash_id)
+                            .field("path", path.display().to_string()),
+                    );
+                    Ok(Response::Restored { path })
+                }
+                None => Ok(Response::Trash {
+                    entries: session.trash_list()?.into_iter().map(|e| (e.id, e.original, e.size)).collect(),
+                }),
+            }
+        }
         Request::Events { session, kinds, follow } => {
             stream_events(daemon, stream, session.as_deref(), &kinds, follow)?;
             Ok(Response::Done)

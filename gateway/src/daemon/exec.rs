@@ -208,8 +208,11 @@ pub fn run(
     let mut spec = LaunchSpec::new(&req.argv, &session.dir);
     spec.env = environment(&req, &session, &command_id);
     spec.cwd = session.workspace.clone();
-    spec.bind_dirs =
-        vec![BindDir { host: session.workspace.clone(), sandbox: session.workspace.clone(), writable: true }];
+    spec.bind_dirs = vec![BindDir {
+        host: session.workspace_source(),
+        sandbox: session.workspace.clone(),
+        writable: true,
+    }];
     if let Some(host) = super::tls::host_bundle() {
         spec.bind_files.push((session.dir.join(super::session::CA_BUNDLE), host.to_path_buf()));
     }

@@ -54,6 +54,8 @@ pub struct Session {
     pub owner_uid: u32,
     backend: &'static str,
     landlock_abi: Option<u32>,
+    /// The FUSE workspace (`files.fuse_workspace`): the sandbox binds it at the workspace path.
+    workspace_mount: Mutex<Option<sandbox::workspace::WorkspaceMount>>,
     cgroup: Mutex<Option<SessionCgroup>>,
     created_at: String,
     commands: AtomicU64,
@@ -124,6 +126,18 @@ impl Session {
                 return Err(e);
             }
         };
+        let workspace_mount = if config.files.fuse_workspace {
+            match mount_workspace(&policy, &workspace, &dir, recorder.clone(), &id, current_command.clone()) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = cgroup.remove();
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         Ok(Session {
             id,
             resolver,
@@ -135,6 +149,7 @@ impl Session {
             owner_uid: 0,
             backend: daemon.backend,
             landlock_abi: if config.files.landlock { sandbox::landlock_plan::kernel_abi() } else { None },
+            workspace_mount: Mutex::new(workspace_mount),
             workspace,
             policy_name,
             policy: Arc::new(policy),
@@ -187,6 +202,28 @@ impl Session {
         }
     }
 
+    /// What the sandbox binds at the workspace path: the FUSE mount when there is one.
+    pub fn workspace_source(&self) -> PathBuf {
+        match &*self.workspace_mount.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(m) => m.mountpoint().to_path_buf(),
+            None => self.workspace.clone(),
+        }
+    }
+
+    /// The soft-deleted files of the session (`files.fuse_workspace`), or why there are none.
+    pub fn trash_list(&self) -> anyhow::Result<Vec<sandbox::workspace::TrashEntry>> {
+        let mount = self.workspace_mount.lock().unwrap_or_else(|p| p.into_inner());
+        let m = mount.as_ref().context("this session has no FUSE workspace (files.fuse_workspace)")?;
+        Ok(m.trash().list()?)
+    }
+
+    /// Put a soft-deleted file back; returns where.
+    pub fn trash_restore(&self, id: &str) -> anyhow::Result<PathBuf> {
+        let mount = self.workspace_mount.lock().unwrap_or_else(|p| p.into_inner());
+        let m = mount.as_ref().context("this session has no FUSE workspace (files.fuse_workspace)")?;
+        Ok(m.trash().restore(id)?)
+    }
+
     /// Where the session's events go.
     pub fn recorder(&self) -> &Arc<Recorder> {
         &self.recorder
@@ -197,6 +234,8 @@ impl Session {
         if let Some(db) = &self.db {
             db.stop();
         }
+        // Unmount before the state dir (which holds the mount point) goes.
+        drop(self.workspace_mount.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(cg) = self.cgroup.lock().unwrap_or_else(|p| p.into_inner()).take() {
             cg.kill_all().context("killing the session's processes")?;
             cg.wait_empty(std::time::Duration::from_secs(5))
@@ -209,6 +248,71 @@ impl Session {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Mount the FUSE workspace of a session over `workspace`, in `dir`.
+fn mount_workspace(
+    policy: &Policy,
+    workspace: &std::path::Path,
+    dir: &std::path::Path,
+    recorder: Arc<Recorder>,
+    session_id: &str,
+    current: Arc<Mutex<Option<String>>>,
+) -> anyhow::Result<sandbox::workspace::WorkspaceMount> {
+    use sandbox::workspace::{SymlinkEscape, WorkspaceConfig, WorkspaceMount};
+    let mountpoint = dir.join("workspace-mnt");
+    std::fs::create_dir_all(&mountpoint)?;
+    let rules = policies::engine::file::FileRules::new(&policy.file_rules, workspace, &|name| {
+        std::env::var(name).ok()
+    });
+    let sink = Arc::new(FileEvents { recorder, session_id: session_id.to_string(), current });
+    let config = WorkspaceConfig {
+        backing: workspace.to_path_buf(),
+        sandbox_path: workspace.to_path_buf(),
+        rules,
+        symlink_escape: SymlinkEscape::Deny,
+        trash_dir: dir.join("trash"),
+        events: sink,
+        threads: 2,
+        passthrough: true,
+    };
+    WorkspaceMount::mount(config, &mountpoint).context("mounting the FUSE workspace")
+}
+
+/// Turns the FUSE workspace's events into audit events of the session.
+struct FileEvents {
+    recorder: Arc<Recorder>,
+    session_id: String,
+    current: Arc<Mutex<Option<String>>>,
+}
+
+impl sandbox::workspace::FileEventSink for FileEvents {
+    fn event(&self, ev: sandbox::workspace::FileEvent) {
+        let mut e = Event::new(ev.kind.as_str(), &self.session_id);
+        e.command_id = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        e.pid = i32::try_from(ev.pid).ok();
+        e.policy = Some(crate::events::EventPolicy {
+            decision: match ev.verdict {
+                policies::engine::file::FileVerdict::Allow => "allow",
+                policies::engine::file::FileVerdict::Deny => "deny",
+                policies::engine::file::FileVerdict::Audit => "audit",
+                policies::engine::file::FileVerdict::SoftDelete => "soft_delete",
+            }
+            .into(),
+            rule: ev.rule,
+            message: ev.message,
+        });
+        let mut e = e
+            .field("path", ev.path.display().to_string())
+            .field("operation", format!("{:?}", ev.op).to_lowercase());
+        if let Some(t) = ev.target {
+            e = e.field("target", t.display().to_string());
+        }
+        if let Some(id) = ev.trash_id {
+            e = e.field("trash_id", id);
+        }
+        self.recorder.record(e);
     }
 }
 
