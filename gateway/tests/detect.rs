@@ -17,7 +17,7 @@ use serde_json::Value;
 /// The binary, copied where `nobody` may run it.
 fn binary(dir: &TempDir) -> PathBuf {
     let path = dir.path().join("agentsh");
-    std::fs::copy(common::AGENTSH, &path).unwrap();
+    common::copy_binary(&path);
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path

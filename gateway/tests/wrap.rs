@@ -93,7 +93,7 @@ fn the_hand_off_is_refused_to_a_foreign_uid_and_nothing_runs() {
     std::fs::set_permissions(d.state.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let bin = TempDir::new("bin");
     let agentsh = bin.path().join("agentsh");
-    std::fs::copy(common::AGENTSH, &agentsh).unwrap();
+    common::copy_binary(&agentsh);
     std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let marker = bin.path().join("ran");
     std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o777)).unwrap();

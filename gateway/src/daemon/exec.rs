@@ -8,7 +8,7 @@ use std::{
     os::{fd::OwnedFd, unix::net::UnixStream},
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -276,20 +276,7 @@ pub fn run(
     };
     let notify = launched.notify_fd.take().context("sandbox gave no notify fd")?;
     let supervisor = Supervisor::new(notify, Arc::new(decider), table.clone()).spawn()?;
-    let funnel = Arc::new(super::funnel::Funnel {
-        session_id: session.id.clone(),
-        command_id: command_id.clone(),
-        policy: session.policy.clone(),
-        compiled: session.compiled.clone(),
-        table,
-        recorder: daemon.recorder.clone(),
-        resolver: session.resolver.clone(),
-        ca: session.ca.clone(),
-        upstream_tls: daemon.upstream_tls.clone(),
-        llm: session.llm.clone(),
-        db: session.db.clone(),
-        active: AtomicUsize::new(0),
-    });
+    let funnel = super::funnel::Funnel::for_session(daemon, &session, &command_id, table);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The sandbox can die before it runs (its session destroyed meanwhile): then report its
     // status like any other end, rather than a setup error.
@@ -301,11 +288,7 @@ pub fn run(
     };
     {
         let _rt = daemon.runtime.enter();
-        for l in [v4, v6] {
-            l.set_nonblocking(true)?;
-            let l = tokio::net::TcpListener::from_std(l)?;
-            daemon.runtime.spawn(super::funnel::serve(l, funnel.clone(), stop_rx.clone()));
-        }
+        funnel.serve_all(daemon, [v4, v6], &stop_rx)?;
         if let Some(sockets) = dns_sockets {
             serve_dns(daemon, &session.resolver, sockets, &stop_rx)?;
         }

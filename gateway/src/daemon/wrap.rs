@@ -19,7 +19,7 @@
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket},
     os::unix::net::{UnixListener, UnixStream},
-    sync::{Arc, atomic::AtomicUsize},
+    sync::Arc,
     time::Duration,
 };
 
@@ -200,28 +200,11 @@ fn supervise(
         }),
     };
     let supervisor = Supervisor::new(notify, Arc::new(decider), table.clone()).spawn()?;
-    let funnel = Arc::new(super::funnel::Funnel {
-        session_id: session.id.clone(),
-        command_id: command_id.to_string(),
-        policy: session.policy.clone(),
-        compiled: session.compiled.clone(),
-        table,
-        recorder: daemon.recorder.clone(),
-        resolver: session.resolver.clone(),
-        ca: session.ca.clone(),
-        upstream_tls: daemon.upstream_tls.clone(),
-        llm: session.llm.clone(),
-        db: session.db.clone(),
-        active: AtomicUsize::new(0),
-    });
+    let funnel = super::funnel::Funnel::for_session(daemon, session, command_id, table);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     {
         let _rt = daemon.runtime.enter();
-        for l in sockets.gateway {
-            l.set_nonblocking(true)?;
-            let l = tokio::net::TcpListener::from_std(l)?;
-            daemon.runtime.spawn(super::funnel::serve(l, funnel.clone(), stop_rx.clone()));
-        }
+        funnel.serve_all(daemon, sockets.gateway, &stop_rx)?;
         let dns = super::netns::DnsSockets {
             udp4: sockets.udp[0].try_clone()?,
             tcp4: sockets.tcp[0].try_clone()?,

@@ -38,6 +38,14 @@ pub fn privileged(test: &str) -> bool {
     true
 }
 
+/// Copy the binary under test to `dst` with `cp`, not from this process: a file this
+/// multi-threaded test process had open for writing could be inherited by a child another test
+/// forks at that moment, and executing the copy would then fail with ETXTBSY.
+pub fn copy_binary(dst: &Path) {
+    let ok = Command::new("cp").arg(AGENTSH).arg(dst).status().expect("cp").success();
+    assert!(ok, "copying {AGENTSH} to {}", dst.display());
+}
+
 /// A directory under `/var/tmp` (the sandbox mounts a private `/tmp`), removed on drop.
 pub struct TempDir(PathBuf);
 

@@ -106,6 +106,45 @@ fn name_from(peeked: Peeked) -> Named {
 }
 
 impl Funnel {
+    /// The gateway of one command of `session`, reading original destinations from `table`.
+    pub fn for_session(
+        daemon: &super::Daemon,
+        session: &super::session::Session,
+        command_id: &str,
+        table: Arc<OriginalDstTable>,
+    ) -> Arc<Funnel> {
+        Arc::new(Funnel {
+            session_id: session.id.clone(),
+            command_id: command_id.to_string(),
+            policy: session.policy.clone(),
+            compiled: session.compiled.clone(),
+            table,
+            recorder: daemon.recorder.clone(),
+            resolver: session.resolver.clone(),
+            ca: session.ca.clone(),
+            upstream_tls: daemon.upstream_tls.clone(),
+            llm: session.llm.clone(),
+            db: session.db.clone(),
+            active: AtomicUsize::new(0),
+        })
+    }
+
+    /// Serve `listeners` (std, bound) on the daemon's runtime until `stop` flips.
+    pub fn serve_all(
+        self: &Arc<Self>,
+        daemon: &super::Daemon,
+        listeners: impl IntoIterator<Item = std::net::TcpListener>,
+        stop: &watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let _rt = daemon.runtime.enter();
+        for l in listeners {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            daemon.runtime.spawn(serve(l, self.clone(), stop.clone()));
+        }
+        Ok(())
+    }
+
     fn event(&self, kind: &str, dst: &OriginalDst, named: &Named, route: &Route) -> Event {
         let d = &route.decision;
         let mut e = Event::new(kind, &self.session_id);
