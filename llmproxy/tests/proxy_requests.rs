@@ -325,6 +325,20 @@ async fn unroutable_and_hostile_requests_get_clear_errors() {
         .body(Full::new(Bytes::from_static(b"x")))
         .unwrap();
     assert_eq!(send(h.addr, req).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Malformed JSON to an inference endpoint: 400 with a JSON error, nothing forwarded.
+    let req = Request::post("/anthropic/v1/messages")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"model\": \"m\", \"messages\": [")))
+        .unwrap();
+    let a = send(h.addr, req).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.json()["error"]["rule"], "request-body");
+    assert!(
+        a.json()["error"]["message"].as_str().is_some_and(|m| m.contains("not valid JSON")),
+        "{:?}",
+        a.json()
+    );
+    assert!(h.upstream.seen().is_empty());
     // A well-known path without a prefix reaches the provider of that kind.
     let a = post_json(h.addr, "/v1/messages", &[], json!({"model": "m", "messages": []})).await;
     assert_eq!(a.status, StatusCode::OK);

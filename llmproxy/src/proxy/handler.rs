@@ -372,7 +372,23 @@ async fn forward(
     }
 
     let is_json = !body.is_empty() && looks_json(&parts.headers, &body);
-    let json: Option<Value> = if is_json { serde_json::from_slice(&body).ok() } else { None };
+    let json: Option<Value> = match is_json {
+        true => match serde_json::from_slice(&body) {
+            Ok(v) => Some(v),
+            // An inference request that says (or looks like) JSON and is not: refused here with
+            // a clear error, rather than scanned as text and left for the provider to reject.
+            Err(e) if endpoint.is_inference() => {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "request-body",
+                    format!("the request body is not valid JSON: {e}"),
+                ));
+            }
+            Err(_) => None,
+        },
+        false => None,
+    };
     ev.model = providers::model(provider.kind, &up_path, json.as_ref());
     check_model(&cfg.models, ev.model.as_deref(), endpoint)
         .map_err(|(rule, msg)| Refusal::new(StatusCode::FORBIDDEN, "permission_error", rule, msg))?;
