@@ -82,6 +82,8 @@ fn with_socket_dir(socket_dir: &Path, then: &str) -> String {
 struct Gateway(Child);
 
 impl Drop for Gateway {
+    /// SIGKILL to `unshare`, whose `--kill-child=SIGTERM` then stops the server as an operator
+    /// would: it destroys its sessions, cgroups included.
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -120,7 +122,7 @@ fn an_agent_container_sharing_the_network_namespace_is_governed_through_wrap() {
                 "--mount",
                 "--pid",
                 "--fork",
-                "--kill-child",
+                "--kill-child=SIGTERM",
                 "--mount-proc",
                 "--propagation",
                 "private",
