@@ -6,12 +6,14 @@
 //! - [`peek`] classifies a connection from its first bytes without consuming them.
 //! - [`relay`] moves bytes between two TCP sockets with `splice(2)`, propagating half-close,
 //!   resets and an idle timeout.
+//! - [`stream::MaybeTls`]: a plain-or-TLS stream for code that serves both alike.
 #![forbid(unsafe_code)]
 
 pub mod hostname;
 pub mod http;
 pub mod peek;
 pub mod relay;
+pub mod stream;
 pub mod tls;
 
 pub use hostname::{Hostname, HostnameError};

@@ -11,9 +11,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::{
     error::{ProxyError, Side},
     frame::{Framer, ReadError},
-    stream::MaybeTls,
 };
 use crate::wire::{self, Direction, Frontend, Phase};
+use netwire::stream::MaybeTls;
 
 /// The client connection, plain or with TLS terminated by the proxy.
 pub(crate) type ClientStream<C> = MaybeTls<C, tokio_rustls::server::TlsStream<C>>;

@@ -21,7 +21,6 @@ mod prepared;
 mod results;
 mod scram;
 mod session;
-mod stream;
 mod tls;
 mod upstream;
 

@@ -25,10 +25,10 @@ use super::{
     frame::{Framer, ReadError},
     md5,
     scram::{MECHANISM, ScramClient},
-    stream::MaybeTls,
     tls::{self, Plan},
 };
 use crate::wire::{self, Authentication, Backend, Direction, Phase, SSL_REQUEST_CODE, TxStatus};
+use netwire::stream::MaybeTls;
 
 /// A connection to the upstream server, plain or TLS.
 pub(crate) type UpstreamStream = MaybeTls<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;

@@ -21,6 +21,7 @@ use hyper_util::{
     },
     rt::{TokioExecutor, TokioIo},
 };
+use netwire::stream::MaybeTls;
 use rustls::{ClientConfig, RootCertStore, pki_types::CertificateDer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -139,63 +140,48 @@ impl tower_service::Service<Uri> for Connector {
             let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
             let tcp = this.dialer.dial(&host, port).await?;
             if !https {
-                return Ok(TokioIo::new(UpstreamIo::Plain(tcp)));
+                return Ok(TokioIo::new(UpstreamIo(MaybeTls::Plain(tcp))));
             }
             let name =
                 rustls::pki_types::ServerName::try_from(host).map_err(|_| bad("bad TLS server name"))?;
             let tls = this.tls.connect(name, tcp).await?;
-            Ok(TokioIo::new(UpstreamIo::Tls(Box::new(tls))))
+            Ok(TokioIo::new(UpstreamIo(MaybeTls::Tls(Box::new(tls)))))
         })
     }
 }
 
-/// An upstream connection, plain or TLS.
-pub(crate) enum UpstreamIo {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// An upstream connection, plain or TLS (a newtype, so hyper's `Connection` can be told when
+/// TLS negotiated HTTP/2).
+pub(crate) struct UpstreamIo(MaybeTls<TcpStream, TlsStream<TcpStream>>);
 
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
-        match self {
-            UpstreamIo::Plain(_) => Connected::new(),
-            UpstreamIo::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => {
+        match &self.0 {
+            MaybeTls::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 Connected::new().negotiated_h2()
             }
-            UpstreamIo::Tls(_) => Connected::new(),
+            _ => Connected::new(),
         }
     }
 }
 
 impl AsyncRead for UpstreamIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for UpstreamIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -203,16 +189,10 @@ impl AsyncWrite for UpstreamIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamIo::Plain(s) => s.is_write_vectored(),
-            UpstreamIo::Tls(s) => s.is_write_vectored(),
-        }
+        self.0.is_write_vectored()
     }
 }

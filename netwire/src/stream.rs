@@ -1,5 +1,5 @@
-//! [`MaybeTls`]: a stream that is either plain or TLS, so one code path serves both after the
-//! SSLRequest answer (client side) or the upstream's (server side).
+//! [`MaybeTls`]: a stream that is either plain or TLS, so one code path serves both (the
+//! database proxy after an SSLRequest is answered, the LLM proxy's upstream connections).
 
 use std::{
     io,
@@ -10,7 +10,7 @@ use std::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A plain stream or the same stream under TLS.
-pub(crate) enum MaybeTls<P, T> {
+pub enum MaybeTls<P, T> {
     /// No TLS.
     Plain(P),
     /// TLS (boxed: a TLS session is large).
