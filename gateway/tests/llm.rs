@@ -9,56 +9,33 @@
 mod common;
 
 use common::{
-    Daemon, ExecResult, Session, TempDir,
+    Daemon, ExecResult, TempDir,
     dns::FakeDns,
-    provider::{self, ANSWER, Provider, Seen},
-    upstream::TestCa,
+    provider::{self, ANSWER, LlmWorld, Seen},
 };
 
 const REAL_KEY: &str = "sk-proj-realkey0123456789abcdefghijklmnopqrstuvwxyzABCD";
 
-struct World {
-    _dns: FakeDns,
-    provider: Provider,
-    daemon: Daemon,
-    session: Session,
-    _keys: TempDir,
-}
-
-fn world() -> World {
-    let dns = FakeDns::start();
-    let ca = TestCa::with_names(&["api.llm.test"]);
-    let provider = provider::start(&ca);
-    let keys = TempDir::new("keys");
-    let key_file = keys.write("openai.key", &format!("{REAL_KEY}\n"));
-    let roots = keys.write("provider-ca.pem", &ca.ca_pem);
-    let policy = format!(
-        "version: 1\nname: llm\nnetwork_rules:\n\
-         \x20 - {{name: llm-host, domains: [api.llm.test], ports: [443], decision: allow}}\n\
-         \x20 - {{name: vouch-provider, cidrs: [127.0.0.1/32], ports: [{port}], decision: allow}}\n\
-         llm:\n  providers:\n\
-         \x20   - {{name: openai, base_url: 'https://api.llm.test:{port}', api_key_file: '{key}', hosts: [api.llm.test]}}\n\
-         \x20 dlp: {{mode: redact}}\n",
-        port = provider.port(),
-        key = key_file.display(),
-    );
-    let config = format!("{}tls:\n  extra_roots: ['{}']\n", dns.server_config("synthetic"), roots.display());
-    let daemon = Daemon::start_with_config(&config);
-    let session = daemon.session(&policy);
-    World { _dns: dns, provider, daemon, session, _keys: keys }
+fn world() -> LlmWorld {
+    provider::llm_world(|port, keys| {
+        let key_file = keys.write("openai.key", &format!("{REAL_KEY}\n"));
+        format!(
+            "version: 1\nname: llm\nnetwork_rules:\n\
+             \x20 - {{name: llm-host, domains: [api.llm.test], ports: [443], decision: allow}}\n\
+             \x20 - {{name: vouch-provider, cidrs: [127.0.0.1/32], ports: [{port}], decision: allow}}\n\
+             llm:\n  providers:\n\
+             \x20   - {{name: openai, base_url: 'https://api.llm.test:{port}', api_key_file: '{key}', hosts: [api.llm.test]}}\n\
+             \x20 dlp: {{mode: redact}}\n",
+            key = key_file.display(),
+        )
+    })
 }
 
 const PROMPT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"mail bob@example.com the key AKIAIOSFODNN7EXAMPLE"}]}"#;
 
-impl World {
-    fn sh(&self, script: &str) -> ExecResult {
-        self.session.workspace.write("prompt.json", PROMPT);
-        self.daemon.exec(&self.session, &["sh", "-c", script])
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.provider.seen()
-    }
+fn sh(w: &LlmWorld, script: &str) -> ExecResult {
+    w.session.workspace.write("prompt.json", PROMPT);
+    w.daemon.exec(&w.session, &["sh", "-c", script])
 }
 
 fn assert_redacted_and_keyed(seen: &Seen) {
@@ -87,7 +64,8 @@ fn base_url_in_the_environment_reaches_the_proxy_which_redacts_and_injects() {
         return;
     }
     let w = world();
-    let r = w.sh(
+    let r = sh(
+        &w,
         "printf '%s\\n' \"$OPENAI_API_KEY\" > key-seen; \
          curl -sS --max-time 20 \"$OPENAI_BASE_URL/chat/completions\" -H \"Authorization: Bearer $OPENAI_API_KEY\" \
          -H 'content-type: application/json' --data @prompt.json",
@@ -99,7 +77,7 @@ fn base_url_in_the_environment_reaches_the_proxy_which_redacts_and_injects() {
         !inside.trim().is_empty() && !inside.contains(REAL_KEY),
         "the sandbox sees a placeholder: {inside}"
     );
-    let seen = w.seen();
+    let seen = w.provider.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_redacted_and_keyed(&seen[0]);
     let e = r.one("llm_request");
@@ -135,13 +113,14 @@ fn https_to_the_provider_host_is_intercepted_with_the_session_ca() {
         return;
     }
     let w = world();
-    let r = w.sh(
+    let r = sh(
+        &w,
         "curl -sS --max-time 20 https://api.llm.test/v1/chat/completions -H 'Authorization: Bearer sk-whatever' \
          -H 'content-type: application/json' --data @prompt.json",
     );
     r.assert_exit(0);
     assert_eq!(r.stdout, ANSWER);
-    let seen = w.seen();
+    let seen = w.provider.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_redacted_and_keyed(&seen[0]);
     assert!(!seen[0].head.contains("sk-whatever"), "the agent's own key is replaced: {}", seen[0].head);
@@ -157,14 +136,17 @@ fn a_request_carrying_the_real_key_is_refused_before_the_provider() {
         return;
     }
     let w = world();
-    let r = w.sh(&format!(
-        "curl -sS --max-time 20 -o /dev/null -w '%{{http_code}}' \"$OPENAI_BASE_URL/chat/completions\" \
+    let r = sh(
+        &w,
+        &format!(
+            "curl -sS --max-time 20 -o /dev/null -w '%{{http_code}}' \"$OPENAI_BASE_URL/chat/completions\" \
          -H 'Authorization: Bearer {REAL_KEY}' -H 'content-type: application/json' --data @prompt.json"
-    ));
+        ),
+    );
     r.assert_exit(0);
     let code: u16 = r.stdout.trim().parse().unwrap();
     assert!((400..500).contains(&code), "refused: {code}");
-    assert!(w.seen().is_empty(), "nothing reached the provider");
+    assert!(w.provider.seen().is_empty(), "nothing reached the provider");
     let e = r.one("llm_request_blocked");
     assert_eq!(e.decision(), "deny");
 }
@@ -176,26 +158,12 @@ fn a_provider_key_that_cannot_be_read_refuses_the_session_and_leaves_nothing() {
     }
     let dns = FakeDns::start();
     let daemon = Daemon::start_with_config(&dns.server_config("synthetic"));
-    let policy_dir = TempDir::new("policy");
-    let missing = policy_dir.path().join("missing.key");
-    let file = policy_dir.write(
-        "policy.yaml",
-        &format!(
-            "version: 1\nname: llm\nllm:\n  providers:\n    - {{name: openai, base_url: 'https://api.llm.test', api_key_file: '{}'}}\n",
-            missing.display()
-        ),
-    );
-    let ws = TempDir::new("ws");
-    let out = daemon.cli(&[
-        "session",
-        "create",
-        "--workspace",
-        ws.path().to_str().unwrap(),
-        "--policy",
-        file.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let keys = TempDir::new("keys");
+    let missing = keys.path().join("missing.key");
+    let stderr = daemon.refused_session(&format!(
+        "version: 1\nname: llm\nllm:\n  providers:\n    - {{name: openai, base_url: 'https://api.llm.test', api_key_file: '{}'}}\n",
+        missing.display()
+    ));
     assert!(stderr.contains(&missing.display().to_string()), "the error names the file: {stderr}");
     let sessions = daemon.state.path().join("sessions");
     let left: Vec<_> =

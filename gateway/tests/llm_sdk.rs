@@ -6,12 +6,7 @@
 
 mod common;
 
-use common::{
-    Daemon, Session, TempDir,
-    dns::FakeDns,
-    provider::{self, Provider},
-    upstream::TestCa,
-};
+use common::provider::{self, LlmWorld};
 
 const OPENAI_KEY: &str = "sk-proj-openai0real0key0123456789abcdefghijklmnopqrstuv";
 const ANTHROPIC_KEY: &str = "sk-ant-api03-real0key0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH";
@@ -35,37 +30,21 @@ m = an.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=[{"rol
 print("anthropic:", m.content[0].text, m.usage.input_tokens)
 "#;
 
-struct World {
-    _dns: FakeDns,
-    provider: Provider,
-    daemon: Daemon,
-    session: Session,
-    _keys: TempDir,
-}
-
-fn world() -> World {
-    let dns = FakeDns::start();
-    let ca = TestCa::with_names(&["api.llm.test"]);
-    let provider = provider::start(&ca);
-    let keys = TempDir::new("keys");
-    let openai = keys.write("openai.key", OPENAI_KEY);
-    let anthropic = keys.write("anthropic.key", ANTHROPIC_KEY);
-    let roots = keys.write("provider-ca.pem", &ca.ca_pem);
-    let policy = format!(
-        "version: 1\nname: sdk\nnetwork_rules:\n\
-         \x20 - {{name: vouch-provider, cidrs: [127.0.0.1/32], ports: [{port}], decision: allow}}\n\
-         llm:\n  providers:\n\
-         \x20   - {{name: openai, base_url: 'https://api.llm.test:{port}', api_key_file: '{o}'}}\n\
-         \x20   - {{name: anthropic, base_url: 'https://api.llm.test:{port}', api_key_file: '{a}'}}\n\
-         \x20 dlp: {{mode: redact}}\n",
-        port = provider.port(),
-        o = openai.display(),
-        a = anthropic.display(),
-    );
-    let config = format!("{}tls:\n  extra_roots: ['{}']\n", dns.server_config("synthetic"), roots.display());
-    let daemon = Daemon::start_with_config(&config);
-    let session = daemon.session(&policy);
-    World { _dns: dns, provider, daemon, session, _keys: keys }
+fn world() -> LlmWorld {
+    provider::llm_world(|port, keys| {
+        let openai = keys.write("openai.key", OPENAI_KEY);
+        let anthropic = keys.write("anthropic.key", ANTHROPIC_KEY);
+        format!(
+            "version: 1\nname: sdk\nnetwork_rules:\n\
+             \x20 - {{name: vouch-provider, cidrs: [127.0.0.1/32], ports: [{port}], decision: allow}}\n\
+             llm:\n  providers:\n\
+             \x20   - {{name: openai, base_url: 'https://api.llm.test:{port}', api_key_file: '{o}'}}\n\
+             \x20   - {{name: anthropic, base_url: 'https://api.llm.test:{port}', api_key_file: '{a}'}}\n\
+             \x20 dlp: {{mode: redact}}\n",
+            o = openai.display(),
+            a = anthropic.display(),
+        )
+    })
 }
 
 #[test]

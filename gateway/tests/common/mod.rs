@@ -189,24 +189,38 @@ impl Daemon {
         self.session_in(TempDir::new("ws"), policy)
     }
 
-    /// Create a session with `policy` over `workspace` (made by the caller, e.g. to name paths
-    /// inside it in the policy).
-    pub fn session_in(&self, workspace: TempDir, policy: &str) -> Session {
+    /// `session create --json` with `policy` (YAML text) over `workspace`.
+    fn create_session(&self, workspace: &Path, policy: &str) -> Output {
         let policy_dir = TempDir::new("policy");
         let file = policy_dir.write("policy.yaml", policy);
-        let out = self.cli(&[
+        self.cli(&[
             "session",
             "create",
             "--workspace",
-            workspace.path().to_str().expect("utf-8 path"),
+            workspace.to_str().expect("utf-8 path"),
             "--policy",
             file.to_str().expect("utf-8 path"),
             "--json",
-        ]);
+        ])
+    }
+
+    /// Create a session with `policy` over `workspace` (made by the caller, e.g. to name paths
+    /// inside it in the policy).
+    pub fn session_in(&self, workspace: TempDir, policy: &str) -> Session {
+        let out = self.create_session(workspace.path(), policy);
         assert!(out.status.success(), "session create failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("session create --json");
         let id = v["id"].as_str().expect("session id").to_string();
         Session { id, workspace }
+    }
+
+    /// Try to create a session with `policy`, which must be refused; returns the CLI's stderr.
+    pub fn refused_session(&self, policy: &str) -> String {
+        let ws = TempDir::new("ws");
+        let out = self.create_session(ws.path(), policy);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "the session was created: {stderr}");
+        stderr
     }
 
     /// `exec --output json --events all [extra] SID -- argv…`; panics unless the JSON parses and

@@ -7,7 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::upstream::{self, TestCa, Upstream};
+use super::{
+    Daemon, Session, TempDir,
+    dns::FakeDns,
+    upstream::{self, TestCa, Upstream},
+};
 
 /// The non-streamed chat completion.
 pub const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
@@ -121,4 +125,27 @@ pub fn start(ca: &TestCa) -> Provider {
         }
     });
     Provider { upstream, seen }
+}
+
+/// A daemon trusting a fake provider on `api.llm.test` and one session whose policy `policy`
+/// writes, given the provider's port and a directory for key files.
+pub struct LlmWorld {
+    pub _dns: FakeDns,
+    pub provider: Provider,
+    pub daemon: Daemon,
+    pub session: Session,
+    pub keys: TempDir,
+}
+
+pub fn llm_world(policy: impl FnOnce(u16, &TempDir) -> String) -> LlmWorld {
+    let dns = FakeDns::start();
+    let ca = TestCa::with_names(&["api.llm.test"]);
+    let provider = start(&ca);
+    let keys = TempDir::new("keys");
+    let roots = keys.write("provider-ca.pem", &ca.ca_pem);
+    let policy = policy(provider.port(), &keys);
+    let config = format!("{}tls:\n  extra_roots: ['{}']\n", dns.server_config("synthetic"), roots.display());
+    let daemon = Daemon::start_with_config(&config);
+    let session = daemon.session(&policy);
+    LlmWorld { _dns: dns, provider, daemon, session, keys }
 }
