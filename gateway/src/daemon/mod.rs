@@ -67,15 +67,21 @@ impl Daemon {
     }
 }
 
-/// Bind the control socket at `path`: refuse if a live daemon answers there, else replace the
-/// stale file; the socket is mode 0600 in a 0700 directory.
+/// Refuse to start when a live daemon answers on the control socket `path`.
+fn refuse_if_live(path: &Path) -> anyhow::Result<()> {
+    if UnixStream::connect(path).is_ok() {
+        bail!("another agentsh server is already listening on {}", path.display());
+    }
+    Ok(())
+}
+
+/// Bind the control socket at `path`, replacing a stale file; the socket is mode 0600 in a
+/// 0700 directory.
 fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    if UnixStream::connect(path).is_ok() {
-        bail!("another agentsh server is already listening on {}", path.display());
-    }
+    refuse_if_live(path)?;
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
         _ => {}
@@ -91,13 +97,17 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let upstream_tls = Arc::new(tls::UpstreamTls::load(&config.tls.extra_roots)?);
     let state_dir = config.state_dir.clone();
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir.join("sessions"))?;
+    // Everything a bad config can fail comes before the control socket is bound, so a refused
+    // start leaves no socket behind; a live server is checked for first, so its audit log is
+    // never touched by a second one.
     let socket = config.control_socket();
-    let listener = bind_control(&socket)?;
+    refuse_if_live(&socket)?;
     let recorder = Arc::new(Recorder::open(&state_dir, &config.audit).context("opening the audit log")?);
     if let Some(otlp) = &config.audit.otlp {
         let tls = upstream_tls.client_config(vec![b"http/1.1".to_vec()]);
         recorder.export_to(otlp::Exporter::start(otlp, tls).context("audit.otlp")?);
     }
+    let listener = bind_control(&socket)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("agentsh-gw")
