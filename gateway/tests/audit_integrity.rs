@@ -107,17 +107,9 @@ fn a_chained_log_verifies_across_a_restart_and_every_tamper_is_found() {
 fn a_short_key_stops_the_server_with_a_clear_error() {
     let keys = TempDir::new("keys");
     let key = keys.write("audit.key", "too short");
-    let state = keys.path().join("state");
-    let config = keys.write(
-        "server.yaml",
-        &format!(
-            "state_dir: {}\naudit:\n  integrity: {{enabled: true, key_file: '{}'}}\n",
-            state.display(),
-            key.display()
-        ),
+    let stderr = common::server_refuses(
+        &keys,
+        &format!("audit:\n  integrity: {{enabled: true, key_file: '{}'}}\n", key.display()),
     );
-    let out = Command::new(common::AGENTSH).args(["server", "--config"]).arg(&config).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("audit.integrity") && stderr.contains("at least 32"), "{stderr}");
 }

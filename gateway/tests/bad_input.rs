@@ -121,27 +121,12 @@ fn unusable_extra_roots_stop_the_server_with_the_file_named() {
     let empty = dir.write("empty.pem", "no certificate here\n");
     let missing = dir.path().join("missing.pem");
     for (root, expected) in [(&missing, "reading"), (&empty, "no CERTIFICATE in the file")] {
-        let config = dir.write(
-            "server.yaml",
-            &format!(
-                "state_dir: {}\ntls:\n  extra_roots: ['{}']\n",
-                dir.path().join("state").display(),
-                root.display()
-            ),
-        );
-        let out = std::process::Command::new(common::AGENTSH)
-            .args(["server", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{stderr}");
+        let stderr = common::server_refuses(&dir, &format!("tls:\n  extra_roots: ['{}']\n", root.display()));
         assert!(
             stderr.contains(&format!("tls.extra_roots: {expected}")) || stderr.contains(expected),
             "{stderr}"
         );
         assert!(stderr.contains(&root.display().to_string()), "{stderr}");
-        assert!(!dir.path().join("state").join("agentsh.sock").exists());
     }
 }
 
@@ -150,21 +135,10 @@ fn unusable_extra_roots_stop_the_server_with_the_file_named() {
 fn an_unavailable_security_mode_stops_the_server() {
     let dir = common::TempDir::new("mode");
     for mode in ["ebpf", "ptrace"] {
-        let config = dir.write(
-            "server.yaml",
-            &format!("state_dir: {}\nsecurity: {{mode: {mode}}}\n", dir.path().join("state").display()),
-        );
-        let out = std::process::Command::new(common::AGENTSH)
-            .args(["server", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{stderr}");
+        let stderr = common::server_refuses(&dir, &format!("security: {{mode: {mode}}}\n"));
         assert!(
             stderr.contains(&format!("security.mode {mode}")) && stderr.contains("not available"),
             "{stderr}"
         );
-        assert!(!dir.path().join("state").join("agentsh.sock").exists());
     }
 }

@@ -46,6 +46,19 @@ pub fn copy_binary(dst: &Path) {
     assert!(ok, "copying {AGENTSH} to {}", dst.display());
 }
 
+/// Start `agentsh server` with `config` (YAML after a `state_dir` line pointing into `dir`),
+/// which must refuse to start and bind nothing; returns its stderr.
+pub fn server_refuses(dir: &TempDir, config: &str) -> String {
+    let state = dir.path().join("state");
+    let file = dir.write("server.yaml", &format!("state_dir: {}\n{config}", state.display()));
+    let out =
+        Command::new(AGENTSH).args(["server", "--config"]).arg(&file).output().expect("run agentsh server");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the server started: {stderr}");
+    assert!(!state.join("agentsh.sock").exists(), "the refused server bound its socket");
+    stderr
+}
+
 /// A directory under `/var/tmp` (the sandbox mounts a private `/tmp`), removed on drop.
 pub struct TempDir(PathBuf);
 
