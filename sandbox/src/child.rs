@@ -165,6 +165,11 @@ fn mount_view(p: &Prepared, fds: &ChildFds) {
 
     let hardened = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     step(fds, Step::MountProc, sys::mount(Some(c"proc"), c"/proc", Some(c"proc"), hardened, None));
+    if p.host_network {
+        // In the launcher's network namespace the fresh sysfs is the host's superblock, which
+        // the kernel refuses to stack on itself (EBUSY): detach the inherited tree first.
+        step(fds, Step::MountSys, sys::detach(c"/sys"));
+    }
     let sys_flags = hardened | libc::MS_RDONLY;
     step(fds, Step::MountSys, sys::mount(Some(c"sysfs"), c"/sys", Some(c"sysfs"), sys_flags, None));
     let tmp_flags = libc::MS_NOSUID | libc::MS_NODEV;
@@ -238,7 +243,9 @@ pub(crate) fn run_init(p: &Prepared, fds: &ChildFds) -> ! {
     step(fds, Step::NotDumpable, sys::prctl(libc::PR_SET_DUMPABLE, 0, 0));
 
     mount_view(p, fds);
-    step(fds, Step::LoopbackUp, sys::interface_up(c"lo"));
+    if !p.host_network {
+        step(fds, Step::LoopbackUp, sys::interface_up(c"lo"));
+    }
     if p.self_addresses {
         add_self_addresses(fds);
     }

@@ -223,9 +223,10 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, SandboxError> {
     let mut pidfd: RawFd = -1;
     // SAFETY: clone_args is plain old data; all-zero is valid and fields are set below.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    let network = if spec.host_network { 0 } else { libc::CLONE_NEWNET };
     let namespaces = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
+        | network
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWCGROUP

@@ -48,6 +48,8 @@ pub(crate) struct Prepared {
     pub listeners: bool,
     /// Add `SANDBOX_SELF_V4`/`SANDBOX_SELF_V6` to `lo`.
     pub self_addresses: bool,
+    /// The launcher's network namespace is kept: `lo` is not touched.
+    pub host_network: bool,
 }
 
 /// A [`LateBind`] as C strings.
@@ -220,6 +222,12 @@ impl Prepared {
             Some(h) => Some(cstring("hostname", h.as_bytes())?),
             None => None,
         };
+        if spec.host_network && (spec.gateway_listeners || spec.self_addresses) {
+            return Err(invalid(
+                "host_network",
+                "the launcher's network namespace cannot take gateway listeners or self addresses",
+            ));
+        }
         let filter = spec.seccomp.as_deref().map(check_program).transpose()?;
         let landlock = spec.landlock.as_ref().map(PreparedLandlock::new).transpose()?;
         let view = mounts::view(spec, resolv_src, resolv_landing)?;
@@ -247,6 +255,7 @@ impl Prepared {
             groups: spec.groups.clone(),
             listeners: spec.gateway_listeners,
             self_addresses: spec.self_addresses,
+            host_network: spec.host_network,
         })
     }
 }

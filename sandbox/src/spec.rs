@@ -88,6 +88,11 @@ pub struct LaunchSpec {
     /// Create TCP listeners on `127.0.0.1:0` and `[::1]:0` inside the sandbox's network namespace
     /// and hand them to the parent (the session gateway's listeners).
     pub gateway_listeners: bool,
+    /// Stay in the launcher's network namespace instead of a new one (the eBPF redirect backend,
+    /// whose programs on the session cgroup do what the private namespace does otherwise).
+    /// Every other namespace is still new. Incompatible with [`Self::gateway_listeners`] and
+    /// [`Self::self_addresses`], which configure a private namespace.
+    pub host_network: bool,
     /// Give `lo` two more addresses, [`SANDBOX_SELF_V4`] (as the alias `lo:agentsh`) and
     /// [`SANDBOX_SELF_V6`], so that `getaddrinfo` with `AI_ADDRCONFIG` finds a configured
     /// address of each family and resolves names (even `localhost`) at all. Default `true`.
@@ -105,7 +110,8 @@ pub struct LaunchSpec {
 impl LaunchSpec {
     /// A spec for `argv` with conservative defaults: uid/gid 65534 (nobody), no groups, cwd `/`,
     /// `PATH=/usr/local/bin:/usr/bin:/bin` only, an empty resolv.conf, no extra binds, `/run`
-    /// hidden, no cgroup, no seccomp, no Landlock, no listeners, the self addresses on `lo`, inherited stdio.
+    /// hidden, no cgroup, no seccomp, no Landlock, no listeners, a private network namespace with the
+    /// self addresses on `lo`, inherited stdio.
     pub fn new<I, S>(argv: I, state_dir: impl Into<PathBuf>) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -127,6 +133,7 @@ impl LaunchSpec {
             seccomp: None,
             landlock: None,
             gateway_listeners: false,
+            host_network: false,
             self_addresses: true,
             hostname: None,
             stdin: Stdio::Inherit,

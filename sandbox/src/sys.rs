@@ -57,6 +57,14 @@ pub(crate) fn bind_read_only(src: &CStr, target: &CStr) -> SysResult<()> {
     mount(None, target, None, ro, None)
 }
 
+/// `umount2(target, MNT_DETACH)`: the mount at `target` and everything below it leave this
+/// mount namespace.
+pub(crate) fn detach(target: &CStr) -> SysResult<()> {
+    // SAFETY: `target` is NUL-terminated and outlives the call.
+    let ret = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    if ret < 0 { Err(errno()) } else { Ok(()) }
+}
+
 /// `open_tree(path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)`: a detached, non-recursive bind of
 /// `path` that stays usable after `path` itself is covered by another mount.
 pub(crate) fn open_tree_clone(path: &CStr) -> SysResult<RawFd> {

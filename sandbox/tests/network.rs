@@ -90,3 +90,39 @@ fn gateway_listeners_accept_connections_from_inside() {
     });
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+#[test]
+fn host_network_keeps_the_launchers_namespace() {
+    if !privileged("host_network_keeps_the_launchers_namespace") {
+        return;
+    }
+    let host = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    let state = StateDir::new();
+    let mut spec =
+        sh(&format!("readlink /proc/self/ns/net; exec bash -c 'echo hi >/dev/tcp/127.0.0.1/{port}'"), &state);
+    spec.host_network = true;
+    spec.self_addresses = false;
+    let out = run(spec);
+    assert_eq!(out.code, 0, "{out:?}");
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(out.stdout.lines().next(), ours.to_str(), "{out:?}");
+    let mut got = String::new();
+    accept_within(&host, Duration::from_secs(5)).read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hi\n");
+}
+
+#[test]
+fn host_network_refuses_private_namespace_settings() {
+    let state = StateDir::new();
+    for (listeners, self_addresses) in [(true, false), (false, true)] {
+        let mut spec = sh("true", &state);
+        spec.host_network = true;
+        spec.gateway_listeners = listeners;
+        spec.self_addresses = self_addresses;
+        match sandbox::launch(&spec) {
+            Err(sandbox::SandboxError::InvalidSpec { field: "host_network", .. }) => {}
+            other => panic!("expected a host_network InvalidSpec, got {:?}", other.map(|l| l.pid)),
+        }
+    }
+}
