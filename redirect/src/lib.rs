@@ -16,7 +16,9 @@ pub mod seccomp;
 pub mod sockaddr;
 #[doc(hidden)]
 pub mod testing;
+mod trap;
 
 pub use decide::{Action, CallKind, ConnectDecider, SockInfo};
 pub use original_dst::{OriginalDst, OriginalDstTable, TableError, Transport};
 pub use sockaddr::{ParsedAddr, SockaddrError, UnixAddr, parse_sockaddr};
+pub use trap::{Call, Exit, Reply};

@@ -8,11 +8,7 @@
 //! full backlog answers EAGAIN after a short wait). When every task under the filter has exited the fd reports
 //! POLLHUP and the loop ends by itself.
 
-mod handlers;
 pub mod notif;
-mod sock;
-mod tracee;
-mod unix;
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -22,42 +18,22 @@ use std::thread::JoinHandle;
 use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd, poll};
 
 use crate::decide::ConnectDecider;
-use crate::original_dst::{OriginalDstTable, ServedTable};
-use handlers::Ctx;
-use notif::{Notification, Reply};
-
-/// `AUDIT_ARCH_*` of the only ABI the filter lets through.
-#[cfg(target_arch = "x86_64")]
-pub const NATIVE_AUDIT_ARCH: u32 = 0xc000_003e;
-/// `AUDIT_ARCH_*` of the only ABI the filter lets through.
-#[cfg(target_arch = "aarch64")]
-pub const NATIVE_AUDIT_ARCH: u32 = 0xc000_00b7;
-
-/// How many redirected sockets `getpeername` remembers.
-const SERVED_CAPACITY: usize = 65_536;
-
-/// Why the supervisor loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Every task under the filter has exited (POLLHUP on the notify fd).
-    TraceesGone,
-    /// [`SupervisorHandle::stop`] was called.
-    Stopped,
-}
+use crate::original_dst::OriginalDstTable;
+use crate::trap::Handler;
+pub use crate::trap::{Exit, NATIVE_AUDIT_ARCH};
+use notif::Waiting;
 
 /// Answers one sandbox's notifications. Build it with the notify fd, the decider and the table
 /// the gateway reads, then [`spawn`](Self::spawn) it or [`run`](Self::run) it on a thread of yours.
 pub struct Supervisor {
     notify: OwnedFd,
-    decider: Arc<dyn ConnectDecider>,
-    table: Arc<OriginalDstTable>,
-    served: ServedTable,
+    handler: Handler,
 }
 
 impl Supervisor {
     /// A supervisor for the filter behind `notify`.
     pub fn new(notify: OwnedFd, decider: Arc<dyn ConnectDecider>, table: Arc<OriginalDstTable>) -> Self {
-        Self { notify, decider, table, served: ServedTable::new(SERVED_CAPACITY) }
+        Self { notify, handler: Handler::new(decider, table) }
     }
 
     /// Runs the loop on a new thread named `seccomp-supervisor`.
@@ -73,12 +49,6 @@ impl Supervisor {
     /// Runs the loop on the calling thread until the tracees are gone or `stop` becomes readable
     /// (an eventfd or pipe). Errors are only those of the notify fd itself.
     pub fn run(self, stop: BorrowedFd<'_>) -> io::Result<Exit> {
-        let ctx = Ctx {
-            notify: self.notify.as_fd(),
-            decider: &self.decider,
-            table: &self.table,
-            served: &self.served,
-        };
         loop {
             let mut fds = [PollFd::new(&self.notify, PollFlags::IN), PollFd::new(&stop, PollFlags::IN)];
             match poll(&mut fds, None) {
@@ -102,24 +72,11 @@ impl Supervisor {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => continue,
                 Err(e) => return Err(e),
             };
-            let reply = dispatch(&ctx, &n);
+            let reply = self.handler.handle(&n.call(), &Waiting { fd: self.notify.as_fd(), id: n.id });
             if let Err(e) = notif::respond(self.notify.as_fd(), n.id, reply) {
                 tracing::warn!(peer.pid = n.pid, error = %e, "cannot answer seccomp notification");
             }
         }
-    }
-}
-
-/// Routes one notification to its handler. A foreign ABI or an unexpected syscall fails closed.
-fn dispatch(ctx: &Ctx<'_>, n: &Notification) -> Reply {
-    if n.arch != NATIVE_AUDIT_ARCH {
-        return Reply::Error(libc::ENOSYS);
-    }
-    match n.nr as libc::c_long {
-        libc::SYS_connect => ctx.on_connect(n),
-        libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg => ctx.on_send(n),
-        libc::SYS_getpeername => ctx.on_getpeername(n),
-        _ => Reply::Error(libc::ENOSYS),
     }
 }
 
@@ -161,18 +118,5 @@ mod tests {
         let handle = Supervisor::new(idle.into(), Arc::new(decider), table).spawn().unwrap();
         assert!(!handle.is_finished());
         assert_eq!(handle.stop().unwrap(), Exit::Stopped);
-    }
-
-    #[test]
-    fn foreign_arch_fails_closed() {
-        let (idle, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
-        let decider: Arc<dyn ConnectDecider> = Arc::new(|_d, _s, _p| crate::Action::Continue);
-        let table = OriginalDstTable::new(4, std::time::Duration::from_secs(1));
-        let served = ServedTable::new(4);
-        let ctx = Ctx { notify: idle.as_fd(), decider: &decider, table: &table, served: &served };
-        let n = Notification { id: 1, pid: 1, nr: libc::SYS_connect as i32, arch: 0x4000_0003, args: [0; 6] };
-        assert_eq!(dispatch(&ctx, &n), Reply::Error(libc::ENOSYS));
-        let n = Notification { arch: NATIVE_AUDIT_ARCH, nr: libc::SYS_getpid as i32, ..n };
-        assert_eq!(dispatch(&ctx, &n), Reply::Error(libc::ENOSYS));
     }
 }

@@ -6,6 +6,9 @@ use std::io;
 use std::mem::zeroed;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+pub use crate::trap::Reply;
+use crate::trap::{Call, Pending};
+
 /// One trapped syscall, copied out of `struct seccomp_notif`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Notification {
@@ -21,17 +24,23 @@ pub struct Notification {
     pub args: [u64; 6],
 }
 
-/// How to answer a notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-    /// Let the kernel run the syscall (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`).
-    Continue,
-    /// The syscall "returns" this value.
-    Value(i64),
-    /// The syscall fails with this positive errno.
-    Error(i32),
-    /// Send nothing: the tracee is gone, or its notification is no longer valid.
-    Drop,
+impl Notification {
+    /// The call itself, for the shared handlers.
+    pub fn call(&self) -> Call {
+        Call { pid: self.pid, nr: self.nr, arch: self.arch, args: self.args }
+    }
+}
+
+/// A notification still waiting on `fd`: the handlers' [`Pending`] for the user-notify path.
+pub(crate) struct Waiting<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub id: u64,
+}
+
+impl Pending for Waiting<'_> {
+    fn still_pending(&self) -> bool {
+        id_valid(self.fd, self.id)
+    }
 }
 
 /// Receives one notification. ENOENT means the tracee died between wake-up and receive.

@@ -13,7 +13,7 @@ use rustix::net::{SocketAddrUnix, sockopt};
 use crate::decide::UnixRefusal;
 
 /// The longest a blocking connect may hold the supervisor while the listener's backlog is full;
-/// after it the agent gets EAGAIN, as with its own `SO_SNDTIMEO`. Every other notification of
+/// after it the agent gets EAGAIN, as with its own `SO_SNDTIMEO`. Every other trapped call of
 /// the sandbox waits meanwhile, so it is short.
 const BLOCKING_CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// openat2 answers EAGAIN when a rename or mount raced a `..`; it is safe to try again.
@@ -36,7 +36,7 @@ impl From<Errno> for Refused {
 }
 
 /// Where a path is resolved from: the tracee's root, and its cwd for a relative path. Opened
-/// from `/proc/<tid>`, so check the notification is still valid after [`open_start`].
+/// from `/proc/<tid>`, so check the call is still pending after [`open_start`].
 pub(crate) struct Start {
     root: OwnedFd,
     cwd: Option<OwnedFd>,

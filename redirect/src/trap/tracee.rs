@@ -2,7 +2,7 @@
 //! its memory once, write an answer back, and take a duplicate of one of its file descriptors
 //! with `pidfd_getfd`.
 //!
-//! The pid in a notification is the calling *thread's* id, so pidfds are opened with
+//! The pid of a trapped call is the calling *thread's* id, so pidfds are opened with
 //! `PIDFD_THREAD` (Linux 6.9+), falling back to the thread group leader from `/proc`.
 
 use std::fs::File;
@@ -79,8 +79,8 @@ pub(crate) fn read_gather(pid: u32, segments: &[(u64, usize)], total: usize) -> 
     }
 }
 
-/// `/proc/<pid>/mem` opened for writing. Open it *before* checking that the notification is
-/// still valid: the open file stays bound to that process's memory even if the pid is reused.
+/// `/proc/<pid>/mem` opened for writing. Open it *before* checking that the call is
+/// still pending: the open file stays bound to that process's memory even if the pid is reused.
 pub(crate) fn open_mem_for_write(pid: u32) -> io::Result<File> {
     std::fs::OpenOptions::new().write(true).open(format!("/proc/{pid}/mem")).map_err(gone_or)
 }

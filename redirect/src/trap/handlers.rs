@@ -8,9 +8,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::notif::{Notification, Reply, id_valid};
 use super::unix::Refused;
-use super::{sock, tracee, unix};
+use super::{Call, Pending, Reply, sock, tracee, unix};
 use crate::decide::{Action, CallKind, ConnectDecider, SockInfo, sane_errno};
 use crate::original_dst::{OriginalDst, OriginalDstTable, ServedTable, Transport};
 use crate::sockaddr::{
@@ -31,9 +30,10 @@ const DATAGRAM_MAX: usize = 65_535;
 /// agent's retry (`sendmmsg` may send fewer messages than asked).
 const BATCH_MAX: usize = 1 << 20;
 
-/// Everything a handler needs; shared by the supervisor thread.
+/// Everything a handler needs for one call: the transport's word on whether the call is still
+/// pending, and the state shared by every call of the sandbox.
 pub(crate) struct Ctx<'a> {
-    pub notify: BorrowedFd<'a>,
+    pub pending: &'a dyn Pending,
     pub decider: &'a Arc<dyn ConnectDecider>,
     pub table: &'a OriginalDstTable,
     pub served: &'a ServedTable,
@@ -49,13 +49,13 @@ fn fail(e: io::Error) -> Reply {
 }
 
 impl Ctx<'_> {
-    /// CONTINUE only while the notification is still ours to answer.
-    fn continue_if_valid(&self, n: &Notification) -> Reply {
-        if id_valid(self.notify, n.id) { Reply::Continue } else { Reply::Drop }
+    /// CONTINUE only while the call is still ours to answer.
+    fn continue_if_valid(&self) -> Reply {
+        if self.pending.still_pending() { Reply::Continue } else { Reply::Drop }
     }
 
     /// Reads `len` bytes of sockaddr at `ptr` (bounded) and parses it.
-    fn read_sockaddr(&self, n: &Notification, ptr: u64, len: u32) -> Result<ParsedAddr, Reply> {
+    fn read_sockaddr(&self, n: &Call, ptr: u64, len: u32) -> Result<ParsedAddr, Reply> {
         let len = len as usize;
         if !(2..=SOCKADDR_MAX).contains(&len) {
             return Err(Reply::Error(libc::EINVAL));
@@ -65,12 +65,12 @@ impl Ctx<'_> {
         parse_sockaddr(&buf[..len]).map_err(|e| Reply::Error(e.errno()))
     }
 
-    /// Takes the tracee's `fd`, then checks the notification is still valid, so the pidfd (and
+    /// Takes the tracee's `fd`, then checks the call is still pending, so the pidfd (and
     /// therefore the fd) provably belongs to the thread that made the call.
-    fn take_socket(&self, n: &Notification, fd: u64) -> Result<(OwnedFd, SockInfo), Reply> {
+    fn take_socket(&self, n: &Call, fd: u64) -> Result<(OwnedFd, SockInfo), Reply> {
         let pidfd = tracee::open_pidfd(n.pid).map_err(fail)?;
         let dup = tracee::take_fd(&pidfd, fd).map_err(fail)?;
-        if !id_valid(self.notify, n.id) {
+        if !self.pending.still_pending() {
             return Err(Reply::Drop);
         }
         let info = sock::sock_info(dup.as_fd()).map_err(fail)?;
@@ -78,7 +78,7 @@ impl Ctx<'_> {
     }
 
     /// `connect(fd, addr, addrlen)`.
-    pub(crate) fn on_connect(&self, n: &Notification) -> Reply {
+    pub(crate) fn on_connect(&self, n: &Call) -> Reply {
         let parsed = match self.read_sockaddr(n, n.args[1], n.args[2] as u32) {
             Ok(p) => p,
             Err(r) => return r,
@@ -93,15 +93,15 @@ impl Ctx<'_> {
         let requested = match parsed {
             ParsedAddr::Inet(a) => a,
             // The kernel rejects these on an IP socket by itself, whatever the bytes become.
-            ParsedAddr::Unix(_) | ParsedAddr::Other { .. } => return self.continue_if_valid(n),
+            ParsedAddr::Unix(_) | ParsedAddr::Other { .. } => return self.continue_if_valid(),
         };
         if info.family != libc::AF_INET && info.family != libc::AF_INET6 {
             // The kernel rejects an IP address on a non-IP socket by itself.
-            return self.continue_if_valid(n);
+            return self.continue_if_valid();
         }
         let dst = canonical(requested);
         match self.decider.decide_call(CallKind::Connect, dst, info, n.pid) {
-            Action::Continue => self.continue_if_valid(n),
+            Action::Continue => self.continue_if_valid(),
             Action::Deny(e) => {
                 tracing::info!(peer.pid = n.pid, dst = %dst, errno = e, "connect denied");
                 Reply::Error(sane_errno(e))
@@ -118,13 +118,13 @@ impl Ctx<'_> {
     /// could have turned them into another path by then.
     fn connect_unix_socket(
         &self,
-        n: &Notification,
+        n: &Call,
         fd: BorrowedFd<'_>,
         info: SockInfo,
         parsed: &ParsedAddr,
     ) -> Reply {
         let addr = match parsed {
-            ParsedAddr::Unix(UnixAddr::Unnamed) => return self.continue_if_valid(n),
+            ParsedAddr::Unix(UnixAddr::Unnamed) => return self.continue_if_valid(),
             ParsedAddr::Unix(addr) => addr,
             // AF_UNSPEC dissolves a datagram socket's association; done here, not re-read.
             ParsedAddr::Other { family } if *family == libc::AF_UNSPEC as u16 => {
@@ -134,7 +134,7 @@ impl Ctx<'_> {
             ParsedAddr::Inet(_) | ParsedAddr::Other { .. } => return Reply::Error(libc::EINVAL),
         };
         match self.decider.decide_unix(addr, info, n.pid) {
-            Action::Continue => self.continue_if_valid(n),
+            Action::Continue => self.continue_if_valid(),
             Action::Deny(e) => Reply::Error(sane_errno(e)),
             Action::Redirect(_) => Reply::Error(libc::EACCES),
             Action::ConnectUnixPinned => match addr {
@@ -143,17 +143,17 @@ impl Ctx<'_> {
                     Err(r) => r,
                 },
                 UnixAddr::Abstract(name) => connect_reply(unix::connect_abstract(fd, name)),
-                UnixAddr::Unnamed => self.continue_if_valid(n),
+                UnixAddr::Unnamed => self.continue_if_valid(),
             },
         }
     }
 
     /// Resolves an allowed pathname from the tracee's root or cwd to an `O_PATH` handle on the
     /// socket it names. Refusals by design are logged and told to the decider.
-    fn pin_unix(&self, n: &Notification, addr: &UnixAddr, path: &[u8]) -> Result<OwnedFd, Reply> {
+    fn pin_unix(&self, n: &Call, addr: &UnixAddr, path: &[u8]) -> Result<OwnedFd, Reply> {
         let start = unix::open_start(n.pid, path.first() != Some(&b'/')).map_err(fail)?;
         // The handles came from /proc/<pid>: they are this tracee's only while it still waits.
-        if !id_valid(self.notify, n.id) {
+        if !self.pending.still_pending() {
             return Err(Reply::Drop);
         }
         match unix::resolve(&start, path) {
@@ -172,7 +172,7 @@ impl Ctx<'_> {
     /// Binds (if needed), registers, then connects the agent's socket to the gateway.
     fn redirect(
         &self,
-        n: &Notification,
+        n: &Call,
         fd: BorrowedFd<'_>,
         info: SockInfo,
         requested: SocketAddr,
@@ -223,13 +223,13 @@ impl Ctx<'_> {
     /// `sendmmsg(fd, vec, vlen, flags)`: every explicit destination is decided. Nothing
     /// redirected: the kernel sends (CONTINUE). A datagram socket sending to a redirected
     /// destination: the supervisor sends instead ([`emulate_send`](Self::emulate_send)).
-    pub(crate) fn on_send(&self, n: &Notification) -> Reply {
+    pub(crate) fn on_send(&self, n: &Call) -> Reply {
         let (flags, msgs) = match self.send_messages(n) {
             Ok(v) => v,
             Err(r) => return r,
         };
         if msgs.iter().all(|m| m.name.is_none()) {
-            return self.continue_if_valid(n);
+            return self.continue_if_valid();
         }
         let mut parsed = Vec::with_capacity(msgs.len());
         for m in &msgs {
@@ -251,7 +251,7 @@ impl Ctx<'_> {
             }
         }
         if routes.iter().all(Option::is_none) {
-            return self.continue_if_valid(n);
+            return self.continue_if_valid();
         }
         // Where each message goes: the redirect target, the address as read, or (no name) the
         // socket's peer. Only IP datagram sockets get here (see decide_send).
@@ -276,7 +276,7 @@ impl Ctx<'_> {
     /// redirects it (IP datagram sockets only), `Err` is the denial's reply.
     fn decide_send(
         &self,
-        n: &Notification,
+        n: &Call,
         flags: u32,
         info: SockInfo,
         p: &ParsedAddr,
@@ -345,15 +345,15 @@ impl Ctx<'_> {
     /// Sends the agent's datagrams from the supervisor, on its own socket (the duplicate shares
     /// the open file description), to `dests`, so the kernel never re-reads the agent's memory.
     ///
-    /// Each payload is read once (bounded by [`DATAGRAM_MAX`]), the notification is checked
-    /// still valid (so the bytes came from the caller), then `sendto` runs with the agent's
+    /// Each payload is read once (bounded by [`DATAGRAM_MAX`]), the call is checked
+    /// still pending (so the bytes came from the caller), then `sendto` runs with the agent's
     /// flags plus `MSG_DONTWAIT` (the supervisor never blocks; see [`datagram_flags`]), and the
     /// reply is the byte count, or for `sendmmsg` the number of messages sent, each `msg_len`
     /// written back. Nothing goes into the OriginalDst table: no connection follows a datagram,
     /// and the resolver answers on the question alone.
     fn emulate_send(
         &self,
-        n: &Notification,
+        n: &Call,
         fd: BorrowedFd<'_>,
         flags: u32,
         msgs: &[SendMsg],
@@ -383,8 +383,8 @@ impl Ctx<'_> {
             Ok(m) => m,
             Err(e) => return fail(e),
         };
-        // The reads above used a pid: only a still-pending notification proves it was the caller.
-        if !id_valid(self.notify, n.id) {
+        // The reads above used a pid: only a still-pending call proves it was the caller.
+        if !self.pending.still_pending() {
             return Reply::Drop;
         }
         let nonblocking = flags & libc::MSG_DONTWAIT as u32 != 0
@@ -417,7 +417,7 @@ impl Ctx<'_> {
 
     /// The flags and every message: its optional `(msg_name, msg_namelen)`, where its bytes
     /// are, and its `msg_controllen`. Headers are read once.
-    fn send_messages(&self, n: &Notification) -> Result<(u32, Vec<SendMsg>), Reply> {
+    fn send_messages(&self, n: &Call) -> Result<(u32, Vec<SendMsg>), Reply> {
         let a = n.args;
         match n.nr as libc::c_long {
             libc::SYS_sendto => {
@@ -443,18 +443,18 @@ impl Ctx<'_> {
     }
 
     /// `getpeername(fd, addr, addrlen)`: redirected sockets report the original destination.
-    pub(crate) fn on_getpeername(&self, n: &Notification) -> Reply {
+    pub(crate) fn on_getpeername(&self, n: &Call) -> Reply {
         let (dup, info) = match self.take_socket(n, n.args[0]) {
             Ok(t) => t,
-            Err(Reply::Error(_)) => return self.continue_if_valid(n),
+            Err(Reply::Error(_)) => return self.continue_if_valid(),
             Err(r) => return r,
         };
         let fd = dup.as_fd();
-        let Ok(local) = sock::local_addr(fd) else { return self.continue_if_valid(n) };
-        let Some(entry) = self.served.get(local) else { return self.continue_if_valid(n) };
+        let Ok(local) = sock::local_addr(fd) else { return self.continue_if_valid() };
+        let Some(entry) = self.served.get(local) else { return self.continue_if_valid() };
         let still_ours = sock::peer_addr(fd).is_some_and(|p| canonical(p) == canonical(entry.gateway));
         let Some(answer) = for_family(entry.requested, info.family).filter(|_| still_ours) else {
-            return self.continue_if_valid(n);
+            return self.continue_if_valid();
         };
         let bytes = encode_sockaddr(answer);
         let mut len_buf = [0u8; 4];
@@ -469,7 +469,7 @@ impl Ctx<'_> {
             Ok(m) => m,
             Err(e) => return fail(e),
         };
-        if !id_valid(self.notify, n.id) {
+        if !self.pending.still_pending() {
             return Reply::Drop;
         }
         let copy = bytes.len().min(room as usize);
