@@ -151,9 +151,45 @@ pub fn check_program(bytes: &[u8]) -> Result<usize, ProgramError> {
     }
 }
 
+/// What the filter returns for the calls of [`FilterSpec::notify`]: which transport hands them
+/// to the shared handlers. Every other rule (the escape-route denials) is the same either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TrapAction {
+    /// `SECCOMP_RET_USER_NOTIF`, answered through the listener fd by
+    /// [`Supervisor`](crate::seccomp::Supervisor).
+    #[default]
+    UserNotify,
+    /// `SECCOMP_RET_TRACE`, answered at a `PTRACE_EVENT_SECCOMP` stop by a tracer. With no tracer attached the kernel fails the call with
+    /// ENOSYS, so a tracee that somehow lost its tracer still cannot connect anywhere.
+    Trace,
+}
+
+impl TrapAction {
+    /// The `SECCOMP_RET_ACTION_FULL` bits a trapping RET carries.
+    const fn ret_bits(self) -> u32 {
+        match self {
+            Self::UserNotify => 0x7fc0_0000,
+            Self::Trace => 0x7ff0_0000,
+        }
+    }
+
+    fn scmp(self) -> ScmpAction {
+        match self {
+            Self::UserNotify => ScmpAction::Notify,
+            // The data half is unused: the tracer dispatches on the syscall number alone.
+            Self::Trace => ScmpAction::Trace(0),
+        }
+    }
+}
+
 /// True when some RET in `program` returns `SECCOMP_RET_USER_NOTIF`.
 pub fn program_notifies(program: &BpfProgram) -> bool {
-    decode(program.as_bytes()).any(|i| i.code & 0x07 == 0x06 && i.k & 0xffff_0000 == 0x7fc0_0000)
+    program_traps(program, TrapAction::UserNotify)
+}
+
+/// True when some RET in `program` traps with `action`.
+pub fn program_traps(program: &BpfProgram, action: TrapAction) -> bool {
+    decode(program.as_bytes()).any(|i| i.code & 0x07 == 0x06 && i.k & 0xffff_0000 == action.ret_bits())
 }
 
 fn seccomp_err(context: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) -> FilterError {
@@ -173,12 +209,18 @@ fn rule(ctx: &mut ScmpFilterContext, act: ScmpAction, name: &str, conds: &[Cmp])
 }
 
 /// Builds the filter for `spec` (after [`FilterSpec::check`]) for the native architecture only
-/// and exports it as a checked raw BPF program.
+/// and exports it as a checked raw BPF program whose trapped calls go to a user-notify listener:
+/// [`compile_with`] and [`TrapAction::UserNotify`].
 pub fn compile(spec: &FilterSpec) -> Result<BpfProgram, FilterError> {
-    export(&build(spec)?)
+    compile_with(spec, TrapAction::UserNotify)
 }
 
-fn build(spec: &FilterSpec) -> Result<ScmpFilterContext, FilterError> {
+/// Like [`compile`], with the calls of [`FilterSpec::notify`] trapped by `trap`.
+pub fn compile_with(spec: &FilterSpec, trap: TrapAction) -> Result<BpfProgram, FilterError> {
+    export(&build(spec, trap)?)
+}
+
+fn build(spec: &FilterSpec, trap: TrapAction) -> Result<ScmpFilterContext, FilterError> {
     spec.check()?;
     let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(seccomp_err("init"))?;
     let badarch = match spec.foreign_arch {
@@ -190,7 +232,7 @@ fn build(spec: &FilterSpec) -> Result<ScmpFilterContext, FilterError> {
     ctx.set_ctl_nnp(false).map_err(seccomp_err("nnp"))?;
 
     let n = spec.notify;
-    let notify = ScmpAction::Notify;
+    let notify = trap.scmp();
     if n.connect {
         rule(&mut ctx, notify, "connect", &[])?;
     }
@@ -261,7 +303,7 @@ fn export(ctx: &ScmpFilterContext) -> Result<BpfProgram, FilterError> {
 
 /// libseccomp's human-readable rendering of `spec` (for debugging and `agentsh detect`).
 pub fn render_pfc(spec: &FilterSpec) -> Result<String, FilterError> {
-    let ctx = build(spec)?;
+    let ctx = build(spec, TrapAction::UserNotify)?;
     let fd = rustix::fs::memfd_create("agentsh-seccomp-pfc", rustix::fs::MemfdFlags::CLOEXEC)
         .map_err(std::io::Error::from)?;
     let mut file = std::fs::File::from(fd);
@@ -282,6 +324,26 @@ mod tests {
         assert!(prog.len() > 20 && prog.len() <= MAX_INSNS);
         assert!(program_notifies(&prog));
         assert_eq!(check_program(prog.as_bytes()), Ok(prog.len()));
+    }
+
+    #[test]
+    fn trace_action_changes_only_the_trapped_returns() {
+        let spec = FilterSpec::sandbox_default();
+        let notify = compile(&spec).unwrap();
+        let trace = compile_with(&spec, TrapAction::Trace).unwrap();
+        assert!(program_traps(&trace, TrapAction::Trace) && !program_notifies(&trace));
+        assert!(!program_traps(&notify, TrapAction::Trace));
+        assert_eq!(notify.len(), trace.len());
+        let rets = |p: &BpfProgram, bits: u32| {
+            decode(p.as_bytes())
+                .map(|i| (i.code, i.jt, i.jf, if i.k == bits { 0 } else { i.k }))
+                .collect::<Vec<_>>()
+        };
+        // Same program, instruction by instruction, once the trapping RET is masked out.
+        assert_eq!(
+            rets(&notify, TrapAction::UserNotify.ret_bits()),
+            rets(&trace, TrapAction::Trace.ret_bits())
+        );
     }
 
     #[test]

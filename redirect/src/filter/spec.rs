@@ -1,7 +1,8 @@
 //! `FilterSpec`: pure data saying what the sandbox's seccomp filter traps and denies, with the
 //! sandbox default and a structural check that runs before anything is compiled.
 
-/// Which calls are sent to the supervisor (`SECCOMP_RET_USER_NOTIF`).
+/// Which calls are sent to the supervisor (`SECCOMP_RET_USER_NOTIF`, or `SECCOMP_RET_TRACE` when
+/// compiled with [`TrapAction::Trace`](super::TrapAction::Trace)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotifySet {
     /// Every `connect(2)`.
