@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{Routes, TestDecider, program, supervised, sys, table};
-use redirect::filter::{FilterSpec, ForeignArch, compile};
+use common::{Backend, Routes, TestDecider, supervised, sys, table};
+use redirect::filter::{FilterSpec, ForeignArch, compile_with};
 use redirect::seccomp::Exit;
-use redirect::testing::{TraceeExit, child_fail, require_root_and_notify, rerun_in_fresh_netns};
+use redirect::testing::{TraceeExit, child_fail};
 
 fn decider() -> TestDecider {
     TestDecider(Routes { gw4: "127.0.0.1:9".parse().unwrap(), gw6: "[::1]:9".parse().unwrap() })
@@ -96,16 +96,12 @@ fn escape_attempts() -> Result<(), i32> {
     Ok(())
 }
 
-#[test]
-fn escape_routes_return_their_errno() {
-    let name = "escape_routes_return_their_errno";
-    if !require_root_and_notify(name) || rerun_in_fresh_netns(name) {
-        return;
-    }
-    let (exit, sup) = supervised(&program(), decider(), table(), || match escape_attempts() {
-        Ok(()) => 0,
-        Err(code) => code,
-    });
+fn escape_routes_return_their_errno(backend: Backend) {
+    let (exit, sup) =
+        supervised(backend, &backend.program(), decider(), table(), || match escape_attempts() {
+            Ok(()) => 0,
+            Err(code) => code,
+        });
     assert_eq!(exit, TraceeExit::Code(0));
     assert_eq!(sup, Exit::TraceesGone);
 }
@@ -125,32 +121,26 @@ fn ia32_getpid() -> i32 {
     child_fail(3, &format!("ia32 syscall returned {eax}"))
 }
 
-#[test]
 #[cfg(target_arch = "x86_64")]
-fn foreign_abis_are_killed() {
-    let name = "foreign_abis_are_killed";
-    if !require_root_and_notify(name) || rerun_in_fresh_netns(name) {
-        return;
-    }
-    let (exit, _) = supervised(&program(), decider(), table(), x32_getpid);
+fn foreign_abis_are_killed(backend: Backend) {
+    let (exit, _) = supervised(backend, &backend.program(), decider(), table(), x32_getpid);
     assert_eq!(exit, TraceeExit::Signal(libc::SIGSYS), "x32");
-    let (exit, _) = supervised(&program(), decider(), table(), ia32_getpid);
+    let (exit, _) = supervised(backend, &backend.program(), decider(), table(), ia32_getpid);
     assert_eq!(exit, TraceeExit::Signal(libc::SIGSYS), "ia32");
 }
 
-#[test]
-fn foreign_abi_errno_variant() {
-    let name = "foreign_abi_errno_variant";
-    if !require_root_and_notify(name) || rerun_in_fresh_netns(name) {
-        return;
-    }
+fn foreign_abi_errno_variant(backend: Backend) {
     let mut spec = FilterSpec::sandbox_default();
     spec.foreign_arch = ForeignArch::Errno(libc::ENOSYS);
-    let prog = compile(&spec).unwrap();
+    let prog = compile_with(&spec, backend.trap()).unwrap();
     let body = || match sys(libc::SYS_getpid | 0x4000_0000, [0; 5]) {
         Err(libc::ENOSYS) => 0,
         other => child_fail(4, &format!("x32 getpid gave {other:?}")),
     };
-    let (exit, _) = supervised(&prog, decider(), table(), body);
+    let (exit, _) = supervised(backend, &prog, decider(), table(), body);
     assert_eq!(exit, TraceeExit::Code(0));
 }
+
+common::per_backend!(escape_routes_return_their_errno, foreign_abi_errno_variant);
+#[cfg(target_arch = "x86_64")]
+common::per_backend!(foreign_abis_are_killed);

@@ -6,42 +6,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Routes, TestDecider, program, supervised, table};
+use common::{Accepted, Backend, Routes, TestDecider, gateway, supervised, table};
+use redirect::Transport;
 use redirect::seccomp::Exit;
-use redirect::testing::{TraceeExit, child_fail, require_root_and_notify, rerun_in_fresh_netns};
-use redirect::{OriginalDst, OriginalDstTable, Transport};
+use redirect::testing::{TraceeExit, child_fail};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
-
-/// What the gateway side saw for one accepted connection.
-#[derive(Debug)]
-struct Accepted {
-    peer: SocketAddr,
-    original: Option<OriginalDst>,
-    greeting: Vec<u8>,
-}
-
-/// A gateway stand-in: accepts `n` connections, takes each one's original destination from the
-/// table by peer address, reads the greeting and answers "ok".
-fn gateway(listener: TcpListener, table: Arc<OriginalDstTable>, n: usize) -> mpsc::Receiver<Accepted> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for _ in 0..n {
-            let Ok((mut s, peer)) = listener.accept() else { return };
-            let original = table.take(peer);
-            let mut greeting = vec![0u8; 5];
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let _ = s.read_exact(&mut greeting);
-            let _ = s.write_all(b"ok");
-            let _ = tx.send(Accepted { peer, original, greeting });
-        }
-    });
-    rx
-}
 
 fn check(cond: bool, code: i32, msg: &str) -> Result<(), i32> {
     if cond { Ok(()) } else { Err(child_fail(code, msg)) }
@@ -113,12 +85,7 @@ fn loopback_client(dev_server: SocketAddr) -> Result<(), i32> {
     check(s.peer_addr().ok() == Some(dev_server), 51, "loopback getpeername")
 }
 
-#[test]
-fn connects_are_redirected_to_the_gateway() {
-    let name = "connects_are_redirected_to_the_gateway";
-    if !require_root_and_notify(name) || rerun_in_fresh_netns(name) {
-        return;
-    }
+fn connects_are_redirected_to_the_gateway(backend: Backend) {
     let gw4 = TcpListener::bind("127.0.0.1:0").unwrap();
     let gw6 = TcpListener::bind("[::1]:0").unwrap();
     let dev = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -141,7 +108,7 @@ fn connects_are_redirected_to_the_gateway() {
         ];
         steps.into_iter().find_map(Result::err).unwrap_or(0)
     };
-    let (exit, sup) = supervised(&program(), TestDecider(routes), table.clone(), body);
+    let (exit, sup) = supervised(backend, &backend.program(), TestDecider(routes), table.clone(), body);
     assert_eq!(exit, TraceeExit::Code(0));
     assert_eq!(sup, Exit::TraceesGone);
 
@@ -164,3 +131,5 @@ fn connects_are_redirected_to_the_gateway() {
     assert!(table.is_empty(), "every entry was taken exactly once");
     drop(dev);
 }
+
+common::per_backend!(connects_are_redirected_to_the_gateway);

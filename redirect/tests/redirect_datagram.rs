@@ -15,9 +15,9 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{program, supervised, sys, table};
+use common::{Backend, supervised, sys, table};
 use redirect::seccomp::Exit;
-use redirect::testing::{TraceeExit, child_fail, require_root_and_notify, rerun_in_fresh_netns};
+use redirect::testing::{TraceeExit, child_fail};
 use redirect::{Action, ConnectDecider, SockInfo};
 use rustix::net::{AddressFamily, SendFlags, SocketType, sendmsg_addr, sendto, socket};
 
@@ -166,12 +166,7 @@ fn datagram_sends() -> Result<(), i32> {
     check("stop", errno(sendto(&s, b"stop", none, &resolver)), Ok(4))
 }
 
-#[test]
-fn unconnected_datagrams_land_on_the_redirect_target() {
-    let name = "unconnected_datagrams_land_on_the_redirect_target";
-    if !require_root_and_notify(name) || rerun_in_fresh_netns(name) {
-        return;
-    }
+fn unconnected_datagrams_land_on_the_redirect_target(backend: Backend) {
     let server = UdpSocket::bind(RESOLVER).expect("bind 127.0.0.1:53 in the fresh netns");
     server.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let heard = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
@@ -193,7 +188,7 @@ fn unconnected_datagrams_land_on_the_redirect_target() {
         Ok(()) => 0,
         Err(code) => code,
     };
-    let (exit, sup) = supervised(&program(), DnsDecider, table.clone(), body);
+    let (exit, sup) = supervised(backend, &backend.program(), DnsDecider, table.clone(), body);
     assert_eq!(exit, TraceeExit::Code(0));
     assert_eq!(sup, Exit::TraceesGone);
     resolver.join().unwrap();
@@ -208,3 +203,5 @@ fn unconnected_datagrams_land_on_the_redirect_target() {
     assert!(heard.iter().zip(&want).all(|(a, b)| a == b), "exact payloads, in order");
     assert!(table.is_empty(), "emulated datagrams record nothing");
 }
+
+common::per_backend!(unconnected_datagrams_land_on_the_redirect_target);

@@ -9,10 +9,10 @@ use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::{Routes, TestDecider, program, supervised, table};
+use common::{Backend, Routes, TestDecider, supervised, table};
 use redirect::Transport;
 use redirect::seccomp::Exit;
-use redirect::testing::{TraceeExit, child_fail, require_root_and_notify, rerun_in_fresh_netns};
+use redirect::testing::{TraceeExit, child_fail};
 use rustix::net::{SendFlags, sendmsg_addr, sendto};
 
 fn errno_of(r: rustix::io::Result<usize>) -> Option<i32> {
@@ -48,12 +48,7 @@ fn sends(dev: SocketAddr) -> Result<(), i32> {
     expect("tcp fastopen", errno_of(sendto(&tcp, b"x", fastopen, &redirected)), Some(libc::EOPNOTSUPP))
 }
 
-#[test]
-fn datagrams_with_a_destination_are_decided() {
-    let name = "datagrams_with_a_destination_are_decided";
-    if !require_root_and_notify(name) || rerun_in_fresh_netns(name) {
-        return;
-    }
+fn datagrams_with_a_destination_are_decided(backend: Backend) {
     let dev = UdpSocket::bind("127.0.0.1:0").unwrap();
     let gw_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dev_addr = dev.local_addr().unwrap();
@@ -64,7 +59,7 @@ fn datagrams_with_a_destination_are_decided() {
         Ok(()) => 0,
         Err(code) => code,
     };
-    let (exit, sup) = supervised(&program(), TestDecider(routes), table.clone(), body);
+    let (exit, sup) = supervised(backend, &backend.program(), TestDecider(routes), table.clone(), body);
     assert_eq!(exit, TraceeExit::Code(0));
     assert_eq!(sup, Exit::TraceesGone);
 
@@ -86,3 +81,5 @@ fn datagrams_with_a_destination_are_decided() {
     assert_eq!(original.dst, "203.0.113.5:53".parse().unwrap());
     assert_eq!(original.transport, Transport::Udp);
 }
+
+common::per_backend!(datagrams_with_a_destination_are_decided);

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{program, supervised, table};
+use common::{Backend, supervised, table};
 use redirect::decide::UnixRefusal;
 use redirect::seccomp::Exit;
-use redirect::testing::{TraceeExit, child_fail, require_root_and_notify, rerun_in_fresh_netns};
+use redirect::testing::{TraceeExit, child_fail};
 use redirect::{Action, ConnectDecider, SockInfo, UnixAddr};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
 
@@ -127,23 +127,18 @@ fn bytes(p: &Path) -> Vec<u8> {
     p.as_os_str().as_encoded_bytes().to_vec()
 }
 
-fn run(decider: PinUnder, body: impl FnOnce() -> Result<(), i32>) {
-    let (exit, sup) = supervised(&program(), decider, table(), || body().err().unwrap_or(0));
+fn run(backend: Backend, decider: PinUnder, body: impl FnOnce() -> Result<(), i32>) {
+    let (exit, sup) = supervised(backend, &backend.program(), decider, table(), || body().err().unwrap_or(0));
     assert_eq!(exit, TraceeExit::Code(0));
     assert_eq!(sup, Exit::TraceesGone);
 }
 
-#[test]
-fn allowed_path_connects_and_exchanges_a_byte() {
-    let name = "allowed_path_connects_and_exchanges_a_byte";
-    if !require_root_and_notify(name) || rerun_in_fresh_netns(name) {
-        return;
-    }
+fn allowed_path_connects_and_exchanges_a_byte(backend: Backend) {
     let dir = Scratch::new("allowed");
     let sock = dir.0.join("s.sock");
     let server = serve(UnixListener::bind(&sock).unwrap(), b'G');
     let (path, outside) = (bytes(&sock), bytes(&std::env::temp_dir().join("elsewhere.sock")));
-    run(PinUnder(dir.0.clone()), || {
+    run(backend, PinUnder(dir.0.clone()), || {
         exchange(&path, b'G')?;
         expect_errno(&outside, libc::EACCES)?;
         expect_errno(&bytes(&dir.0.join("missing.sock")), libc::ENOENT)?;
@@ -153,12 +148,7 @@ fn allowed_path_connects_and_exchanges_a_byte() {
     assert_eq!(stop_serving(&sock, server), 1);
 }
 
-#[test]
-fn symlinks_and_hard_links_are_refused() {
-    let name = "symlinks_and_hard_links_are_refused";
-    if !require_root_and_notify(name) || rerun_in_fresh_netns(name) {
-        return;
-    }
+fn symlinks_and_hard_links_are_refused(backend: Backend) {
     let dir = Scratch::new("links");
     let sock = dir.0.join("s.sock");
     let listener = UnixListener::bind(&sock).unwrap();
@@ -166,7 +156,7 @@ fn symlinks_and_hard_links_are_refused() {
     std::os::unix::fs::symlink(&sock, dir.0.join("link.sock")).unwrap();
     std::os::unix::fs::symlink(&dir.0, dir.0.join("dirlink")).unwrap();
     let (link, via_dir) = (bytes(&dir.0.join("link.sock")), bytes(&dir.0.join("dirlink/s.sock")));
-    run(PinUnder(dir.0.clone()), || {
+    run(backend, PinUnder(dir.0.clone()), || {
         expect_errno(&link, libc::ELOOP)?;
         expect_errno(&via_dir, libc::ELOOP)
     });
@@ -176,19 +166,14 @@ fn symlinks_and_hard_links_are_refused() {
     std::fs::hard_link(&sock, &twice).unwrap();
     let twice = bytes(&twice);
     let path = bytes(&sock);
-    run(PinUnder(dir.0.clone()), || {
+    run(backend, PinUnder(dir.0.clone()), || {
         expect_errno(&twice, libc::EACCES)?;
         expect_errno(&path, libc::EACCES)
     });
     assert!(listener.accept().is_err(), "nothing reached a socket with two names");
 }
 
-#[test]
-fn relative_paths_resolve_against_the_tracee_cwd() {
-    let name = "relative_paths_resolve_against_the_tracee_cwd";
-    if !require_root_and_notify(name) || rerun_in_fresh_netns(name) {
-        return;
-    }
+fn relative_paths_resolve_against_the_tracee_cwd(backend: Backend) {
     let dir = Scratch::new("relative");
     let sub = dir.0.join("sub");
     std::fs::create_dir(&sub).unwrap();
@@ -196,7 +181,7 @@ fn relative_paths_resolve_against_the_tracee_cwd() {
     let server = serve(UnixListener::bind(&sock).unwrap(), b'R');
     // The supervisor's own cwd has no such socket: only the tracee's cwd makes these work.
     let cwd = bytes(&sub);
-    run(PinUnder(dir.0.clone()), || {
+    run(backend, PinUnder(dir.0.clone()), || {
         rustix::process::chdir(cwd.as_slice()).map_err(|_| child_fail(20, "chdir"))?;
         exchange(b"s.sock", b'R')?;
         exchange(b"./../sub/s.sock", b'R')?;
@@ -205,12 +190,7 @@ fn relative_paths_resolve_against_the_tracee_cwd() {
     assert_eq!(stop_serving(&sock, server), 2);
 }
 
-#[test]
-fn a_directory_swapped_for_a_symlink_never_reaches_the_decoy() {
-    let name = "a_directory_swapped_for_a_symlink_never_reaches_the_decoy";
-    if !require_root_and_notify(name) || rerun_in_fresh_netns(name) {
-        return;
-    }
+fn a_directory_swapped_for_a_symlink_never_reaches_the_decoy(backend: Backend) {
     const ROUNDS: usize = 400;
     let base = Scratch::new("race");
     let decoy_dir = Scratch::new("race-decoy");
@@ -243,7 +223,7 @@ fn a_directory_swapped_for_a_symlink_never_reaches_the_decoy() {
         })
     };
     let path = bytes(&good);
-    run(PinUnder(allowed.clone()), || {
+    run(backend, PinUnder(allowed.clone()), || {
         let (mut connected, mut refused) = (0, 0);
         for _ in 0..ROUNDS {
             match connect(&path) {
@@ -286,3 +266,10 @@ fn a_directory_swapped_for_a_symlink_never_reaches_the_decoy() {
     let served = stop_serving(&good, server);
     assert!(served <= ROUNDS, "served {served}");
 }
+
+common::per_backend!(
+    allowed_path_connects_and_exchanges_a_byte,
+    symlinks_and_hard_links_are_refused,
+    relative_paths_resolve_against_the_tracee_cwd,
+    a_directory_swapped_for_a_symlink_never_reaches_the_decoy
+);

@@ -159,7 +159,8 @@ pub enum TrapAction {
     /// [`Supervisor`](crate::seccomp::Supervisor).
     #[default]
     UserNotify,
-    /// `SECCOMP_RET_TRACE`, answered at a `PTRACE_EVENT_SECCOMP` stop by a tracer. With no tracer attached the kernel fails the call with
+    /// `SECCOMP_RET_TRACE`, answered at a `PTRACE_EVENT_SECCOMP` stop by
+    /// [`Tracer`](crate::ptrace::Tracer). With no tracer attached the kernel fails the call with
     /// ENOSYS, so a tracee that somehow lost its tracer still cannot connect anywhere.
     Trace,
 }

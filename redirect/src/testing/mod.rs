@@ -1,6 +1,7 @@
 //! Helpers for tests that touch the real kernel, shared with other crates: skip-or-fail on
 //! missing privileges, re-running a test inside a fresh network namespace, and launching a
-//! filtered tracee whose notify fd comes back over SCM_RIGHTS.
+//! filtered tracee whose notify fd comes back over SCM_RIGHTS (or whose pid comes back, for a
+//! tracer).
 //!
 //! Not part of the stable API.
 
@@ -15,7 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use tracee::{Tracee, TraceeExit, child_fail, spawn_tracee};
+pub use tracee::{Tracee, TraceeExit, child_fail, spawn_traced, spawn_tracee};
 
 /// Set to `1` (as CI does) to turn every privilege skip into a failure.
 pub const REQUIRE_PRIVILEGED_ENV: &str = "AGENTSH_REQUIRE_PRIVILEGED";
@@ -48,6 +49,22 @@ pub fn require_root_and_notify(test: &str) -> bool {
     let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     if !actions.split_whitespace().any(|a| a == "user_notif") {
         skip(test, "kernel lacks seccomp user_notif");
+        return false;
+    }
+    true
+}
+
+/// True when the process is root and may ptrace (Yama's `ptrace_scope` below 3); otherwise skips
+/// (or fails, see [`skip`]) and returns false.
+pub fn require_root_and_trace(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "needs root (namespaces, seccomp, ptrace, pidfd_getfd)");
+        return false;
+    }
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").unwrap_or_default();
+    if scope.trim() == "3" {
+        skip(test, "Yama ptrace_scope is 3: no process may ptrace");
         return false;
     }
     true

@@ -5,6 +5,9 @@
 //! Layout: the test forks a launcher `L`; `L` clones the tracee `T` with `CLONE_FILES`; `T`
 //! installs the filter and reports the fd number over a pipe; `L` sends that fd to the test, then
 //! waits for `T` and exits with its status. `T` runs its body only after the test says go.
+//!
+//! For the ptrace backend ([`spawn_traced`]) `T` installs the filter with no listener and `L`
+//! sends `T`'s pid instead, for the test's tracer to seize before it says go.
 
 #![allow(unsafe_code)]
 
@@ -12,7 +15,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use crate::filter::{BpfProgram, install_with_listener};
+use crate::filter::{BpfProgram, TrapAction, install, install_with_listener};
 use crate::handoff::{recv_fd, send_fd};
 
 /// How the tracee ended.
@@ -29,8 +32,10 @@ pub enum TraceeExit {
 pub struct Tracee {
     launcher: libc::pid_t,
     go: Option<OwnedFd>,
-    /// The notify fd, received over SCM_RIGHTS.
+    /// The notify fd, received over SCM_RIGHTS (user-notify tracees).
     pub notify: Option<OwnedFd>,
+    /// The tracee's pid, for a tracer to seize (traced tracees).
+    traced: Option<libc::pid_t>,
 }
 
 /// Writes `msg` to stderr without allocating and returns `code`: for tracee bodies.
@@ -61,11 +66,23 @@ fn exit_now(code: i32) -> ! {
 }
 
 /// Forks the launcher and the tracee; `body` runs in the tracee under `program` once released,
-/// and its return value is the tracee's exit code (a panic exits with 101).
+/// and its return value is the tracee's exit code (a panic exits with 101). The filter's
+/// listener fd is in [`Tracee::notify`].
 ///
 /// The body runs in a forked copy of the test: keep it to plain syscalls, and report failures
 /// with [`child_fail`].
 pub fn spawn_tracee<F: FnOnce() -> i32>(program: &BpfProgram, body: F) -> io::Result<Tracee> {
+    spawn(program, TrapAction::UserNotify, body)
+}
+
+/// Like [`spawn_tracee`] for a program compiled with [`TrapAction::Trace`]: the tracee installs
+/// it with no listener, and [`Tracee::traced_pid`] is its pid, to seize before
+/// [`Tracee::release`].
+pub fn spawn_traced<F: FnOnce() -> i32>(program: &BpfProgram, body: F) -> io::Result<Tracee> {
+    spawn(program, TrapAction::Trace, body)
+}
+
+fn spawn<F: FnOnce() -> i32>(program: &BpfProgram, trap: TrapAction, body: F) -> io::Result<Tracee> {
     let (parent_sock, child_sock) = UnixStream::pair()?;
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
@@ -77,15 +94,27 @@ pub fn spawn_tracee<F: FnOnce() -> i32>(program: &BpfProgram, body: F) -> io::Re
     }
     if launcher == 0 {
         drop(parent_sock);
-        exit_now(launcher_main(program, &child_sock, &ready_r, ready_w, go_r, body));
+        exit_now(launcher_main(program, trap, &child_sock, &ready_r, ready_w, go_r, body));
     }
     drop((child_sock, ready_r, ready_w, go_r));
-    let notify = recv_fd(&parent_sock)?;
-    Ok(Tracee { launcher, go: Some(go_w), notify: Some(notify) })
+    let mut tracee = Tracee { launcher, go: Some(go_w), notify: None, traced: None };
+    match trap {
+        TrapAction::UserNotify => tracee.notify = Some(recv_fd(&parent_sock)?),
+        TrapAction::Trace => {
+            let mut pid = [0u8; 4];
+            rustix::io::read(&parent_sock, &mut pid)
+                .ok()
+                .filter(|&n| n == 4)
+                .ok_or_else(|| io::Error::other("launcher did not report the tracee's pid"))?;
+            tracee.traced = Some(libc::pid_t::from_ne_bytes(pid));
+        }
+    }
+    Ok(tracee)
 }
 
 fn launcher_main<F: FnOnce() -> i32>(
     program: &BpfProgram,
+    trap: TrapAction,
     sock: &UnixStream,
     ready_r: &OwnedFd,
     ready_w: OwnedFd,
@@ -100,7 +129,7 @@ fn launcher_main<F: FnOnce() -> i32>(
         return child_fail(120, "launcher: clone(CLONE_FILES) failed");
     }
     if tracee == 0 {
-        exit_now(tracee_main(program, ready_w, go_r, body));
+        exit_now(tracee_main(program, trap, ready_w, go_r, body));
     }
     // These belong to the tracee now; through the shared table it closes them, so dropping our
     // handles would close the numbers twice.
@@ -113,6 +142,13 @@ fn launcher_main<F: FnOnce() -> i32>(
     if fd < 0 {
         return child_fail(122, "launcher: tracee could not install the filter");
     }
+    if trap == TrapAction::Trace {
+        let pid = (tracee as libc::pid_t).to_ne_bytes();
+        if rustix::io::write(sock, &pid).ok() != Some(4) {
+            return child_fail(123, "launcher: cannot report the tracee's pid");
+        }
+        return wait_tracee(tracee as libc::pid_t);
+    }
     // SAFETY: the tracee installed this fd in the table we share and keeps it open.
     let notify = unsafe { BorrowedFd::borrow_raw(fd) };
     if send_fd(sock, notify).is_err() {
@@ -122,9 +158,14 @@ fn launcher_main<F: FnOnce() -> i32>(
     // with ENOSYS instead of blocking the tracee forever.
     // SAFETY: closing an fd number we own through the shared table; nothing else uses it.
     unsafe { libc::close(fd) };
+    wait_tracee(tracee as libc::pid_t)
+}
+
+/// Waits for the tracee and returns its exit code, or 128+signal.
+fn wait_tracee(tracee: libc::pid_t) -> i32 {
     let mut status = 0;
     // SAFETY: waiting for our own child; `status` lives for the call.
-    while unsafe { libc::waitpid(tracee as libc::pid_t, &mut status, libc::__WALL) } < 0 {
+    while unsafe { libc::waitpid(tracee, &mut status, libc::__WALL) } < 0 {
         if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return child_fail(124, "launcher: waitpid failed");
         }
@@ -132,18 +173,28 @@ fn launcher_main<F: FnOnce() -> i32>(
     if libc::WIFSIGNALED(status) { 128 + libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) }
 }
 
-fn tracee_main<F: FnOnce() -> i32>(program: &BpfProgram, ready_w: OwnedFd, go_r: OwnedFd, body: F) -> i32 {
+fn tracee_main<F: FnOnce() -> i32>(
+    program: &BpfProgram,
+    trap: TrapAction,
+    ready_w: OwnedFd,
+    go_r: OwnedFd,
+    body: F,
+) -> i32 {
     die_with_parent();
-    let fd = match install_with_listener(program) {
-        Ok(fd) => fd,
-        Err(_) => {
-            let _ = rustix::io::write(&ready_w, &(-1i32).to_ne_bytes());
-            return 125;
-        }
+    let installed = match trap {
+        TrapAction::UserNotify => install_with_listener(program).map(|fd| {
+            // Keep the fd open (the launcher sends it from our shared table); never close it here.
+            let raw = fd.as_raw_fd();
+            std::mem::forget(fd);
+            raw
+        }),
+        // No listener: the tracer seizes us by pid. From here until go, only write and read.
+        TrapAction::Trace => install(program).map(|()| 0),
     };
-    // Keep the fd open (the launcher sends it from our shared table); never close it here.
-    let raw = fd.as_raw_fd();
-    std::mem::forget(fd);
+    let Ok(raw) = installed else {
+        let _ = rustix::io::write(&ready_w, &(-1i32).to_ne_bytes());
+        return 125;
+    };
     if rustix::io::write(&ready_w, &raw.to_ne_bytes()).ok() != Some(4) {
         return 126;
     }
@@ -183,6 +234,11 @@ impl Tracee {
         }
         let code = libc::WEXITSTATUS(status);
         Ok(if code > 128 { TraceeExit::Signal(code - 128) } else { TraceeExit::Code(code) })
+    }
+
+    /// The tracee's pid, for a tracer to seize (from [`spawn_traced`] only).
+    pub fn traced_pid(&self) -> Option<libc::pid_t> {
+        self.traced
     }
 
     /// The launcher's pid.

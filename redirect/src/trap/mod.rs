@@ -1,7 +1,7 @@
 //! The calls the sandbox filter traps, handled the same whichever transport delivered them.
 //!
-//! A transport (the seccomp user-notify [`Supervisor`](crate::seccomp::Supervisor), or a ptrace
-//! tracer) turns what the kernel gave it into a neutral [`Call`],
+//! A transport (the seccomp user-notify [`Supervisor`](crate::seccomp::Supervisor), or the
+//! [`Tracer`](crate::ptrace::Tracer)) turns what the kernel gave it into a neutral [`Call`],
 //! hands it to a [`Handler`] with a [`Pending`] that says whether the caller is still waiting for
 //! this very answer, and applies the [`Reply`] its own way. Deciding, taking the agent's socket,
 //! connecting it to the gateway and recording the original destination all live here, once.
