@@ -36,11 +36,19 @@
 //! it sent is still valid when the parent calls `pidfd_getfd`. `pidfd_getfd` needs
 //! ptrace-attach rights over the command (a root launcher has `CAP_SYS_PTRACE`), exactly what
 //! the supervisor needs anyway to take the command's sockets.
+//!
+//! ## Trace mode
+//!
+//! With [`crate::spec::SeccompListener::Trace`] the filter's trapping RETs are
+//! `SECCOMP_RET_TRACE` and there is no fd to hand over: step 2 installs the filter with no
+//! listener and writes [`TAG_TRACEABLE`] instead; the parent learns the command's host pid from
+//! the pidfd of step 1, a tracer seizes it, then the ACK lets it `execve`. Until then no call it
+//! makes is trapped, and a trapped call with no tracer would only fail (ENOSYS).
 
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-use crate::fdpass::{ACK, TAG_LISTENERS, TAG_NOTIFY, TAG_PIDFD, send_fds, send_number};
+use crate::fdpass::{ACK, TAG_LISTENERS, TAG_NOTIFY, TAG_PIDFD, TAG_TRACEABLE, send_fds, send_number};
 use crate::mounts::MAX_LATE_BINDS;
 use crate::prepare::Prepared;
 use crate::report::{Report, Step};
@@ -409,9 +417,16 @@ fn run_command(p: &Prepared, fds: &ChildFds) -> ! {
         let me = step(fds, Step::OpenPidfd, sys::pidfd_open_self());
         step(fds, Step::SendPidfd, send_fds(fds.ctrl, TAG_PIDFD, &[me]));
         sys::close(me);
-        let notify = step(fds, Step::InstallSeccomp, sys::seccomp_with_listener(filter));
-        // From here on: write, read, close, execve, _exit only.
-        step(fds, Step::SendNotifyFd, send_number(fds.ctrl, TAG_NOTIFY, notify));
+        // From the install on: write, read, close, execve, _exit only.
+        let notify = if p.traced {
+            step(fds, Step::InstallSeccomp, sys::seccomp_install(filter));
+            step(fds, Step::SendTraceable, send_number(fds.ctrl, TAG_TRACEABLE, 0));
+            None
+        } else {
+            let notify = step(fds, Step::InstallSeccomp, sys::seccomp_with_listener(filter));
+            step(fds, Step::SendNotifyFd, send_number(fds.ctrl, TAG_NOTIFY, notify));
+            Some(notify)
+        };
         match sys::read_byte(fds.ctrl) {
             Ok(Some(ACK)) => {}
             Ok(Some(_)) => fail(fds, Step::WaitAck, 0, libc::EPROTO),
@@ -419,7 +434,9 @@ fn run_command(p: &Prepared, fds: &ChildFds) -> ! {
             Err(e) => fail(fds, Step::WaitAck, 0, e),
         }
         // The parent holds its own copy now; ours is close-on-exec anyway.
-        sys::close(notify);
+        if let Some(notify) = notify {
+            sys::close(notify);
+        }
     }
     // SAFETY: path, argv and envp are NUL-terminated strings in NULL-terminated arrays that
     // live in this process's copy of the parent's memory.

@@ -29,6 +29,9 @@ pub const TAG_PIDFD: u8 = b'P';
 /// Tag of the message carrying the *number* of the command's seccomp notify fd (no descriptor:
 /// the parent takes it with `pidfd_getfd`).
 pub const TAG_NOTIFY: u8 = b'N';
+/// Tag of the message saying the command's filter is installed with no listener, for a tracer
+/// (its number is always 0).
+pub const TAG_TRACEABLE: u8 = b'T';
 /// The parent's go-ahead byte, sent once it supervises the notify fd.
 pub const ACK: u8 = b'G';
 

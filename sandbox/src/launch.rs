@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use crate::child::{ChildFds, run_init};
 use crate::error::{Errno, SandboxError};
-use crate::fdpass::{ACK, Message, TAG_LISTENERS, TAG_NOTIFY, TAG_PIDFD, recv_msg};
+use crate::fdpass::{ACK, Message, TAG_LISTENERS, TAG_NOTIFY, TAG_PIDFD, TAG_TRACEABLE, recv_msg};
 use crate::mounts;
 use crate::prepare::Prepared;
 use crate::report::{REPORT_LEN, Report, Step};
-use crate::spec::{LaunchSpec, SANDBOX_STATE_DIR, Stdio};
+use crate::spec::{LaunchSpec, SANDBOX_STATE_DIR, SeccompListener, Stdio};
 use crate::sys;
 
 /// How long the parent waits for any one message from the child during setup.
@@ -36,7 +36,8 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 enum State {
     /// Waiting for the child's listeners / notify fd.
     Starting,
-    /// The notify fd was handed over; the command waits for [`Launched::resume`].
+    /// The notify fd was handed over (or the command is ready to be traced); the command waits
+    /// for [`Launched::resume`].
     AwaitingAck,
     /// The command has exec'd.
     Running,
@@ -87,9 +88,15 @@ pub struct Launched {
     pub pid: libc::pid_t,
     /// pidfd of the init, for polling and signalling without pid-reuse races.
     pub pidfd: OwnedFd,
-    /// The seccomp user-notify fd, when `spec.seccomp` was given. Start supervising it, then
-    /// call [`Launched::resume`].
+    /// The seccomp user-notify fd, when `spec.seccomp` was given with
+    /// [`SeccompListener::UserNotify`] (the default). Start supervising it, then call
+    /// [`Launched::resume`].
     pub notify_fd: Option<OwnedFd>,
+    /// The command's host pid (pid 2 inside), when `spec.seccomp` was given with
+    /// [`SeccompListener::Trace`]: seize it with a tracer (`redirect::ptrace::Tracer::spawn`),
+    /// then call [`Launched::resume`]. The command waits, filter installed, until then, so the
+    /// pid stays its own unless something outside kills it meanwhile.
+    pub command_pid: Option<libc::pid_t>,
     /// The gateway listeners (127.0.0.1 then ::1) living in the sandbox's network namespace,
     /// when `spec.gateway_listeners` was set.
     pub listeners: Vec<TcpListener>,
@@ -175,7 +182,9 @@ fn unexpected(m: &Message, what: &str) -> SandboxError {
 /// Starts `spec.argv` in a new sandbox (see the crate docs for what that comprises).
 ///
 /// Returns once the command has exec'd — or, when `spec.seccomp` is set, once the notify fd has
-/// arrived: the command then waits, filter installed, until [`Launched::resume`] is called.
+/// arrived (in [`SeccompListener::Trace`] mode: once the filter is installed and
+/// [`Launched::command_pid`] is known): the command then waits, filter installed, until
+/// [`Launched::resume`] is called.
 /// The notify fd is taken from the command with `pidfd_getfd`, so the caller needs
 /// ptrace-attach rights over it (`CAP_SYS_PTRACE`, which a root launcher has; a Yama
 /// `ptrace_scope` of 3 forbids it outright), as the supervisor does for its redirects.
@@ -253,6 +262,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, SandboxError> {
         pid,
         pidfd,
         notify_fd: None,
+        command_pid: None,
         listeners: Vec::new(),
         landlock_abi: prep.landlock.as_ref().map(|l| l.abi),
         ctrl: Some(parent_sock),
@@ -272,7 +282,10 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, SandboxError> {
         launched.listeners = fds.into_iter().map(TcpListener::from).collect();
     }
     if prep.filter.is_some() {
-        launched.notify_fd = Some(launched.take_notify_fd()?);
+        match spec.seccomp_listener {
+            SeccompListener::UserNotify => launched.notify_fd = Some(launched.take_notify_fd()?),
+            SeccompListener::Trace => launched.command_pid = Some(launched.await_traceable()?),
+        }
         launched.state = State::AwaitingAck;
         return Ok(launched);
     }
@@ -333,6 +346,17 @@ impl Launched {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
+    /// The trace-mode hand-off of `child.rs`: the command's pidfd, then word that its filter is
+    /// installed; returns the command's host pid, read from the pidfd.
+    fn await_traceable(&mut self) -> Result<libc::pid_t, SandboxError> {
+        let command = self.expect(TAG_PIDFD, 1, "the command's pidfd")?.remove(0);
+        let n = self.expect_number(TAG_TRACEABLE, "word that the filter is installed")?;
+        if n != 0 {
+            return Err(SandboxError::Protocol(format!("unexpected traceable message {n}")));
+        }
+        pidfd_pid(&command)
+    }
+
     /// Reads the report pipe to its end: `None` means every write end closed without a report,
     /// i.e. the command exec'd.
     fn read_report(&mut self) -> Result<Option<SandboxError>, SandboxError> {
@@ -377,7 +401,8 @@ impl Launched {
     }
 
     /// Lets a command parked after handing over its notify fd go on to `execve`; call it once
-    /// the supervisor reads `notify_fd`. Returns when the command has exec'd, or its failure.
+    /// the supervisor reads `notify_fd` (in trace mode: once the tracer has seized
+    /// [`Launched::command_pid`]). Returns when the command has exec'd, or its failure.
     pub fn resume(&mut self) -> Result<(), SandboxError> {
         if self.state != State::AwaitingAck {
             return Err(SandboxError::Protocol("resume: the command is not waiting for an ACK".into()));
@@ -467,6 +492,16 @@ impl Launched {
     /// SIGKILLs the init; the kernel then kills every process in the sandbox's PID namespace.
     pub fn kill(&self) -> Result<(), SandboxError> {
         self.signal(libc::SIGKILL)
+    }
+}
+
+/// The host pid behind a pidfd: the `Pid:` line of its fdinfo (in this process's pid namespace).
+fn pidfd_pid(pidfd: &OwnedFd) -> Result<libc::pid_t, SandboxError> {
+    let path = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
+    let info = fs::read_to_string(&path).map_err(|e| SandboxError::setup(format!("read {path}"), e))?;
+    match info.lines().find_map(|l| l.strip_prefix("Pid:")).map(|v| v.trim().parse::<libc::pid_t>()) {
+        Some(Ok(pid)) if pid > 0 => Ok(pid),
+        _ => Err(SandboxError::Protocol(format!("no live pid in {path}"))),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Launching a session's processes into a sandbox: new mount, PID, network, UTS, IPC and cgroup
 //! namespaces, a per-session cgroup v2, a private mount view (`/tmp`, an empty `/run`,
 //! `/run/agentsh`, `/etc/resolv.conf`, read-only extra files, directory binds), capabilities dropped, `no_new_privs`, and a
-//! seccomp user-notify filter whose listener fd is handed to the parent.
+//! seccomp filter whose user-notify listener fd is handed to the parent (or, in
+//! [`SeccompListener::Trace`] mode, whose command a ptrace tracer seizes by its host pid).
 //!
 //! Entry point: [`launch`] with a [`LaunchSpec`], giving a [`Launched`]. The sandbox is an init
 //! (pid 1, host pid [`Launched::pid`]) that forks the command as pid 2; see `child.rs` for the
@@ -36,5 +37,6 @@ pub use error::{Errno, SandboxError};
 pub use landlock_plan::{LandlockAccess, LandlockPath, LandlockPlan};
 pub use launch::{Launched, launch};
 pub use spec::{
-    BindDir, DEFAULT_PATH, LaunchSpec, SANDBOX_SELF_V4, SANDBOX_SELF_V6, SANDBOX_STATE_DIR, Stdio,
+    BindDir, DEFAULT_PATH, LaunchSpec, SANDBOX_SELF_V4, SANDBOX_SELF_V6, SANDBOX_STATE_DIR, SeccompListener,
+    Stdio,
 };

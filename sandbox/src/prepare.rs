@@ -11,7 +11,7 @@ use std::path::Path;
 use crate::error::SandboxError;
 use crate::landlock_plan::PreparedLandlock;
 use crate::mounts::{self, LateBind};
-use crate::spec::{DEFAULT_PATH, LaunchSpec};
+use crate::spec::{DEFAULT_PATH, LaunchSpec, SeccompListener};
 
 /// Largest classic-BPF program the kernel accepts (`BPF_MAXINSNS`).
 pub const MAX_BPF_INSNS: usize = 4096;
@@ -40,6 +40,8 @@ pub(crate) struct Prepared {
     /// How errors name each of `late_binds`.
     pub late_labels: Vec<String>,
     pub filter: Option<Vec<libc::sock_filter>>,
+    /// The filter is installed with no listener, for a tracer ([`SeccompListener::Trace`]).
+    pub traced: bool,
     /// The Landlock ruleset the command applies before the seccomp filter.
     pub landlock: Option<PreparedLandlock>,
     pub uid: libc::uid_t,
@@ -249,6 +251,7 @@ impl Prepared {
             late_binds,
             late_labels: view.late.into_iter().map(|b| b.label).collect(),
             filter,
+            traced: spec.seccomp_listener == SeccompListener::Trace,
             landlock,
             uid: spec.uid,
             gid: spec.gid,

@@ -90,7 +90,7 @@ pub enum Step {
     OpenPidfd,
     /// Sending that pidfd to the parent (before the filter, which traps `sendmsg`).
     SendPidfd,
-    /// Installing the seccomp filter with a user-notify listener.
+    /// Installing the seccomp filter, with a user-notify listener unless a tracer takes its calls.
     InstallSeccomp,
     /// Telling the parent the notify fd's number (with `write`, which the filter lets through).
     SendNotifyFd,
@@ -100,10 +100,13 @@ pub enum Step {
     Exec,
     /// Building and applying the Landlock ruleset (the record's index names the path).
     Landlock,
+    /// Telling the parent the filter is installed, for a tracer to seize the command (with
+    /// `write`, as for the notify fd's number).
+    SendTraceable,
 }
 
 impl Step {
-    const ALL: [Step; 45] = [
+    const ALL: [Step; 46] = [
         Step::CloseFds,
         Step::NotDumpable,
         Step::MountPrivate,
@@ -149,6 +152,7 @@ impl Step {
         Step::WaitAck,
         Step::Exec,
         Step::Landlock,
+        Step::SendTraceable,
     ];
 
     /// The step's wire code.
@@ -206,6 +210,7 @@ impl Step {
             Step::SendPidfd => "send the command's pidfd",
             Step::InstallSeccomp => "install seccomp filter",
             Step::SendNotifyFd => "send notify fd number",
+            Step::SendTraceable => "report the filter installed for the tracer",
             Step::WaitAck => "wait for supervisor ack",
             Step::Exec => "execve",
             Step::Landlock => "landlock",

@@ -22,6 +22,23 @@ pub enum Stdio {
     Fd(OwnedFd),
 }
 
+/// Who answers the calls the command's seccomp filter traps, and so how the filter is installed
+/// and what [`crate::Launched`] hands over for them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SeccompListener {
+    /// A user-notify supervisor: the program's trapping RETs are `SECCOMP_RET_USER_NOTIF`, the
+    /// command installs it with `SECCOMP_FILTER_FLAG_NEW_LISTENER`, and the parent takes the
+    /// listener ([`crate::Launched::notify_fd`]).
+    #[default]
+    UserNotify,
+    /// A ptrace tracer: the program's trapping RETs are `SECCOMP_RET_TRACE`, the command installs
+    /// it with no listener, and the parent gets the command's host pid
+    /// ([`crate::Launched::command_pid`]) for the tracer to seize before
+    /// [`crate::Launched::resume`]. Until a tracer is attached every trapped call fails with
+    /// ENOSYS, so nothing escapes if none ever is.
+    Trace,
+}
+
 /// A host directory bind-mounted into the sandbox, e.g. the session workspace.
 ///
 /// [`crate::launch`] rejects it unless both paths are absolute without `..`, `host` is an
@@ -79,8 +96,12 @@ pub struct LaunchSpec {
     /// [`crate::cgroup::SessionCgroup::path`]; `None` leaves it in the launcher's cgroup.
     pub cgroup: Option<PathBuf>,
     /// Raw classic-BPF program (an array of `struct sock_filter`, 8 bytes each) installed last
-    /// before `execve` with a user-notify listener; the listener fd is handed to the parent.
+    /// before `execve`, as [`Self::seccomp_listener`] says: with a user-notify listener handed to
+    /// the parent, or with none, for a tracer.
     pub seccomp: Option<Vec<u8>>,
+    /// Who answers the filter's trapped calls (user-notify by default); ignored without
+    /// [`Self::seccomp`]. The program must trap with the matching action.
+    pub seccomp_listener: SeccompListener,
     /// Landlock ruleset applied by the command just before the seccomp filter and `execve`, at
     /// the best ABI the kernel offers ([`crate::Launched::landlock_abi`] says which). `None`
     /// (the default) applies none; `Some` on a kernel without Landlock fails the launch.
@@ -131,6 +152,7 @@ impl LaunchSpec {
             hide_run: true,
             cgroup: None,
             seccomp: None,
+            seccomp_listener: SeccompListener::UserNotify,
             landlock: None,
             gateway_listeners: false,
             host_network: false,

@@ -297,6 +297,15 @@ pub(crate) fn loopback_listener(v6: bool) -> SysResult<RawFd> {
 
 /// Installs `prog` with `SECCOMP_FILTER_FLAG_NEW_LISTENER` and returns the notify fd.
 pub(crate) fn seccomp_with_listener(prog: &[libc::sock_filter]) -> SysResult<RawFd> {
+    seccomp_filter(prog, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER)
+}
+
+/// Installs `prog` with no listener (its trapping RETs are `SECCOMP_RET_TRACE`, for a tracer).
+pub(crate) fn seccomp_install(prog: &[libc::sock_filter]) -> SysResult<()> {
+    seccomp_filter(prog, 0).map(drop)
+}
+
+fn seccomp_filter(prog: &[libc::sock_filter], flags: libc::c_ulong) -> SysResult<RawFd> {
     let fprog = libc::sock_fprog { len: prog.len() as libc::c_ushort, filter: prog.as_ptr().cast_mut() };
     // SAFETY: `fprog` points at `prog.len()` valid instructions that outlive the call; the
     // kernel copies them.
@@ -304,7 +313,7 @@ pub(crate) fn seccomp_with_listener(prog: &[libc::sock_filter]) -> SysResult<Raw
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            flags,
             &fprog as *const libc::sock_fprog,
         )
     };
