@@ -15,22 +15,34 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Generation, INodeNo, RenameFlags, ReplyEmpty, ReplyEntry, Request,
-    TimeOrNow,
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, RenameFlags, ReplyEmpty,
+    ReplyEntry, Request, TimeOrNow,
 };
 use policies::engine::file::{FileOp, FileRules, FileVerdict, normalise};
 
 mod ops;
 
-use super::nodes::Nodes;
+use super::invalidate::Invalidator;
+use super::nodes::{Nodes, Stamp};
 use super::passthrough::Backings;
 use super::{
     FileEvent, FileEventKind, FileEventSink, SYMLINK_ESCAPE_RULE, SymlinkEscape, Trash, WorkspaceConfig,
 };
 
-/// How long the kernel may cache names and attributes. Short: the backing directory can change
-/// behind the mount (the host, the trash restore).
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may trust a name and its attributes without asking again. Every change
+/// made through the mount reaches the kernel's caches as it happens, and the daemon's own
+/// (renames of directories, trash restores) are invalidated, so this bounds only how late the
+/// sandbox sees a change made to the backing directory from the host: a file edited there may
+/// keep its old size and times (and so be read short) for this long; file data is checked at
+/// every open. Rules are judged per request (open, create, delete, rename, ...) on the current
+/// path whatever the kernel caches, except `stat` of a cached name, which was judged when the
+/// name was looked up.
+pub(crate) const TTL: Duration = Duration::from_secs(30);
+
+/// How long the kernel may remember that a name does not exist. Shorter than [`TTL`]: a file
+/// created on the host side stays invisible in the sandbox for this long (names created
+/// through the mount, or restored from the trash, are visible at once).
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
 /// The kernel's `__FMODE_EXEC`, set in the open flags of an `execve`.
 const FMODE_EXEC: i32 = 0x20;
@@ -60,7 +72,8 @@ pub(crate) struct WorkspaceFs {
     escape: SymlinkEscape,
     trash: Arc<Trash>,
     events: Arc<dyn FileEventSink>,
-    nodes: Mutex<Nodes>,
+    nodes: Arc<Mutex<Nodes>>,
+    invalidate: Arc<Invalidator>,
     files: Mutex<HashMap<u64, Arc<Handle>>>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
@@ -148,10 +161,35 @@ impl WorkspaceFs {
             escape: config.symlink_escape,
             trash,
             events: config.events,
-            nodes: Mutex::new(Nodes::new()),
+            nodes: Arc::new(Mutex::new(Nodes::new())),
+            invalidate: Arc::new(Invalidator::new()),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+        }
+    }
+
+    /// The queue of kernel entries to drop (started by the mount once it has a notifier).
+    pub fn invalidator(&self) -> Arc<Invalidator> {
+        self.invalidate.clone()
+    }
+
+    /// For [`Trash::on_restore`]: drops the kernel's cached absence of a restored path (and of
+    /// each directory the restore may have created on the way). Restores never run on a FUSE
+    /// worker.
+    pub fn restore_hook(&self) -> impl Fn(&Path) + Send + Sync + 'static {
+        let (nodes, invalidate) = (self.nodes.clone(), self.invalidate.clone());
+        move |rel: &Path| {
+            let mut dir = PathBuf::new();
+            let mut names = Vec::new();
+            for part in rel.components() {
+                names.extend(lock(&nodes).ino_of(&dir).map(|ino| (ino, part.as_os_str())));
+                dir.push(part);
+            }
+            // Not under the node lock: the kernel may need a worker (and so the lock) first.
+            for (ino, name) in names {
+                invalidate.entry_now(ino, name);
+            }
         }
     }
 
@@ -263,6 +301,15 @@ impl WorkspaceFs {
         Ok(attr(ino, &meta))
     }
 
+    /// A listed name's entry for `readdirplus` (counts one lookup), and how long the kernel
+    /// may keep it: no time at all unless its `stat` is plainly allowed, so that the kernel
+    /// looks the name up again (judged and reported) before any use of it.
+    fn plus_entry(&self, rel: &Path) -> Option<(FileAttr, Duration)> {
+        let allowed = self.rules.decide(&self.visible(rel), FileOp::Stat).verdict == FileVerdict::Allow;
+        let a = self.entry(rel).ok()?;
+        Some((a, if allowed { TTL } else { Duration::ZERO }))
+    }
+
     /// Gives a new name to the caller, as a local filesystem would have created it.
     fn own(&self, req: &Request, rel: &Path) -> Reply<()> {
         std::os::unix::fs::lchown(self.real(rel), Some(req.uid()), Some(req.gid())).map_err(errno)
@@ -314,11 +361,10 @@ impl WorkspaceFs {
         &self,
         ino: u64,
         rel: &Path,
-        file: &File,
+        meta: &Metadata,
         register: impl FnOnce(&File) -> io::Result<fuser::BackingId>,
     ) -> Option<Option<Arc<fuser::BackingId>>> {
-        let meta = file.metadata().ok().filter(|m| m.is_file())?;
-        if !self.passthrough.load(Ordering::Relaxed) {
+        if !meta.is_file() || !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
         // Read-write when possible: later opens of the inode for writing share this file.
@@ -330,11 +376,53 @@ impl WorkspaceFs {
         Some(self.backings.acquire(ino, meta.len(), open, register))
     }
 
-    /// Drops handle `fh`, and its share of the inode's backing id.
+    /// Drops handle `fh`, and its share of the inode's backing id. The kernel saw every write
+    /// made through a handle it served, so its cached data still matches the file.
     fn release_handle(&self, ino: u64, fh: u64) {
-        let handle = lock(&self.files).remove(&fh);
-        if let Some(h) = handle.filter(|h| h.counted) {
+        let Some(h) = lock(&self.files).remove(&fh) else { return };
+        if h.backing.is_none()
+            && h.wrote.load(Ordering::Relaxed)
+            && let Ok(meta) = h.file.metadata()
+        {
+            self.restamp(ino, &meta);
+        }
+        if h.counted {
             self.backings.release(ino, h.backing.is_some());
+        }
+    }
+
+    /// The open flags of a file open: never a `FLUSH` at close (writes are written through and
+    /// shared mappings are written back when unmapped), and the kernel's cached pages kept when
+    /// the backing file is still as it was when they were last known to match it (else the
+    /// kernel drops them, and is told to fetch the attributes again). Opens passed through
+    /// write around the page cache, so nothing is vouched for after one.
+    fn fopen_flags(&self, ino: u64, meta: &Metadata, flags: i32, passed: bool) -> FopenFlags {
+        let mut out = FopenFlags::FOPEN_NOFLUSH;
+        if !meta.is_file() {
+            return out;
+        }
+        let mut nodes = lock(&self.nodes);
+        if passed {
+            nodes.set_stamp(ino, None);
+            return out;
+        }
+        let now = Stamp::of(meta);
+        match nodes.stamp(ino) {
+            Some(then) if then == now && flags & libc::O_TRUNC == 0 => out |= FopenFlags::FOPEN_KEEP_CACHE,
+            Some(then) if then == now => {}
+            // Changed behind the kernel's back (from the host): its size and times are stale too.
+            Some(_) => self.invalidate.attributes(ino),
+            None => {}
+        }
+        nodes.set_stamp(ino, Some(now));
+        out
+    }
+
+    /// A change the kernel saw (and applied to its cache) made the file look like `meta`.
+    fn restamp(&self, ino: u64, meta: &Metadata) {
+        let mut nodes = lock(&self.nodes);
+        if meta.is_file() && nodes.stamp(ino).is_some() {
+            nodes.set_stamp(ino, Some(Stamp::of(meta)));
         }
     }
 
@@ -492,13 +580,38 @@ impl WorkspaceFs {
             None,
             trash_id,
         );
-        let mut nodes = lock(&self.nodes);
-        if exchange {
-            nodes.exchange(from, to)
-        } else {
-            nodes.rename(from, to)
+        let stale = {
+            let mut nodes = lock(&self.nodes);
+            if exchange { nodes.exchange(from, to) } else { nodes.rename(from, to) }
+        };
+        // The names below a moved directory were looked up (and judged) under its old path.
+        for (dir, name) in stale {
+            self.invalidate.entry(dir, name);
         }
         Ok(())
+    }
+}
+
+/// Attributes carrying only an inode number and type: a name the kernel is told nothing more
+/// of (number 0: cached as absent; in a `readdirplus`, listed without an entry).
+fn bare(ino: u64, kind: FileType) -> FileAttr {
+    let epoch = SystemTime::UNIX_EPOCH;
+    FileAttr {
+        ino: INodeNo(ino),
+        size: 0,
+        blocks: 0,
+        atime: epoch,
+        mtime: epoch,
+        ctime: epoch,
+        crtime: epoch,
+        kind,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
     }
 }
 

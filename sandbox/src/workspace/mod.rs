@@ -11,6 +11,7 @@
 //! Entry point: [`WorkspaceMount::mount`]; dropping the mount unmounts it.
 
 mod fs;
+mod invalidate;
 mod nodes;
 mod passthrough;
 mod trash;
@@ -178,6 +179,8 @@ impl WorkspaceMount {
         let threads = config.threads.max(1);
         let passthrough = Arc::new(AtomicBool::new(false));
         let fs = fs::WorkspaceFs::new(config, backing, trash.clone(), passthrough.clone());
+        let invalidator = fs.invalidator();
+        trash.on_restore(fs.restore_hook());
         let mut options = fuser::Config::default();
         options.mount_options = vec![
             fuser::MountOption::FSName("agentsh-workspace".into()),
@@ -192,12 +195,16 @@ impl WorkspaceMount {
         let session = fuser::spawn_mount(fs, mountpoint, &options).map_err(|e| {
             SandboxError::setup(format!("mount FUSE workspace at {}", mountpoint.display()), e)
         })?;
+        let notifier = session.notifier();
         let mount = WorkspaceMount {
             session: Some(session),
             mountpoint: mountpoint.to_path_buf(),
             trash,
             passthrough,
         };
+        invalidator.start(notifier).map_err(|e| {
+            SandboxError::setup(format!("start the invalidation thread of {}", mountpoint.display()), e)
+        })?;
         // The first request completes the kernel's INIT, so passthrough_active is settled.
         std::fs::metadata(mountpoint).map_err(|e| {
             SandboxError::setup(format!("stat FUSE workspace at {}", mountpoint.display()), e)

@@ -6,6 +6,7 @@ use std::fs;
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,12 +21,24 @@ pub struct TrashEntry {
     pub size: u64,
 }
 
+/// Told each path (relative to the workspace) a restore puts back.
+type RestoreHook = Box<dyn Fn(&Path) + Send + Sync>;
+
 /// A trash directory for one workspace.
-#[derive(Debug)]
 pub struct Trash {
     dir: PathBuf,
     workspace: PathBuf,
     seq: AtomicU64,
+    restored: OnceLock<RestoreHook>,
+}
+
+impl std::fmt::Debug for Trash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trash")
+            .field("dir", &self.dir)
+            .field("workspace", &self.workspace)
+            .finish_non_exhaustive()
+    }
 }
 
 const META: &str = "path";
@@ -37,7 +50,18 @@ impl Trash {
     pub fn open(dir: &Path, workspace: &Path) -> io::Result<Trash> {
         fs::create_dir_all(dir)?;
         fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        Ok(Trash { dir: dir.to_path_buf(), workspace: workspace.to_path_buf(), seq: AtomicU64::new(0) })
+        Ok(Trash {
+            dir: dir.to_path_buf(),
+            workspace: workspace.to_path_buf(),
+            seq: AtomicU64::new(0),
+            restored: OnceLock::new(),
+        })
+    }
+
+    /// Has `hook` told of every restored path (the mount drops the kernel's cached absence of
+    /// it). Set once.
+    pub(crate) fn on_restore(&self, hook: impl Fn(&Path) + Send + Sync + 'static) {
+        let _ = self.restored.set(Box::new(hook));
     }
 
     /// The trash directory.
@@ -116,6 +140,9 @@ impl Trash {
         }
         move_file(&self.dir.join(id), &target)?;
         fs::remove_file(meta)?;
+        if let Some(hook) = self.restored.get() {
+            hook(&original);
+        }
         Ok(original)
     }
 }

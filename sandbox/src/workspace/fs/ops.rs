@@ -10,17 +10,18 @@ use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileHandle, FileType, FopenFlags, Generation, INodeNo, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow,
+    Errno, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request, TimeOrNow,
 };
 use policies::engine::file::FileOp;
 
 use super::{
-    Change, FileEventKind, TTL, WorkspaceFs, answer_empty, answer_entry, attr, cpath, errno, last_errno, lock,
+    Change, FileEventKind, NEGATIVE_TTL, TTL, WorkspaceFs, answer_empty, answer_entry, attr, bare, cpath,
+    errno, last_errno, lock,
 };
 
 impl fuser::Filesystem for WorkspaceFs {
@@ -30,6 +31,14 @@ impl fuser::Filesystem for WorkspaceFs {
             && config.set_max_stack_depth(2).is_ok()
             && config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok();
         self.passthrough.store(granted, Ordering::Relaxed);
+        // Each of these only saves requests; a kernel without one works without it.
+        // Listings carry the entries' attributes (the kernel picks when that pays).
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Lookups and listings in one directory run in parallel (the node table is locked).
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // More readahead and releases in flight before the kernel throttles.
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
         Ok(())
     }
 
@@ -38,7 +47,11 @@ impl fuser::Filesystem for WorkspaceFs {
             self.check(req, &rel, FileOp::Stat, false)?;
             self.entry(&rel)
         });
-        answer_entry(reply, result);
+        match result {
+            // Remembered as absent: creating the name through the mount replaces that at once.
+            Err(Errno::ENOENT) => reply.entry(&NEGATIVE_TTL, &bare(0, FileType::RegularFile), Generation(0)),
+            other => answer_entry(reply, other),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -76,7 +89,11 @@ impl fuser::Filesystem for WorkspaceFs {
     ) {
         let change = Change { mode, uid, gid, size, atime, mtime };
         match self.path_of(ino).and_then(|rel| self.do_setattr(req, &rel, fh, &change)) {
-            Ok(m) => reply.attr(&TTL, &attr(ino.0, &m)),
+            Ok(m) => {
+                // Truncation included: the kernel trims its cached pages itself.
+                self.restamp(ino.0, &m);
+                reply.attr(&TTL, &attr(ino.0, &m))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -189,13 +206,16 @@ impl fuser::Filesystem for WorkspaceFs {
         let result = self.path_of(ino).and_then(|rel| {
             let write_rule = self.check_open(req, &rel, flags.0)?;
             let file = self.open_real(&rel, flags.0 & !libc::O_CREAT & !libc::O_EXCL, 0)?;
-            let backing = self.backing_for(ino.0, &rel, &file, |f| reply.open_backing(f));
-            Ok(self.add_handle(req, file, rel, write_rule, backing))
+            let meta = file.metadata().map_err(errno)?;
+            let backing = self.backing_for(ino.0, &rel, &meta, |f| reply.open_backing(f));
+            let fopen = self.fopen_flags(ino.0, &meta, flags.0, matches!(backing, Some(Some(_))));
+            let (fh, h) = self.add_handle(req, file, rel, write_rule, backing);
+            Ok((fh, h, fopen))
         });
         match result {
-            Ok((fh, h)) => match &h.backing {
-                Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), id),
-                None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, h, fopen)) => match &h.backing {
+                Some(id) => reply.opened_passthrough(FileHandle(fh), fopen, id),
+                None => reply.opened(FileHandle(fh), fopen),
             },
             Err(e) => reply.error(e),
         }
@@ -259,17 +279,6 @@ impl fuser::Filesystem for WorkspaceFs {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: fuser::LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
-
     fn release(
         &self,
         _req: &Request,
@@ -320,6 +329,53 @@ impl fuser::Filesystem for WorkspaceFs {
         };
         for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*ino), i as u64 + 1, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// A listing with each entry's attributes, so the kernel needs no lookup per name. Names
+    /// whose `stat` is not plainly allowed are handed over already stale: their first use is
+    /// a lookup, judged and reported as usual (a refused one twice: the kernel's revalidation,
+    /// then its fresh lookup).
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(entries) = lock(&self.dirs).get(&fh.0).cloned() else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let dir = self.path_of(ino).ok();
+        for (i, (d_ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            let next = i as u64 + 1;
+            // `.` and `..` are never linked by the kernel, so they are not counted either.
+            let looked_up = match &dir {
+                Some(dir) if name != "." && name != ".." => self.plus_entry(&dir.join(name)),
+                _ => None,
+            };
+            let full = match looked_up {
+                Some((a, ttl)) => {
+                    let full = reply.add(a.ino, next, name, &ttl, &a, Generation(0));
+                    if full {
+                        lock(&self.nodes).forget(a.ino.0, 1);
+                    }
+                    full
+                }
+                // The kernel never links `.` and `..`, whatever their number says.
+                None if name == "." || name == ".." => {
+                    let a = bare(*d_ino, *kind);
+                    reply.add(a.ino, next, name, &Duration::ZERO, &a, Generation(0))
+                }
+                // Gone since the listing was taken.
+                None => continue,
+            };
+            if full {
                 break;
             }
         }
@@ -405,21 +461,15 @@ impl fuser::Filesystem for WorkspaceFs {
             }
             let meta = file.metadata().map_err(errno)?;
             let ino = lock(&self.nodes).remember(&rel);
-            let backing = self.backing_for(ino, &rel, &file, |f| reply.open_backing(f));
+            let backing = self.backing_for(ino, &rel, &meta, |f| reply.open_backing(f));
+            let fopen = self.fopen_flags(ino, &meta, flags, matches!(backing, Some(Some(_))));
             let (fh, h) = self.add_handle(req, file, rel, write_rule, backing);
-            Ok((attr(ino, &meta), fh, h))
+            Ok((attr(ino, &meta), fh, h, fopen))
         });
         match result {
-            Ok((a, fh, h)) => match &h.backing {
-                Some(id) => reply.created_passthrough(
-                    &TTL,
-                    &a,
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                    id,
-                ),
-                None => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Ok((a, fh, h, fopen)) => match &h.backing {
+                Some(id) => reply.created_passthrough(&TTL, &a, Generation(0), FileHandle(fh), fopen, id),
+                None => reply.created(&TTL, &a, Generation(0), FileHandle(fh), fopen),
             },
             Err(e) => reply.error(e),
         }
