@@ -6,6 +6,7 @@
 //! comments, dollar quoting and `E''` strings), then each statement is parsed on its own: one
 //! statement that does not parse costs only itself an `unknown`, never hides its siblings.
 
+mod cache;
 mod effect;
 mod functions;
 mod names;
@@ -13,6 +14,7 @@ mod normalize;
 mod statements;
 mod walk;
 
+pub use cache::{AnalysisCache, DEFAULT_GENERATION, DEFAULT_MAX_TEXT};
 pub use effect::{Effect, ObjectRef};
 pub use normalize::{digest, normalize, redact};
 pub use policies::model::{db_ops::OperationGroup, db_rules::ObjectResolution};
@@ -66,14 +68,17 @@ pub struct Classified {
 }
 
 impl Classified {
-    fn failed(why: &str) -> Vec<Classified> {
+    fn failed(why: &'static str) -> Vec<Classified> {
         vec![Classified { effects: vec![Effect::unknown(why)], prepared: None }]
     }
 }
 
 /// [`classify`], statement by statement (a statement that does not parse is one entry).
 pub fn classify_statements(sql: &str) -> Vec<Classified> {
-    analyze(sql).statements
+    match tokenize(sql) {
+        Ok(tokens) => classify_tokens(tokens),
+        Err(why) => Classified::failed(why),
+    }
 }
 
 /// A text classified, with what the audit log shows of it, from one tokenization.
@@ -89,23 +94,34 @@ pub struct Analysis {
 
 /// [`classify_statements`], [`digest`] and [`redact`] of `sql`, tokenizing it once.
 pub fn analyze(sql: &str) -> Analysis {
-    let failed = |why: &str| Analysis {
-        statements: Classified::failed(why),
-        digest: digest(sql),
-        redacted: redact(sql),
-    };
+    match tokenize(sql) {
+        Ok(tokens) => {
+            let digest = normalize::digest_tokens(tokens.iter().map(|t| &t.token));
+            let redacted = normalize::redact_tokens(tokens.iter().map(|t| &t.token));
+            Analysis { statements: classify_tokens(tokens), digest, redacted }
+        }
+        Err(why) => {
+            Analysis { statements: Classified::failed(why), digest: digest(sql), redacted: redact(sql) }
+        }
+    }
+}
+
+/// The tokens of `sql`, or why it is not classified.
+fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, &'static str> {
     if sql.len() > MAX_SQL_BYTES {
-        return failed("too_large");
+        return Err("too_large");
     }
-    let dialect = PostgreSqlDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize_with_location() else {
-        return failed("tokenize_error");
-    };
+    let tokens =
+        Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location().map_err(|_| "tokenize_error")?;
     if tokens.len() > MAX_TOKENS {
-        return failed("too_complex");
+        return Err("too_complex");
     }
-    let digest = normalize::digest_tokens(tokens.iter().map(|t| &t.token));
-    let redacted = normalize::redact_tokens(tokens.iter().map(|t| &t.token));
+    Ok(tokens)
+}
+
+/// Splits the tokens at top-level `;` and classifies each statement.
+fn classify_tokens(tokens: Vec<TokenWithSpan>) -> Vec<Classified> {
+    let dialect = PostgreSqlDialect {};
     let mut out = Vec::new();
     let mut chunk: Vec<TokenWithSpan> = Vec::new();
     for t in tokens.into_iter().chain(std::iter::once(TokenWithSpan::wrap(Token::SemiColon))) {
@@ -118,7 +134,7 @@ pub fn analyze(sql: &str) -> Analysis {
             chunk.push(t);
         }
     }
-    Analysis { statements: out, digest, redacted }
+    out
 }
 
 fn is_blank(t: &Token) -> bool {

@@ -50,21 +50,25 @@ pub fn redact(sql: &str) -> String {
     }
 }
 
-/// [`redact`] of a tokenized text.
+/// [`redact`] of a tokenized text. Written in place, token by token: this runs for every
+/// statement the proxy sees.
 pub(crate) fn redact_tokens<'a>(tokens: impl Iterator<Item = &'a Token> + Clone) -> String {
+    use std::fmt::Write;
     let mut next = tokens.clone().filter_map(placeholder_number).max().unwrap_or(0);
     let mut out = String::new();
     for t in tokens {
         match t {
             t if is_literal(t) => {
                 next += 1;
-                out.push('$');
-                out.push_str(&next.to_string());
+                let _ = write!(out, "${next}");
             }
             Token::Whitespace(Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_)) => {
                 out.push(' ')
             }
-            t => out.push_str(&t.to_string()),
+            Token::Word(w) if w.quote_style.is_none() => out.push_str(&w.value),
+            t => {
+                let _ = write!(out, "{t}");
+            }
         }
     }
     out
@@ -81,23 +85,29 @@ pub fn normalize(sql: &str) -> String {
 }
 
 fn normalize_tokens<'a>(tokens: impl Iterator<Item = &'a Token>) -> String {
+    use std::fmt::Write;
     let mut out = String::new();
     let mut space = false;
     for t in tokens {
-        let text = match t {
-            Token::Whitespace(_) | Token::EOF => {
-                space = !out.is_empty();
-                continue;
-            }
-            t if is_literal(t) || matches!(t, Token::Placeholder(_)) => "?".to_string(),
-            Token::Word(w) if w.quote_style.is_none() => w.value.to_lowercase(),
-            t => t.to_string(),
-        };
+        if matches!(t, Token::Whitespace(_) | Token::EOF) {
+            space = !out.is_empty();
+            continue;
+        }
         if space {
             out.push(' ');
             space = false;
         }
-        out.push_str(&text);
+        match t {
+            t if is_literal(t) || matches!(t, Token::Placeholder(_)) => out.push('?'),
+            // `str::to_lowercase` for the rest: it folds a final sigma as Unicode says.
+            Token::Word(w) if w.quote_style.is_none() && w.value.is_ascii() => {
+                out.extend(w.value.bytes().map(|b| char::from(b.to_ascii_lowercase())))
+            }
+            Token::Word(w) if w.quote_style.is_none() => out.push_str(&w.value.to_lowercase()),
+            t => {
+                let _ = write!(out, "{t}");
+            }
+        }
     }
     while out.ends_with(';') || out.ends_with(' ') {
         out.pop();
@@ -177,6 +187,64 @@ mod tests {
                 "{sql}"
             );
             assert_eq!(a.statements, crate::classify::classify_statements(sql));
+        }
+    }
+
+    /// The forms as first written, one `to_string` per token: the in-place writers must give
+    /// the same text (digests are compared across releases).
+    fn reference(tokens: &[Token]) -> (String, String) {
+        let mut next = tokens.iter().filter_map(placeholder_number).max().unwrap_or(0);
+        let mut redacted = String::new();
+        for t in tokens {
+            match t {
+                t if is_literal(t) => {
+                    next += 1;
+                    redacted.push('$');
+                    redacted.push_str(&next.to_string());
+                }
+                Token::Whitespace(Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_)) => {
+                    redacted.push(' ')
+                }
+                t => redacted.push_str(&t.to_string()),
+            }
+        }
+        let mut normal = String::new();
+        let mut space = false;
+        for t in tokens {
+            let text = match t {
+                Token::Whitespace(_) | Token::EOF => {
+                    space = !normal.is_empty();
+                    continue;
+                }
+                t if is_literal(t) || matches!(t, Token::Placeholder(_)) => "?".to_string(),
+                Token::Word(w) if w.quote_style.is_none() => w.value.to_lowercase(),
+                t => t.to_string(),
+            };
+            if space {
+                normal.push(' ');
+                space = false;
+            }
+            normal.push_str(&text);
+        }
+        while normal.ends_with(';') || normal.ends_with(' ') {
+            normal.pop();
+        }
+        (redacted, normal)
+    }
+
+    #[test]
+    fn in_place_forms_match_the_token_by_token_reference() {
+        let corpus = include_str!("../../testdata/classify_corpus.sql");
+        let extra = [
+            "SELECT ΣΟΦΟΣ, Straße, \"MiXeD\" FROM ÉTÉ WHERE x = $2 AND y = 'z' -- c\n;",
+            "select $1, $10, 1e5, E'\\n', B'101', X'ff', $tag$body$tag$ /* c */ ; ; ",
+            "",
+        ];
+        for sql in corpus.split("\n====\n").chain(extra) {
+            let Some(tokens) = tokens(sql) else { continue };
+            let (redacted, normal) = reference(&tokens);
+            assert_eq!(redact_tokens(tokens.iter()), redacted, "{sql}");
+            assert_eq!(normalize_tokens(tokens.iter()), normal, "{sql}");
         }
     }
 

@@ -21,7 +21,7 @@ use super::{
     session::{Cmd, Refusal, Shared, protocol_error, register},
 };
 use crate::{
-    classify::{Effect, analyze},
+    classify::Effect,
     wire::{self, Direction, Frontend, Parse, Phase, Query, WireError},
 };
 
@@ -114,7 +114,7 @@ impl Front<'_, '_> {
         Ok(match m {
             Frontend::Query(q) => {
                 self.syncs += 1;
-                let a = analyze(q.sql);
+                let a = self.policy.proxy.analyses.analyze(q.sql);
                 let effects = self.stmts.resolve(&a.statements);
                 let checked = self.policy.check(&effects, None);
                 let info = self.policy.info_of(StatementProtocol::Simple, None, q.sql, &a, &effects);
@@ -125,7 +125,7 @@ impl Front<'_, '_> {
                 pass
             }
             Frontend::Parse(p) => {
-                let a = analyze(p.sql);
+                let a = self.policy.proxy.analyses.analyze(p.sql);
                 let effects = self.stmts.resolve(&a.statements);
                 let checked = self.policy.check(&effects, None);
                 match checked.refusal() {
@@ -146,8 +146,11 @@ impl Front<'_, '_> {
                             &a,
                             &effects,
                         );
-                        let statements = a.statements;
-                        let ops = statements.iter().any(|c| c.prepared.is_some()).then(|| statements.into());
+                        let statements = &a.statements;
+                        let ops = statements
+                            .iter()
+                            .any(|c| c.prepared.is_some())
+                            .then(|| statements.as_slice().into());
                         let prepared = Prepared {
                             text: p.sql.into(),
                             effects: effects.into(),

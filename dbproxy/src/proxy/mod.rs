@@ -63,7 +63,7 @@ pub use scram::ScramError;
 pub use session::SessionEnd;
 
 use crate::{
-    classify::Effect,
+    classify::{AnalysisCache, Effect},
     wire::{Authentication, BackendKeyData, ErrorFields, SQLSTATE_INVALID_AUTHORIZATION},
 };
 
@@ -138,6 +138,8 @@ pub struct DbProxy {
     read_only: AtomicBool,
     opts: ProxyOptions,
     upstream_tls: OnceLock<Result<Arc<ClientConfig>, String>>,
+    /// Statement texts classified recently, by every session of this service.
+    analyses: AnalysisCache,
 }
 
 /// The client's startup facts, for decisions and events.
@@ -179,6 +181,7 @@ impl DbProxy {
             read_only,
             opts,
             upstream_tls: OnceLock::new(),
+            analyses: AnalysisCache::default(),
         }
     }
 

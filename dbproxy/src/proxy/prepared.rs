@@ -54,7 +54,8 @@ pub(crate) struct Portal {
 #[derive(Debug, Default)]
 pub(crate) struct Statements {
     named: HashMap<String, Slot<Prepared>>,
-    portals: HashMap<String, Slot<Portal>>,
+    /// Shared with each Execute that runs them (an Execute per row batch costs no copy).
+    portals: HashMap<String, Slot<Arc<Portal>>>,
 }
 
 fn merge(old: &Prepared, new: &Prepared) -> Prepared {
@@ -100,7 +101,8 @@ impl Statements {
                     binary,
                     nulls: b.params.iter().filter(|v| v.is_none()).count(),
                 };
-                Slot::Known(Portal { statement: Some(b.statement.to_string()), prepared: p.clone(), params })
+                let statement = Some(b.statement.to_string());
+                Slot::Known(Arc::new(Portal { statement, prepared: p.clone(), params }))
             }
             Some(Slot::Refused) => Slot::Refused,
             None => {
@@ -108,11 +110,16 @@ impl Statements {
                 return;
             }
         };
-        self.portals.insert(b.portal.to_string(), slot);
+        match self.portals.get_mut(b.portal) {
+            Some(held) => *held = slot,
+            None => {
+                self.portals.insert(b.portal.to_string(), slot);
+            }
+        }
     }
 
     /// The portal an Execute names, if the proxy knows it.
-    pub(crate) fn portal(&self, name: &str) -> Option<&Slot<Portal>> {
+    pub(crate) fn portal(&self, name: &str) -> Option<&Slot<Arc<Portal>>> {
         self.portals.get(name)
     }
 
