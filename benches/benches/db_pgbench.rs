@@ -2,12 +2,16 @@
 //! Unix socket, and loopback TCP with SCRAM), through the DB proxy (client → proxy Unix
 //! socket → loopback TCP), and through pgbouncer in session mode (client → pgbouncer Unix
 //! socket → loopback TCP), each with the simple and the prepared (`-M prepared`) protocol.
-//! Prints a table of TPS and each one's ratio to direct. Not a criterion bench: pgbench does
+//! Prints a table of TPS, each one's ratio to direct, and for the proxy and pgbouncer the CPU
+//! time their process spent per transaction (from `/proc/<pid>/task/*/schedstat`; a figure a
+//! busy machine disturbs less than TPS). Not a criterion bench: pgbench does
 //! the measuring. Skips (prints why) without a cluster; pgbouncer's rows are skipped when it
 //! is not installed (`scripts/deps` installs it).
 //!
 //! `AGENTSH_PGBENCH_SECONDS` (default 10), `AGENTSH_PGBENCH_CLIENTS` (default 4) and
-//! `AGENTSH_PGBENCH_ROUNDS` (default 3) tune it.
+//! `AGENTSH_PGBENCH_ROUNDS` (default 3) tune it; `AGENTSH_PGBENCH_ONLY` (comma-separated
+//! words, e.g. `proxy,bouncer`) keeps the targets whose name contains one of them, and
+//! `AGENTSH_PGBENCH_MODES` (`simple`, `prepared`) the modes, for profiling one of them.
 
 mod db_common;
 
@@ -30,10 +34,36 @@ struct Target {
     port: u16,
     user: &'static str,
     password: Option<&'static str>,
+    /// The process whose CPU time the run is charged to (the proxy's, pgbouncer's).
+    cpu_of: Option<u32>,
 }
 
-/// Runs pgbench select-only against `t` in `mode`; returns the TPS it reports.
-fn pgbench(bin: &Path, t: &Target, mode: &str, seconds: u32, clients: u32) -> Result<f64, String> {
+/// A proxy listening in `dir`, whose CPU time is this process's.
+fn proxy_target(name: &'static str, dir: &Path) -> Target {
+    let cpu_of = Some(std::process::id());
+    Target { name, host: dir.display().to_string(), port: 5432, user: "agent", password: None, cpu_of }
+}
+
+/// What one pgbench run measured.
+struct Run {
+    tps: f64,
+    /// CPU time of the target's process per transaction, in µs.
+    cpu_us: Option<f64>,
+}
+
+/// CPU time `pid`'s threads have run, in ns.
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        sum += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(sum)
+}
+
+/// Runs pgbench select-only against `t` in `mode`.
+fn pgbench(bin: &Path, t: &Target, mode: &str, seconds: u32, clients: u32) -> Result<Run, String> {
     let mut c = Command::new(bin.join("pgbench"));
     let threads = clients.min(std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
     c.args(["-n", "-S", "-M", mode])
@@ -43,17 +73,24 @@ fn pgbench(bin: &Path, t: &Target, mode: &str, seconds: u32, clients: u32) -> Re
     if let Some(pw) = t.password {
         c.env("PGPASSWORD", pw);
     }
+    let cpu_before = t.cpu_of.and_then(cpu_ns);
     let out = c.output().map_err(|e| format!("pgbench: {e}"))?;
+    let cpu = t.cpu_of.and_then(cpu_ns).zip(cpu_before).map(|(after, before)| after - before);
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!("pgbench failed: {}{}", stdout, String::from_utf8_lossy(&out.stderr)));
     }
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("tps = "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("no tps in pgbench output:\n{stdout}"))
+    let field = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+    };
+    let tps = field("tps = ").ok_or_else(|| format!("no tps in pgbench output:\n{stdout}"))?;
+    let txns = field("number of transactions actually processed: ").filter(|n| *n > 0.0);
+    let cpu_us = cpu.zip(txns).map(|(ns, n)| ns as f64 / 1000.0 / n);
+    Ok(Run { tps, cpu_us })
 }
 
 /// pgbouncer in session mode in `<cluster>/bouncer`, run as the cluster's user (it refuses
@@ -125,9 +162,19 @@ fn main() {
         .expect("pgbench -i runs");
     assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
 
-    // Two workers: the proxy shares the machine with pgbench and the server, as it would.
+    // Two workers, as the gateway runs it: the proxy shares the machine with pgbench and the
+    // server, as it would. The same proxy on a current-thread runtime of its own thread runs
+    // beside it, to show what the scheduler costs.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let proxy_dir = start_proxy(&rt, &cluster);
+    let proxy_dir = start_proxy(&rt, &cluster, "proxy");
+    let local =
+        std::sync::Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap());
+    let local_dir = start_proxy(&local, &cluster, "proxy-current-thread");
+    let (stop_local, stopped) = tokio::sync::oneshot::channel::<()>();
+    let local_thread = {
+        let local = local.clone();
+        std::thread::spawn(move || local.block_on(async { stopped.await.ok() }))
+    };
     let bouncer = start_pgbouncer(&cluster);
 
     let dir = |p: &Path| p.display().to_string();
@@ -138,6 +185,7 @@ fn main() {
             port: cluster.port,
             user: "app",
             password: None,
+            cpu_of: None,
         },
         Target {
             name: "direct (TCP loopback)",
@@ -145,8 +193,12 @@ fn main() {
             port: cluster.port,
             user: "app",
             password: Some(pg::APP_PASSWORD),
+            cpu_of: None,
         },
-        Target { name: "agentsh db proxy", host: dir(&proxy_dir), port: 5432, user: "agent", password: None },
+        // The proxies run on this process's runtimes; its main thread only waits for pgbench, and
+        // the runtime not under test is idle.
+        proxy_target("agentsh db proxy", &proxy_dir),
+        proxy_target("db proxy, 1-thread rt", &local_dir),
     ];
     match &bouncer {
         Some((_, d, port)) => targets.push(Target {
@@ -155,9 +207,19 @@ fn main() {
             port: *port,
             user: "app",
             password: None,
+            cpu_of: std::fs::read_to_string(d.join("pgbouncer.pid")).ok().and_then(|p| p.trim().parse().ok()),
         }),
         None => eprintln!("SKIP pgbouncer rows: pgbouncer is not installed or did not start"),
     }
+    if let Ok(only) = std::env::var("AGENTSH_PGBENCH_ONLY") {
+        // Direct stays first: every ratio is to it.
+        let keep = |name: &str| only.split(',').any(|w| !w.is_empty() && name.contains(w));
+        let mut first = true;
+        targets.retain(|t| std::mem::take(&mut first) || keep(t.name));
+    }
+    let modes: Vec<String> = std::env::var("AGENTSH_PGBENCH_MODES")
+        .map(|m| m.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|_| vec!["simple".into(), "prepared".into()]);
 
     // Rounds interleave the targets, so a load that comes and goes on the machine is spread
     // over all of them; each figure is the median of its rounds.
@@ -165,27 +227,31 @@ fn main() {
         "pgbench -S (select-only), {clients} clients, {seconds} s per run, median of {rounds} interleaved rounds, scale 1, {} CPUs",
         num_cpus()
     );
-    println!("{:<24} {:>8} {:>12} {:>9}  runs", "target", "mode", "tps", "% direct");
-    for mode in ["simple", "prepared"] {
-        let mut runs: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    println!("{:<24} {:>8} {:>12} {:>9} {:>11}  runs", "target", "mode", "tps", "% direct", "cpu µs/txn");
+    for mode in modes.iter().map(String::as_str) {
+        let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
         for _ in 0..rounds {
             for (t, r) in targets.iter().zip(&mut runs) {
                 match pgbench(&cluster.bin, t, mode, seconds, clients) {
-                    Ok(tps) => r.push(tps),
+                    Ok(run) => r.push(run),
                     Err(e) => eprintln!("{} {mode}: {e}", t.name),
                 }
             }
         }
-        let medians: Vec<Option<f64>> = runs.iter().map(|r| median(r)).collect();
+        let medians: Vec<Option<f64>> =
+            runs.iter().map(|r| median(&r.iter().map(|x| x.tps).collect::<Vec<_>>())).collect();
         for ((t, m), r) in targets.iter().zip(&medians).zip(&runs) {
-            let shown: Vec<String> = r.iter().map(|x| format!("{x:.0}")).collect();
+            let shown: Vec<String> = r.iter().map(|x| format!("{:.0}", x.tps)).collect();
+            let cpu = median(&r.iter().filter_map(|x| x.cpu_us).collect::<Vec<_>>())
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.1}"));
             match (m, medians[0]) {
                 (Some(tps), Some(base)) => println!(
-                    "{:<24} {:>8} {:>12.0} {:>8.1}%  {}",
+                    "{:<24} {:>8} {:>12.0} {:>8.1}% {:>11}  {}",
                     t.name,
                     mode,
                     tps,
                     100.0 * tps / base,
+                    cpu,
                     shown.join(" ")
                 ),
                 _ => println!("{:<24} {:>8} failed", t.name, mode),
@@ -199,6 +265,8 @@ fn main() {
         }
         let _ = child.wait();
     }
+    let _ = stop_local.send(());
+    let _ = local_thread.join();
     drop(rt);
 }
 

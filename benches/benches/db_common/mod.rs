@@ -10,9 +10,10 @@ use std::{path::PathBuf, sync::Arc};
 use dbproxy::{DbProxy, ProxyOptions, proxy::ClientCtx};
 use policies::{Policy, engine::db::DbRules, load_policy};
 
-/// The DB proxy for `cluster` on `<dir>/.s.PGSQL.5432` (`dir` returned), its service's
-/// rules allowing reads (so sessions are read-only), serving on `rt` until it is dropped.
-pub fn start_proxy(rt: &tokio::runtime::Runtime, cluster: &pg::PgCluster) -> PathBuf {
+/// The DB proxy for `cluster` on `<cluster>/<name>/.s.PGSQL.5432` (that dir returned), its
+/// service's rules allowing reads (so sessions are read-only), serving on `rt` until it is
+/// dropped.
+pub fn start_proxy(rt: &tokio::runtime::Runtime, cluster: &pg::PgCluster, name: &str) -> PathBuf {
     let pw = cluster.dir.join("app-password");
     std::fs::write(&pw, pg::APP_PASSWORD).unwrap();
     let yaml = format!(
@@ -29,10 +30,12 @@ database_rules:\n  - {{name: reads, db_service: appdb, operations: [READ], decis
     };
     let service = policy.db_services["appdb"].clone();
     let proxy = Arc::new(DbProxy::new("appdb", service, Arc::new(DbRules::new(&policy)), opts));
-    let dir = cluster.dir.join("proxy");
+    let dir = cluster.dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let listener =
-        rt.block_on(async { tokio::net::UnixListener::bind(dir.join(".s.PGSQL.5432")) }).expect("bind");
+    let listener = {
+        let _in_rt = rt.enter();
+        tokio::net::UnixListener::bind(dir.join(".s.PGSQL.5432")).expect("bind")
+    };
     rt.spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             let p = proxy.clone();
