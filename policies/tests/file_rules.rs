@@ -149,3 +149,13 @@ fn subtree_denial_for_coarse_layers() {
     let everything = rules("file_rules:\n  - {name: none, decision: deny}\n");
     assert_eq!(everything.denies_subtree(Path::new("/usr"), FileOp::Read), Some("none"));
 }
+
+#[test]
+fn symlink_escape_defaults_to_deny_and_takes_evaluate() {
+    use policies::model::blocks::SymlinkEscape;
+    assert_eq!(load_policy("{}", "t.yaml").unwrap().policies.symlink_escape, SymlinkEscape::Deny);
+    let p = load_policy("policies: {symlink_escape: evaluate}", "t.yaml").unwrap();
+    assert_eq!(p.policies.symlink_escape, SymlinkEscape::Evaluate);
+    let refused = load_policy("policies: {symlink_escape: allow}", "t.yaml");
+    assert!(refused.is_err_and(|e| e.to_string().contains("symlink_escape")));
+}

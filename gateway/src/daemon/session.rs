@@ -260,7 +260,7 @@ fn mount_workspace(
     session_id: &str,
     current: Arc<Mutex<Option<String>>>,
 ) -> anyhow::Result<sandbox::workspace::WorkspaceMount> {
-    use sandbox::workspace::{SymlinkEscape, WorkspaceConfig, WorkspaceMount};
+    use sandbox::workspace::{WorkspaceConfig, WorkspaceMount};
     let mountpoint = dir.join("workspace-mnt");
     std::fs::create_dir_all(&mountpoint)?;
     let rules = policies::engine::file::FileRules::new(&policy.file_rules, workspace, &|name| {
@@ -271,7 +271,7 @@ fn mount_workspace(
         backing: workspace.to_path_buf(),
         sandbox_path: workspace.to_path_buf(),
         rules,
-        symlink_escape: SymlinkEscape::Deny,
+        symlink_escape: policy.policies.symlink_escape,
         trash_dir: dir.join("trash"),
         events: sink,
         threads: 2,

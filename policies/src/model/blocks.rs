@@ -1,4 +1,5 @@
-//! The `policies:` block: per-subsystem settings that are not rules (today only `policies.db`).
+//! The `policies:` block: per-subsystem settings that are not rules (`policies.db`,
+//! `policies.symlink_escape`).
 
 use serde::Deserialize;
 
@@ -86,6 +87,19 @@ impl Default for DbPolicies {
     }
 }
 
+/// `policies.symlink_escape`: what the FUSE workspace does with a symlink whose target lies
+/// outside the workspace, when it is created and when it is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SymlinkEscape {
+    /// Judge the target by `file_rules` as a read (an explicit allow is needed: no match
+    /// outside the workspace denies).
+    Evaluate,
+    /// Refuse to create such links and to resolve existing ones (the default).
+    #[default]
+    Deny,
+}
+
 /// The `policies:` block.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,4 +107,7 @@ pub struct PolicyBlocks {
     /// `policies.db`.
     #[serde(default)]
     pub db: DbPolicies,
+    /// `policies.symlink_escape`.
+    #[serde(default)]
+    pub symlink_escape: SymlinkEscape,
 }

@@ -26,16 +26,9 @@ use crate::error::SandboxError;
 
 pub use trash::{Trash, TrashEntry};
 
-/// What to do with a symlink whose target lies outside the workspace (`policies.symlink_escape`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SymlinkEscape {
-    /// Judge the target by `file_rules` as a read (an explicit allow is needed: no match
-    /// outside the workspace denies).
-    Evaluate,
-    /// Refuse to create such links and to resolve existing ones (the default).
-    #[default]
-    Deny,
-}
+/// What to do with a symlink whose target lies outside the workspace: the policy's
+/// `policies.symlink_escape`.
+pub use policies::model::blocks::SymlinkEscape;
 
 /// Rule name of a refusal made by [`SymlinkEscape::Deny`].
 pub const SYMLINK_ESCAPE_RULE: &str = "symlink-escape";
