@@ -1,6 +1,8 @@
 //! What the kernel caches for the FUSE workspace (names, absent names, attributes, file pages,
 //! listings with attributes) never outlives what it stands for: renames, unlinks, creates,
 //! restores and changes made on the host side, and rules still apply to the current path.
+#![allow(unsafe_code)]
+
 mod common;
 
 use std::fs;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::fuse::{Mounted, errno_of};
 use common::privileged;
 use policies::engine::file::{FileOp, FileVerdict};
-use sandbox::workspace::SymlinkEscape;
+use sandbox::workspace::{FileEventKind, SymlinkEscape};
 
 const RULES: &str = "file_rules:
   - {name: secrets, paths: ['${WORKSPACE}/locked/*', '${WORKSPACE}/hidden.txt'], operations: [read], decision: deny}
@@ -150,4 +152,40 @@ fn a_restored_file_is_visible_at_once_where_it_was_missing() {
     let id = trash.list().unwrap().into_iter().find(|e| e.original == Path::new("d/e/f")).unwrap().id;
     trash.restore(&id).unwrap();
     assert_eq!(fs::read_to_string(m.path("d/e/f")).unwrap(), "back\n");
+}
+
+#[test]
+fn fallocate_and_copy_file_range_reach_the_backing_file() {
+    if !privileged("fallocate_and_copy_file_range_reach_the_backing_file") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let m = Mounted::new(RULES, SymlinkEscape::Deny, |b| fs::write(b.join("src"), "0123456789").unwrap());
+    let src = fs::File::open(m.path("src")).unwrap();
+    let dst = fs::OpenOptions::new().write(true).create(true).truncate(true).open(m.path("dst")).unwrap();
+    // SAFETY: plain fallocate on an open descriptor.
+    assert_eq!(
+        unsafe { libc::fallocate(dst.as_raw_fd(), 0, 0, 8192) },
+        0,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    assert_eq!(fs::metadata(m.backing.join("dst")).unwrap().size(), 8192);
+    let (mut from, mut to) = (2i64, 100i64);
+    // SAFETY: both descriptors are open; the offsets are locals the call advances.
+    let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut from, dst.as_raw_fd(), &mut to, 5, 0) };
+    assert_eq!(n, 5, "{}", std::io::Error::last_os_error());
+    let through = fs::read(m.path("dst")).unwrap();
+    assert_eq!((through.len(), &through[100..105]), (8192, &b"23456"[..]));
+    assert_eq!(fs::read(m.backing.join("dst")).unwrap(), through);
+    // Copying into a file opened read-only is refused before it reaches the daemon.
+    // SAFETY: as above.
+    let refused = unsafe {
+        libc::copy_file_range(src.as_raw_fd(), std::ptr::null_mut(), src.as_raw_fd(), &mut to, 1, 0)
+    };
+    assert_eq!((refused, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EBADF)));
+    let events = m.events.take();
+    let writes: Vec<_> =
+        events.iter().filter(|e| e.kind == FileEventKind::Write && e.path == m.path("dst")).collect();
+    assert_eq!(writes.len(), 1, "one file_write for the handle: {events:#?}");
 }

@@ -355,6 +355,24 @@ impl WorkspaceFs {
         (fh, handle)
     }
 
+    /// Runs `change` on the file of handle `fh`, which must have been opened for writing
+    /// (`EBADF` otherwise), and reports the handle's first write.
+    fn write_with<T>(
+        &self,
+        req: &Request,
+        fh: FileHandle,
+        change: impl FnOnce(&File) -> Reply<T>,
+    ) -> Reply<T> {
+        let h = self.handle(fh)?;
+        let Some((verdict, rule)) = &h.write_rule else { return Err(Errno::EBADF) };
+        let out = change(&h.file)?;
+        if !h.wrote.swap(true, Ordering::Relaxed) {
+            let path = self.visible(&h.rel);
+            self.report(req, FileEventKind::Write, FileOp::Write, path, None, *verdict, rule, None, None);
+        }
+        Ok(out)
+    }
+
     /// With passthrough on, a regular `file`'s open is counted and gets `Some(id)` when it is
     /// to be passed through, `Some(None)` when the daemon serves it; `None` when not counted.
     fn backing_for(

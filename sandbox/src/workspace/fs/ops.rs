@@ -20,9 +20,14 @@ use fuser::{
 use policies::engine::file::FileOp;
 
 use super::{
-    Change, FileEventKind, NEGATIVE_TTL, TTL, WorkspaceFs, answer_empty, answer_entry, attr, bare, cpath,
-    errno, last_errno, lock,
+    Change, NEGATIVE_TTL, TTL, WorkspaceFs, answer_empty, answer_entry, attr, bare, cpath, errno, last_errno,
+    lock,
 };
+
+/// A file offset or length from the kernel as the signed type the syscalls take.
+fn offset_of(v: u64) -> Result<i64, Errno> {
+    i64::try_from(v).map_err(|_| Errno::EINVAL)
+}
 
 impl fuser::Filesystem for WorkspaceFs {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> io::Result<()> {
@@ -264,14 +269,68 @@ impl fuser::Filesystem for WorkspaceFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        let result = self.handle(fh).and_then(|h| {
-            let Some((verdict, rule)) = &h.write_rule else { return Err(Errno::EBADF) };
-            h.file.write_all_at(data, offset).map_err(errno)?;
-            if !h.wrote.swap(true, Ordering::Relaxed) {
-                let path = self.visible(&h.rel);
-                self.report(req, FileEventKind::Write, FileOp::Write, path, None, *verdict, rule, None, None);
-            }
+        let result = self.write_with(req, fh, |f| {
+            f.write_all_at(data, offset).map_err(errno)?;
             Ok(data.len() as u32)
+        });
+        match result {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.write_with(req, fh, |f| {
+            let (offset, length) = (offset_of(offset)?, offset_of(length)?);
+            // SAFETY: fallocate on a descriptor the handle owns; the kernel checked the mode.
+            if unsafe { libc::fallocate(f.as_raw_fd(), mode, offset, length) } < 0 {
+                return Err(last_errno());
+            }
+            Ok(())
+        });
+        answer_empty(reply, result);
+    }
+
+    /// A copy between two open files, done by the backing filesystem (a reflink or an
+    /// in-kernel copy) rather than through the daemon's buffers. Reading was judged when the
+    /// source was opened, writing when the destination was.
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let result = self.handle(fh_in).and_then(|src| {
+            self.write_with(req, fh_out, |dst| {
+                let (mut from, mut to) = (offset_of(offset_in)?, offset_of(offset_out)?);
+                // The reply counts in 32 bits; a shorter copy than asked is a normal answer.
+                let len = len.min(u64::from(u32::MAX) & !0xfff) as usize;
+                // SAFETY: both descriptors are owned by their handles; the offsets are locals
+                // the call advances. No flags exist for it yet.
+                let n = unsafe {
+                    libc::copy_file_range(src.file.as_raw_fd(), &mut from, dst.as_raw_fd(), &mut to, len, 0)
+                };
+                if n < 0 {
+                    return Err(last_errno());
+                }
+                Ok(n as u32)
+            })
         });
         match result {
             Ok(n) => reply.written(n),
