@@ -1,7 +1,8 @@
 //! How the session pumps batch, against a real cluster: many messages in one read (each still
 //! decided on its own, a refusal in the middle answered in its place), a message split
 //! across many reads, messages larger than a read in both directions, one over the limit;
-//! and the classification memo, which must never carry a decision across a rules change.
+//! the classification memo, which must never carry a decision across a rules change; and
+//! sessions handed to a [`SessionPool`]'s threads.
 
 mod common;
 
@@ -10,7 +11,9 @@ use common::{
     proxy::{ProxyFixture, Raw, error_of, rows, start_proxy, temp_dir},
 };
 use dbproxy::{
+    ClientCtx, DbProxy, Served,
     classify::MAX_SQL_BYTES,
+    proxy::SessionPool,
     wire::{self, Bind, Execute, Parse, Query},
 };
 use policies::{Policy, engine::db::DbRules, load_policy};
@@ -196,4 +199,43 @@ async fn a_memoised_text_is_decided_again_on_the_rules_in_force() {
     let e = c.query("DELETE FROM items WHERE id = 1").await;
     assert_eq!(error_of(&e).and_then(|e| e.code()).as_deref(), Some("42501"));
     assert_eq!(pg.psql_ok("appdb", "SELECT count(*) FROM items").trim(), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_handed_to_a_pool_run_on_its_threads_until_it_is_dropped() {
+    let Some((_pg, yaml)) = setup(DENY_DELETE) else { return };
+    // The fixture's proxy, served here from a listener of our own.
+    let fx = start_proxy(&yaml).await;
+    let proxy: Arc<DbProxy> = fx.proxy.clone();
+    let dir = temp_dir("pool");
+    let listener = tokio::net::UnixListener::bind(dir.join(".s.PGSQL.5432")).unwrap();
+    let pool = SessionPool::new(2).unwrap();
+    let mut clients = Vec::new();
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let connect = Raw::connect(&dir);
+        let (accepted, client) = tokio::join!(listener.accept(), connect);
+        let stream = accepted.unwrap().0.into_std().unwrap();
+        let open = move || tokio::net::UnixStream::from_std(stream);
+        served.push(pool.serve(proxy.clone(), open, ClientCtx::default()));
+        clients.push(client);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.startup("agent", 0, &[]).await;
+        assert_eq!(rows(&c.query(&format!("SELECT {i}")).await), [i.to_string()]);
+        let e = c.query("DELETE FROM items").await;
+        assert_eq!(error_of(&e).and_then(|e| e.code()).as_deref(), Some("42501"));
+    }
+    // A client that leaves ends its session normally.
+    let mut out = Vec::new();
+    wire::Frontend::Terminate.encode(&mut out);
+    clients[0].send(&out).await;
+    let first = served.remove(0).await.unwrap();
+    assert!(matches!(first, Ok(Served::Session(_))), "{first:?}");
+    // Dropping the pool ends the rest: their clients see the connection close.
+    drop(pool);
+    for c in &mut clients[1..] {
+        while c.recv().await.is_some() {}
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,7 +7,8 @@
 //! them and is never asked for a password: the proxy answers AuthenticationOk itself); then
 //! every statement is classified and decided (see `session`). CancelRequests are routed
 //! through a [`CancelTable`] of proxy-issued keys. `passthrough` services get the connection
-//! rule only, then a byte splice.
+//! rule only, then a byte splice. [`SessionPool`] runs sessions on current-thread runtimes of
+//! their own threads rather than the caller's.
 
 mod cancel;
 mod client;
@@ -17,6 +18,7 @@ mod frame;
 mod front;
 mod guard;
 mod md5;
+mod pool;
 mod prepared;
 mod results;
 mod scram;
@@ -59,6 +61,7 @@ pub use guard::{
     READ_ONLY_SESSION, RefusedParameter, STARTUP_PARAMETER_REFUSED, changes_read_only, grants_writes,
     startup_parameters,
 };
+pub use pool::SessionPool;
 pub use scram::ScramError;
 pub use session::SessionEnd;
 
