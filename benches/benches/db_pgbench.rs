@@ -2,16 +2,18 @@
 //! Unix socket, and loopback TCP with SCRAM), through the DB proxy (client → proxy Unix
 //! socket → loopback TCP), and through pgbouncer in session mode (client → pgbouncer Unix
 //! socket → loopback TCP), each with the simple and the prepared (`-M prepared`) protocol.
-//! Prints a table of TPS, each one's ratio to direct, and for the proxy and pgbouncer the CPU
-//! time their process spent per transaction (from `/proc/<pid>/task/*/schedstat`; a figure a
-//! busy machine disturbs less than TPS). Not a criterion bench: pgbench does
-//! the measuring. Skips (prints why) without a cluster; pgbouncer's rows are skipped when it
-//! is not installed (`scripts/deps` installs it).
+//! The proxy runs twice: its sessions on a two-worker runtime (as the gateway spawns them)
+//! and on a `SessionPool`. Prints a table of TPS, each one's ratio to direct, and for the
+//! proxy and pgbouncer the CPU time their process spent per transaction (from
+//! `/proc/<pid>/task/*/schedstat`; a figure a busy machine disturbs less than TPS). Not a
+//! criterion bench: pgbench does the measuring. Skips (prints why) without a cluster;
+//! pgbouncer's rows are skipped when it is not installed (`scripts/deps` installs it).
 //!
 //! `AGENTSH_PGBENCH_SECONDS` (default 10), `AGENTSH_PGBENCH_CLIENTS` (default 4) and
 //! `AGENTSH_PGBENCH_ROUNDS` (default 3) tune it; `AGENTSH_PGBENCH_ONLY` (comma-separated
 //! words, e.g. `proxy,bouncer`) keeps the targets whose name contains one of them, and
-//! `AGENTSH_PGBENCH_MODES` (`simple`, `prepared`) the modes, for profiling one of them.
+//! `AGENTSH_PGBENCH_MODES` (`simple`, `prepared`) the modes, for profiling one of them;
+//! `AGENTSH_PGBENCH_POOL_THREADS` (default 1) sizes the session pool.
 
 mod db_common;
 
@@ -163,18 +165,15 @@ fn main() {
     assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
 
     // Two workers, as the gateway runs it: the proxy shares the machine with pgbench and the
-    // server, as it would. The same proxy on a current-thread runtime of its own thread runs
-    // beside it, to show what the scheduler costs.
+    // server, as it would. The same proxy with its sessions on a `SessionPool` runs beside it,
+    // to show what the scheduler costs. One pool thread by default: on two shared CPUs it
+    // measured best (its poll returns several sessions' wake-ups at once, as pgbouncer's
+    // single loop does); two threads cost as much as the two workers.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let proxy_dir = start_proxy(&rt, &cluster, "proxy");
-    let local =
-        std::sync::Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap());
-    let local_dir = start_proxy(&local, &cluster, "proxy-current-thread");
-    let (stop_local, stopped) = tokio::sync::oneshot::channel::<()>();
-    let local_thread = {
-        let local = local.clone();
-        std::thread::spawn(move || local.block_on(async { stopped.await.ok() }))
-    };
+    let proxy_dir = start_proxy(&rt, &cluster, "proxy", None);
+    let pool_threads = env_num("AGENTSH_PGBENCH_POOL_THREADS", 1) as usize;
+    let pool = std::sync::Arc::new(dbproxy::proxy::SessionPool::new(pool_threads).expect("session pool"));
+    let pool_dir = start_proxy(&rt, &cluster, "proxy-pool", Some(pool));
     let bouncer = start_pgbouncer(&cluster);
 
     let dir = |p: &Path| p.display().to_string();
@@ -198,7 +197,7 @@ fn main() {
         // The proxies run on this process's runtimes; its main thread only waits for pgbench, and
         // the runtime not under test is idle.
         proxy_target("agentsh db proxy", &proxy_dir),
-        proxy_target("db proxy, 1-thread rt", &local_dir),
+        proxy_target("db proxy, session pool", &pool_dir),
     ];
     match &bouncer {
         Some((_, d, port)) => targets.push(Target {
@@ -265,8 +264,6 @@ fn main() {
         }
         let _ = child.wait();
     }
-    let _ = stop_local.send(());
-    let _ = local_thread.join();
     drop(rt);
 }
 

@@ -7,13 +7,21 @@ pub mod pg;
 
 use std::{path::PathBuf, sync::Arc};
 
-use dbproxy::{DbProxy, ProxyOptions, proxy::ClientCtx};
+use dbproxy::{
+    DbProxy, ProxyOptions,
+    proxy::{ClientCtx, SessionPool},
+};
 use policies::{Policy, engine::db::DbRules, load_policy};
 
 /// The DB proxy for `cluster` on `<cluster>/<name>/.s.PGSQL.5432` (that dir returned), its
-/// service's rules allowing reads (so sessions are read-only), serving on `rt` until it is
-/// dropped.
-pub fn start_proxy(rt: &tokio::runtime::Runtime, cluster: &pg::PgCluster, name: &str) -> PathBuf {
+/// service's rules allowing reads (so sessions are read-only), accepting on `rt` until it is
+/// dropped; sessions run on `rt` too, or on `pool`'s threads when given.
+pub fn start_proxy(
+    rt: &tokio::runtime::Runtime,
+    cluster: &pg::PgCluster,
+    name: &str,
+    pool: Option<Arc<SessionPool>>,
+) -> PathBuf {
     let pw = cluster.dir.join("app-password");
     std::fs::write(&pw, pg::APP_PASSWORD).unwrap();
     let yaml = format!(
@@ -39,9 +47,14 @@ database_rules:\n  - {{name: reads, db_service: appdb, operations: [READ], decis
     rt.spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             let p = proxy.clone();
-            tokio::spawn(async move {
-                let _ = p.serve(s, ClientCtx::default()).await;
-            });
+            match &pool {
+                Some(pool) => {
+                    let Ok(s) = s.into_std() else { continue };
+                    let open = move || tokio::net::UnixStream::from_std(s);
+                    drop(pool.serve(p, open, ClientCtx::default()));
+                }
+                None => drop(tokio::spawn(async move { p.serve(s, ClientCtx::default()).await })),
+            }
         }
     });
     dir
