@@ -11,7 +11,8 @@
 //! - [`upstream`]: the forwarding client (UDP, TCP fallback on truncation), over
 //!   [`sockets`], its bounded reuse of connected UDP sockets;
 //! - [`resolver`]: [`SessionResolver`], which executes a plan;
-//! - [`server`]: [`serve_udp`] and [`serve_tcp`], which take their socket and a shutdown future.
+//! - [`server`]: [`serve_udp`] and [`serve_tcp`], which take their socket and a shutdown future,
+//!   and [`serve_tcp_stream`] for one connection accepted elsewhere.
 //!
 //! DoT (port 853) is not answered here: the gateway denies port 853 unless a network rule allows
 //! it. DoH cannot be told apart from HTTPS by port, so [`doh::KNOWN_DOH_HOSTS`] lists the public
@@ -39,5 +40,5 @@ pub use namemap::NameMap;
 pub use plan::{Plan, ResolverCtx, handle_query};
 pub use pool::{Family, SyntheticPool};
 pub use resolver::{ResolverConfig, SessionResolver, Transport};
-pub use server::{ServerLimits, serve_tcp, serve_udp};
+pub use server::{ServerLimits, serve_tcp, serve_tcp_stream, serve_udp};
 pub use upstream::{Upstream, UpstreamConfig};

@@ -123,6 +123,13 @@ pub async fn serve_tcp(
     }
 }
 
+/// Serve DNS over TCP on one connection another listener accepted (a connect to port 53 that
+/// a redirect backend handed to the gateway), until the client closes it.
+pub async fn serve_tcp_stream(stream: TcpStream, resolver: Arc<SessionResolver>) -> io::Result<()> {
+    let limits = resolver.config().limits;
+    serve_connection(stream, resolver, limits).await
+}
+
 async fn serve_connection(
     stream: TcpStream,
     resolver: Arc<SessionResolver>,

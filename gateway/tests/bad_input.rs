@@ -130,15 +130,11 @@ fn unusable_extra_roots_stop_the_server_with_the_file_named() {
     }
 }
 
-/// A backend this gateway cannot run stops the server rather than running with another one.
+/// A backend weaker than `security.minimum_mode` stops the server rather than running with it.
 #[test]
-fn an_unavailable_security_mode_stops_the_server() {
+fn a_backend_below_the_minimum_mode_stops_the_server() {
     let dir = common::TempDir::new("mode");
-    for mode in ["ebpf", "ptrace"] {
-        let stderr = common::server_refuses(&dir, &format!("security: {{mode: {mode}}}\n"));
-        assert!(
-            stderr.contains(&format!("security.mode {mode}")) && stderr.contains("not available"),
-            "{stderr}"
-        );
-    }
+    let stderr = common::server_refuses(&dir, "security: {mode: ebpf, minimum_mode: seccomp}\n");
+    assert!(stderr.contains("security.mode: mode is weaker than minimum_mode"), "{stderr}");
+    assert!(stderr.contains("server.yaml:2:"), "the line is named: {stderr}");
 }

@@ -120,7 +120,53 @@ fn normalise(path: &Path, cwd: Option<&Path>) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Where a command's agent reaches the gateway and the resolver, and how it shares the network.
+pub struct Reach {
+    /// The gateway's listeners, IPv4 then IPv6.
+    pub gateway: [SocketAddr; 2],
+    /// See [`SessionDecider::resolver_addrs`].
+    pub resolver_addrs: [SocketAddr; 2],
+    /// See [`SessionDecider::shared_netns`].
+    pub shared_netns: bool,
+    /// See [`SessionDecider::state_dir`].
+    pub state_dir: PathBuf,
+}
+
 impl SessionDecider {
+    /// The decider of one command of `session`; `env` gives the variables of its Unix socket
+    /// rules besides `WORKSPACE`/`PROJECT_ROOT`.
+    pub fn for_command(
+        daemon: &super::Daemon,
+        session: &super::session::Session,
+        command_id: &str,
+        reach: Reach,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> SessionDecider {
+        let workspace = session.workspace.display().to_string();
+        SessionDecider {
+            session_id: session.id.clone(),
+            command_id: command_id.to_string(),
+            policy: session.policy.clone(),
+            compiled: session.compiled.clone(),
+            gateway_v4: reach.gateway[0],
+            gateway_v6: reach.gateway[1],
+            workspace: session.workspace.clone(),
+            recorder: daemon.recorder.clone(),
+            resolver: session.resolver.clone(),
+            db: session.db.clone(),
+            resolver_addrs: reach.resolver_addrs,
+            shared_netns: reach.shared_netns,
+            state_dir: reach.state_dir,
+            reported_unix: Default::default(),
+            unix_rules: policies::engine::unix::UnixRules::new(&session.policy.unix_socket_rules, &|name| {
+                match name {
+                    "PROJECT_ROOT" | "WORKSPACE" => Some(workspace.clone()),
+                    other => env(other),
+                }
+            }),
+        }
+    }
+
     fn blocked(&self, kind: &str, remote: String, pid: u32, d: &Decision, fields: &[(&str, String)]) {
         let mut e = Event::new(kind, &self.session_id);
         e.command_id = Some(self.command_id.clone());
@@ -226,17 +272,20 @@ impl ConnectDecider for SessionDecider {
             // Abstract names live in the sandbox's own network namespace; pinned all the same,
             // so the bytes cannot turn into a path after this answer.
             UnixAddr::Abstract(name) => {
-                // Abstract names live in the sandbox's own network namespace; pinned all the
-                // same, so the bytes cannot turn into a path after this answer.
+                // Abstract names belong to the network namespace: the sandbox's own ones are
+                // reachable unless a rule says otherwise, but in a shared namespace they are the
+                // host's (container shims, session buses) and only a rule opens them. Pinned
+                // either way, so the bytes cannot turn into a path after this answer.
+                let shown = || PathBuf::from(format!("@{}", String::from_utf8_lossy(name)));
                 return match self.unix_rules.decide(UnixTarget::Abstract(name), UnixOperation::Connect) {
                     Some(d) if !d.verdict.permits() => {
-                        let shown = PathBuf::from(format!("@{}", String::from_utf8_lossy(name)));
-                        self.unix_blocked(
-                            shown,
-                            pid,
-                            &d.rule,
-                            d.message.as_deref().unwrap_or("refused by rule"),
-                        );
+                        let message = d.message.as_deref().unwrap_or("refused by rule");
+                        self.unix_blocked(shown(), pid, &d.rule, message);
+                        Action::Deny(libc::EACCES)
+                    }
+                    None if self.shared_netns => {
+                        let message = "abstract sockets of a shared network namespace are the host's";
+                        self.unix_blocked(shown(), pid, "default-deny-unix", message);
                         Action::Deny(libc::EACCES)
                     }
                     _ => Action::ConnectUnixPinned,
@@ -282,6 +331,25 @@ impl ConnectDecider for SessionDecider {
             UnixRefusal::HardLink => ("unix-hard-link", "Unix sockets with more than one name are refused"),
         };
         self.unix_blocked(normal.unwrap_or(path), pid, rule, message);
+    }
+}
+
+/// The decider of a command whose network connects the kernel redirects (the eBPF backend):
+/// only its Unix socket connects are decided here, every other connect continues to the
+/// kernel's programs.
+pub struct UnixOnly(pub SessionDecider);
+
+impl ConnectDecider for UnixOnly {
+    fn decide(&self, _dst: SocketAddr, _sock: SockInfo, _pid: u32) -> Action {
+        Action::Continue
+    }
+
+    fn decide_unix(&self, addr: &UnixAddr, sock: SockInfo, pid: u32) -> Action {
+        self.0.decide_unix(addr, sock, pid)
+    }
+
+    fn unix_refused(&self, addr: &UnixAddr, why: UnixRefusal, pid: u32) {
+        self.0.unix_refused(addr, why, pid)
     }
 }
 

@@ -18,15 +18,22 @@ use anyhow::{Context, bail};
 use policies::engine::file::FileRules;
 use redirect::{
     OriginalDstTable,
-    filter::{FilterSpec, compile},
+    filter::{FilterSpec, NotifySet, TrapAction, compile_with},
+    ptrace::{Tracer, TracerHandle},
     seccomp::Supervisor,
 };
 use sandbox::{
-    BindDir, LaunchSpec, Stdio,
+    BindDir, LaunchSpec, SeccompListener, Stdio,
     landlock_plan::{LandlockAccess, LandlockPath, LandlockPlan},
 };
 
-use super::{Daemon, control::Peer, decider::SessionDecider};
+use super::{
+    Daemon,
+    backend::Backend,
+    control::Peer,
+    decider::{Reach, SessionDecider, UnixOnly},
+    hostnet::HostNet,
+};
 use crate::{
     control::protocol::{EventsMode, ExecRequest, ExecResult, Response},
     events::{Event, millis},
@@ -41,14 +48,63 @@ const SUMMARY_MAX: usize = 25;
 /// How long finished commands' connections get to report before events are collected.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// The sandbox filter, compiled once per daemon.
-fn filter_program() -> anyhow::Result<&'static [u8]> {
-    static PROGRAM: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
-    let p = PROGRAM.get_or_init(|| {
-        let spec = FilterSpec::sandbox_default();
-        compile(&spec).map(|p| p.as_bytes().to_vec()).map_err(|e| e.to_string())
+/// What the sandbox filter traps, and who answers.
+#[derive(Clone, Copy)]
+enum Trap {
+    /// The whole connect family, to the user-notify supervisor (seccomp backend).
+    Network,
+    /// The whole connect family, to the tracer (ptrace backend).
+    NetworkTraced,
+    /// `connect` only, for its Unix sockets (eBPF backend, whose programs redirect the rest).
+    Connect,
+    /// Nothing: only the escape-route denials (eBPF backend without user notification).
+    Nothing,
+}
+
+impl Trap {
+    /// How the command installs the filter: a user-notify listener only when one is answered.
+    fn listener(self) -> SeccompListener {
+        match self {
+            Trap::Network | Trap::Connect => SeccompListener::UserNotify,
+            Trap::NetworkTraced | Trap::Nothing => SeccompListener::Trace,
+        }
+    }
+}
+
+/// The sandbox filter for `trap`, compiled once per daemon.
+fn filter_program(trap: Trap) -> anyhow::Result<&'static [u8]> {
+    static PROGRAMS: [OnceLock<Result<Vec<u8>, String>>; 4] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let p = PROGRAMS[trap as usize].get_or_init(|| {
+        let mut spec = FilterSpec::sandbox_default();
+        let action = match trap {
+            Trap::Network => TrapAction::UserNotify,
+            Trap::NetworkTraced => TrapAction::Trace,
+            Trap::Connect | Trap::Nothing => {
+                let connect = matches!(trap, Trap::Connect);
+                spec.notify = NotifySet { connect, sendto: false, sendmsg: false, getpeername: false };
+                TrapAction::UserNotify
+            }
+        };
+        compile_with(&spec, action).map(|p| p.as_bytes().to_vec()).map_err(|e| e.to_string())
     });
     p.as_deref().map_err(|e| anyhow::anyhow!("compiling the seccomp filter: {e}"))
+}
+
+/// Who answers a command's trapped calls. Stopping a tracer kills its tracees; stopping a
+/// supervisor ends its loop (the filter then fails the trapped calls).
+enum Answerer {
+    Notify(redirect::seccomp::SupervisorHandle),
+    Trace(TracerHandle),
+}
+
+impl Answerer {
+    fn stop(self) {
+        let _ = match self {
+            Answerer::Notify(h) => h.stop(),
+            Answerer::Trace(h) => h.stop(),
+        };
+    }
 }
 
 /// The Landlock layer for one command: the policy's `file_rules` (with `${HOME}` from the
@@ -205,6 +261,12 @@ pub fn run(
         EventsMode::All => daemon.recorder.start_collecting(&command_id, false, usize::MAX),
     }
 
+    // Under the eBPF backend the command gets a cgroup of its own with the programs attached
+    // (and proven) before it starts, and shares the host's network namespace.
+    let mut host_net = match &*daemon.backend {
+        Backend::Ebpf(_) => Some(HostNet::prepare(daemon, &session, &command_id)?),
+        Backend::Seccomp | Backend::Ptrace => None,
+    };
     let mut spec = LaunchSpec::new(&req.argv, &session.dir);
     spec.env = environment(&req, &session, &command_id);
     spec.cwd = session.workspace.clone();
@@ -222,9 +284,21 @@ pub fn run(
     spec.uid = peer.uid;
     spec.gid = peer.gid;
     spec.resolv_conf = "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n".into();
-    spec.cgroup = session.cgroup_path();
-    spec.seccomp = Some(filter_program()?.to_vec());
-    spec.gateway_listeners = true;
+    spec.cgroup = match &host_net {
+        Some(h) => Some(h.cgroup_path().to_path_buf()),
+        None => session.cgroup_path(),
+    };
+    let trap = match &host_net {
+        None if matches!(&*daemon.backend, Backend::Ptrace) => Trap::NetworkTraced,
+        None => Trap::Network,
+        Some(h) if h.unix_via_notify => Trap::Connect,
+        Some(_) => Trap::Nothing,
+    };
+    spec.seccomp = Some(filter_program(trap)?.to_vec());
+    spec.seccomp_listener = trap.listener();
+    spec.gateway_listeners = host_net.is_none();
+    spec.host_network = host_net.is_some();
+    spec.self_addresses = host_net.is_none();
     let mut readers = Vec::new();
     if req.capture {
         spec.stdin = Stdio::Null;
@@ -248,57 +322,85 @@ pub fn run(
     let mut launched = sandbox::launch(&spec).with_context(|| format!("starting {}", req.argv[0]))?;
     drop(spec); // our copies of the pipes' write ends: the readers see EOF when the command ends
 
-    let listeners = std::mem::take(&mut launched.listeners);
-    let [v4, v6] = <[std::net::TcpListener; 2]>::try_from(listeners)
-        .map_err(|_| anyhow::anyhow!("sandbox gave no gateway listeners"))?;
-    let table = Arc::new(OriginalDstTable::new(4096, Duration::from_secs(30)));
-    let decider = SessionDecider {
-        session_id: session.id.clone(),
-        command_id: command_id.clone(),
-        policy: session.policy.clone(),
-        compiled: session.compiled.clone(),
-        gateway_v4: v4.local_addr()?,
-        gateway_v6: v6.local_addr()?,
-        workspace: session.workspace.clone(),
-        recorder: daemon.recorder.clone(),
-        resolver: session.resolver.clone(),
-        db: session.db.clone(),
-        resolver_addrs: super::decider::SANDBOX_RESOLVERS,
-        shared_netns: false,
-        state_dir: std::path::PathBuf::from(super::decider::SANDBOX_STATE_DIR),
-        reported_unix: Default::default(),
-        unix_rules: policies::engine::unix::UnixRules::new(&session.policy.unix_socket_rules, &|name| {
-            match name {
-                "PROJECT_ROOT" | "WORKSPACE" => Some(session.workspace.display().to_string()),
-                other => req.env.get(other).cloned(),
-            }
-        }),
-    };
-    let notify = launched.notify_fd.take().context("sandbox gave no notify fd")?;
-    let supervisor = Supervisor::new(notify, Arc::new(decider), table.clone()).spawn()?;
-    let funnel = super::funnel::Funnel::for_session(daemon, &session, &command_id, table);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The sandbox can die before it runs (its session destroyed meanwhile): then report its
     // status like any other end, rather than a setup error.
     let gone = |launched: &mut sandbox::Launched| launched.wait_timeout(Duration::ZERO).ok().flatten();
-    let dns_sockets = match super::netns::bind_dns(launched.pid) {
-        Ok(s) => Some(s),
-        Err(_) if gone(&mut launched).is_some() => None,
-        Err(e) => return Err(e.context("binding the session resolver")),
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (funnel, supervisor) = match host_net.as_mut() {
+        Some(h) => {
+            let sockets = h.sockets.take().context("gateway sockets already served")?;
+            // Unix socket connects are still decided here, when the kernel lets the supervisor
+            // see them (the filter then traps `connect` only).
+            let supervisor = match launched.notify_fd.take() {
+                Some(notify) if h.unix_via_notify => {
+                    let reach = Reach {
+                        gateway: [sockets.gateway[0].local_addr()?, sockets.gateway[1].local_addr()?],
+                        resolver_addrs: sockets.dns.udp_addrs()?,
+                        shared_netns: true,
+                        state_dir: std::path::PathBuf::from(super::decider::SANDBOX_STATE_DIR),
+                    };
+                    let decider = SessionDecider::for_command(daemon, &session, &command_id, reach, &|n| {
+                        req.env.get(n).cloned()
+                    });
+                    let unused = Arc::new(OriginalDstTable::new(1, Duration::from_secs(1)));
+                    Some(Answerer::Notify(
+                        Supervisor::new(notify, Arc::new(UnixOnly(decider)), unused).spawn()?,
+                    ))
+                }
+                _ => None,
+            };
+            let funnel =
+                super::funnel::Funnel::for_session(daemon, &session, &command_id, h.attached.clone(), true);
+            let _rt = daemon.runtime.enter();
+            funnel.serve_all(daemon, sockets.gateway, &stop_rx)?;
+            serve_dns(daemon, &session.resolver, sockets.dns, &stop_rx)?;
+            (funnel, supervisor)
+        }
+        None => {
+            let listeners = std::mem::take(&mut launched.listeners);
+            let [v4, v6] = <[std::net::TcpListener; 2]>::try_from(listeners)
+                .map_err(|_| anyhow::anyhow!("sandbox gave no gateway listeners"))?;
+            let table = Arc::new(OriginalDstTable::new(4096, Duration::from_secs(30)));
+            let reach = Reach {
+                gateway: [v4.local_addr()?, v6.local_addr()?],
+                resolver_addrs: super::decider::SANDBOX_RESOLVERS,
+                shared_netns: false,
+                state_dir: std::path::PathBuf::from(super::decider::SANDBOX_STATE_DIR),
+            };
+            let decider = SessionDecider::for_command(daemon, &session, &command_id, reach, &|n| {
+                req.env.get(n).cloned()
+            });
+            let supervisor = match trap {
+                Trap::NetworkTraced => {
+                    let pid = launched.command_pid.context("sandbox gave no command pid to trace")?;
+                    let tracer = Tracer::new(Arc::new(decider), table.clone());
+                    Answerer::Trace(tracer.spawn(pid).context("seizing the command")?)
+                }
+                _ => {
+                    let notify = launched.notify_fd.take().context("sandbox gave no notify fd")?;
+                    Answerer::Notify(Supervisor::new(notify, Arc::new(decider), table.clone()).spawn()?)
+                }
+            };
+            let funnel = super::funnel::Funnel::for_session(daemon, &session, &command_id, table, false);
+            let dns_sockets = match super::netns::bind_dns(launched.pid) {
+                Ok(s) => Some(s),
+                Err(_) if gone(&mut launched).is_some() => None,
+                Err(e) => return Err(e.context("binding the session resolver")),
+            };
+            let _rt = daemon.runtime.enter();
+            funnel.serve_all(daemon, [v4, v6], &stop_rx)?;
+            if let Some(sockets) = dns_sockets {
+                serve_dns(daemon, &session.resolver, sockets, &stop_rx)?;
+            }
+            if let Some(llm) = &session.llm
+                && let Err(e) = serve_llm(daemon, llm, launched.pid, &stop_rx)
+                && gone(&mut launched).is_none()
+            {
+                return Err(e);
+            }
+            (funnel, Some(supervisor))
+        }
     };
-    {
-        let _rt = daemon.runtime.enter();
-        funnel.serve_all(daemon, [v4, v6], &stop_rx)?;
-        if let Some(sockets) = dns_sockets {
-            serve_dns(daemon, &session.resolver, sockets, &stop_rx)?;
-        }
-        if let Some(llm) = &session.llm
-            && let Err(e) = serve_llm(daemon, llm, launched.pid, &stop_rx)
-            && gone(&mut launched).is_none()
-        {
-            return Err(e);
-        }
-    }
     if let Err(e) = launched.resume()
         && gone(&mut launched).is_none()
     {
@@ -330,12 +432,16 @@ pub fn run(
         }
     };
     let duration = start.elapsed();
-    let _ = supervisor.stop();
+    if let Some(supervisor) = supervisor {
+        supervisor.stop();
+    }
     let _ = stop_tx.send(true);
     let drain_until = Instant::now() + DRAIN;
     while funnel.active.load(Ordering::SeqCst) > 0 && Instant::now() < drain_until {
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The command's processes are gone with its PID namespace; only now may its programs go.
+    drop(host_net);
     if timed_out {
         let mut e = Event::new("command_timeout", &session.id);
         e.command_id = Some(command_id.clone());

@@ -8,6 +8,7 @@ mod db;
 mod decider;
 mod exec;
 mod funnel;
+mod hostnet;
 mod llm;
 mod netns;
 mod otlp;
@@ -44,7 +45,7 @@ pub struct Daemon {
     /// Cancel keys the database proxies issued, shared by every session's proxies.
     pub cancel_keys: dbproxy::proxy::CancelTable,
     /// The redirect backend in use (`security.mode` as resolved at start-up).
-    pub backend: &'static str,
+    pub backend: Arc<backend::Backend>,
 }
 
 impl Daemon {
@@ -123,6 +124,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         backend,
     });
 
+    hostnet::report_refusals(&daemon)?;
     wrap::listen(&daemon)?;
     let on_signal = daemon.clone();
     let sock_path = socket.clone();

@@ -10,16 +10,47 @@ use std::{
 use anyhow::Context;
 use nix::sched::{CloneFlags, setns};
 
-/// The session resolver's sockets on the sandbox's loopback, port 53.
+/// The session resolver's sockets on a loopback: port 53 in a sandbox's own namespace, kernel
+/// picked ports (the same for UDP and TCP of a family) in a shared one.
 pub struct DnsSockets {
-    /// UDP on 127.0.0.1:53.
+    /// UDP on 127.0.0.1.
     pub udp4: UdpSocket,
-    /// TCP on 127.0.0.1:53.
+    /// TCP on 127.0.0.1.
     pub tcp4: TcpListener,
-    /// UDP on [::1]:53.
+    /// UDP on [::1].
     pub udp6: UdpSocket,
-    /// TCP on [::1]:53.
+    /// TCP on [::1].
     pub tcp6: TcpListener,
+}
+
+impl DnsSockets {
+    /// The UDP addresses, IPv4 first.
+    pub fn udp_addrs(&self) -> std::io::Result<[SocketAddr; 2]> {
+        Ok([self.udp4.local_addr()?, self.udp6.local_addr()?])
+    }
+}
+
+/// A gateway's sockets on the loopback of a shared network namespace: its listeners and the
+/// session resolver, all on ports the kernel picks.
+pub struct SharedLoopback {
+    /// The gateway's TCP listeners, 127.0.0.1 then [::1].
+    pub gateway: [TcpListener; 2],
+    /// The session resolver.
+    pub dns: DnsSockets,
+}
+
+/// Bind [`SharedLoopback`] in the calling thread's network namespace.
+pub fn bind_shared_loopback() -> anyhow::Result<SharedLoopback> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
+    let (udp4, udp6) = (UdpSocket::bind(v4)?, UdpSocket::bind(v6)?);
+    // TCP DNS on the same port numbers as UDP, as resolvers expect.
+    let tcp4 = TcpListener::bind(udp4.local_addr()?)?;
+    let tcp6 = TcpListener::bind(udp6.local_addr()?)?;
+    Ok(SharedLoopback {
+        gateway: [TcpListener::bind(v4)?, TcpListener::bind(v6)?],
+        dns: DnsSockets { udp4, tcp4, udp6, tcp6 },
+    })
 }
 
 /// Run `make` on a short-lived thread inside the network namespace of process `pid`.

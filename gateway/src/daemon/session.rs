@@ -147,7 +147,7 @@ impl Session {
             db,
             recorder,
             owner_uid: 0,
-            backend: daemon.backend,
+            backend: daemon.backend.name(),
             landlock_abi: if config.files.landlock { sandbox::landlock_plan::kernel_abi() } else { None },
             workspace_mount: Mutex::new(workspace_mount),
             workspace,

@@ -17,7 +17,6 @@
 //! refused.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket},
     os::unix::net::{UnixListener, UnixStream},
     sync::Arc,
     time::Duration,
@@ -28,7 +27,11 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use redirect::{OriginalDstTable, handoff::recv_fd, seccomp::Supervisor};
 use serde::{Deserialize, Serialize};
 
-use super::{Daemon, decider::SessionDecider, session::Session};
+use super::{
+    Daemon,
+    decider::{Reach, SessionDecider},
+    session::Session,
+};
 use crate::{
     control::frame::{read_frame, write_frame},
     events::Event,
@@ -148,24 +151,6 @@ fn accept(daemon: &Arc<Daemon>, stream: &mut UnixStream) -> anyhow::Result<Strin
     Ok(command_id)
 }
 
-/// Listeners and resolver sockets bound in the network namespace of the wrapped process.
-struct Sockets {
-    gateway: [TcpListener; 2],
-    udp: [UdpSocket; 2],
-    tcp: [TcpListener; 2],
-}
-
-fn bind_all(pid: i32) -> anyhow::Result<Sockets> {
-    super::netns::in_netns(pid, || {
-        let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
-        let udp = [UdpSocket::bind(v4)?, UdpSocket::bind(v6)?];
-        // TCP DNS on the same port numbers as UDP, as resolvers expect.
-        let tcp = [TcpListener::bind(udp[0].local_addr()?)?, TcpListener::bind(udp[1].local_addr()?)?];
-        Ok(Sockets { gateway: [TcpListener::bind(v4)?, TcpListener::bind(v6)?], udp, tcp })
-    })
-}
-
 /// Start the supervisor, the funnel and the resolver for the wrapped process; they stop when
 /// every process under the filter has exited.
 fn supervise(
@@ -175,43 +160,23 @@ fn supervise(
     notify: std::os::fd::OwnedFd,
     command_id: &str,
 ) -> anyhow::Result<()> {
-    let sockets = bind_all(pid).context("binding the gateway in the wrapped process's network namespace")?;
+    let sockets = super::netns::in_netns(pid, super::netns::bind_shared_loopback)
+        .context("binding the gateway in the wrapped process's network namespace")?;
     let table = Arc::new(OriginalDstTable::new(4096, Duration::from_secs(30)));
-    let decider = SessionDecider {
-        session_id: session.id.clone(),
-        command_id: command_id.to_string(),
-        policy: session.policy.clone(),
-        compiled: session.compiled.clone(),
-        gateway_v4: sockets.gateway[0].local_addr()?,
-        gateway_v6: sockets.gateway[1].local_addr()?,
-        workspace: session.workspace.clone(),
-        recorder: daemon.recorder.clone(),
-        resolver: session.resolver.clone(),
-        db: session.db.clone(),
-        resolver_addrs: [sockets.udp[0].local_addr()?, sockets.udp[1].local_addr()?],
+    let reach = Reach {
+        gateway: [sockets.gateway[0].local_addr()?, sockets.gateway[1].local_addr()?],
+        resolver_addrs: sockets.dns.udp_addrs()?,
         shared_netns: true,
         state_dir: session.dir.clone(),
-        reported_unix: Default::default(),
-        unix_rules: policies::engine::unix::UnixRules::new(&session.policy.unix_socket_rules, &|name| {
-            match name {
-                "PROJECT_ROOT" | "WORKSPACE" => Some(session.workspace.display().to_string()),
-                _ => None,
-            }
-        }),
     };
+    let decider = SessionDecider::for_command(daemon, session, command_id, reach, &|_| None);
     let supervisor = Supervisor::new(notify, Arc::new(decider), table.clone()).spawn()?;
-    let funnel = super::funnel::Funnel::for_session(daemon, session, command_id, table);
+    let funnel = super::funnel::Funnel::for_session(daemon, session, command_id, table, false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     {
         let _rt = daemon.runtime.enter();
         funnel.serve_all(daemon, sockets.gateway, &stop_rx)?;
-        let dns = super::netns::DnsSockets {
-            udp4: sockets.udp[0].try_clone()?,
-            tcp4: sockets.tcp[0].try_clone()?,
-            udp6: sockets.udp[1].try_clone()?,
-            tcp6: sockets.tcp[1].try_clone()?,
-        };
-        super::exec::serve_dns(daemon, &session.resolver, dns, &stop_rx)?;
+        super::exec::serve_dns(daemon, &session.resolver, sockets.dns, &stop_rx)?;
     }
     *session.current_command.lock().unwrap_or_else(|p| p.into_inner()) = Some(command_id.to_string());
     let running = session.command_started();

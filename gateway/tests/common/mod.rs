@@ -110,6 +110,14 @@ impl Daemon {
         Daemon::start_with_config(&format!("dns:\n  upstream: [\"127.0.0.1:{}\"]\n", dead_dns_port()))
     }
 
+    /// [`Daemon::start`] with `security.mode: BACKEND` (`seccomp`, `ebpf`, `ptrace`).
+    pub fn start_backend(backend: &str) -> Daemon {
+        Daemon::start_with_config(&format!(
+            "security: {{mode: {backend}}}\ndns:\n  upstream: [\"127.0.0.1:{}\"]\n",
+            dead_dns_port()
+        ))
+    }
+
     /// A daemon started with `agentsh server --config FILE`, FILE holding `config` (YAML). The
     /// config must name a DNS upstream on the host's loopback (see [`dns::FakeDns::server_config`]).
     pub fn start_with_config(config: &str) -> Daemon {
@@ -118,7 +126,15 @@ impl Daemon {
             "a test daemon must forward DNS to a loopback upstream, never the host's resolver: {config}"
         );
         let state = TempDir::new("state");
-        state.write("server.yaml", config);
+        // `AGENTSH_TEST_BACKEND` runs every test that does not choose a backend itself under
+        // that one (CI runs the suite once per backend).
+        let config = match std::env::var("AGENTSH_TEST_BACKEND") {
+            Ok(b) if !b.is_empty() && !config.contains("security:") => {
+                format!("security: {{mode: {b}}}\n{config}")
+            }
+            _ => config.to_string(),
+        };
+        state.write("server.yaml", &config);
         Daemon::spawn(state)
     }
 

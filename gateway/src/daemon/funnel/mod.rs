@@ -55,8 +55,12 @@ pub struct Funnel {
     pub policy: Arc<Policy>,
     /// The compiled policy.
     pub compiled: Arc<CompiledPolicy>,
-    /// Original destinations registered by the supervisor.
-    pub table: Arc<OriginalDstTable>,
+    /// Where each accepted connection was really going.
+    pub origins: Arc<dyn Origins>,
+    /// The command shares the host's network namespace and every TCP connect of its reaches the
+    /// funnel (the eBPF backend), so the funnel also answers what a private namespace serves
+    /// on its own loopback: DNS over TCP (any port 53) and the LLM proxy's plain listener.
+    pub host_network: bool,
     /// Event sink.
     pub recorder: Arc<Recorder>,
     /// The session resolver (names of synthetic and remembered addresses, real resolution).
@@ -106,19 +110,21 @@ fn name_from(peeked: Peeked) -> Named {
 }
 
 impl Funnel {
-    /// The gateway of one command of `session`, reading original destinations from `table`.
+    /// The gateway of one command of `session`, reading original destinations from `origins`.
     pub fn for_session(
         daemon: &super::Daemon,
         session: &super::session::Session,
         command_id: &str,
-        table: Arc<OriginalDstTable>,
+        origins: Arc<dyn Origins>,
+        host_network: bool,
     ) -> Arc<Funnel> {
         Arc::new(Funnel {
             session_id: session.id.clone(),
             command_id: command_id.to_string(),
             policy: session.policy.clone(),
             compiled: session.compiled.clone(),
-            table,
+            origins,
+            host_network,
             recorder: daemon.recorder.clone(),
             resolver: session.resolver.clone(),
             ca: session.ca.clone(),
@@ -165,7 +171,7 @@ impl Funnel {
 
     /// Handle one accepted connection whose peer (the agent's socket) is `peer`.
     pub async fn handle(self: Arc<Self>, agent: TcpStream, peer: SocketAddr) {
-        let Some(dst) = self.table.take(peer) else {
+        let Some(dst) = self.origins.take(peer) else {
             let mut e = Event::new("net_connect_blocked", &self.session_id);
             e.command_id = Some(self.command_id.clone());
             e.remote = Some(peer.to_string());
@@ -175,6 +181,9 @@ impl Funnel {
             reset(agent);
             return;
         };
+        if self.host_network && self.serves_locally(&dst) {
+            return self.serve_loopback_service(agent, peer, &dst).await;
+        }
         if let Some(db) = &self.db
             && let Some(entry) = db.for_connect(dst.dst, self.resolver.name_for(dst.ip()).as_ref())
         {
@@ -267,6 +276,29 @@ impl Funnel {
             Err(err) => e = e.field("error", err),
         }
         self.recorder.record(e.field("duration_ms", millis(start.elapsed())));
+    }
+
+    /// Whether a host-network connection is for a service the sandbox would find on its own
+    /// loopback in a private namespace: DNS over TCP, or the LLM proxy's plain listener.
+    fn serves_locally(&self, dst: &OriginalDst) -> bool {
+        dst.port() == 53 || (self.llm.is_some() && dst.dst == super::llm::LISTEN)
+    }
+
+    /// Serve a connection [`Self::serves_locally`] picked: DNS over TCP by the session resolver
+    /// (whose own events record the queries), or HTTP by the LLM proxy.
+    async fn serve_loopback_service(&self, agent: TcpStream, peer: SocketAddr, dst: &OriginalDst) {
+        if dst.port() == 53 {
+            if let Err(e) = dns::serve_tcp_stream(agent, self.resolver.clone()).await {
+                tracing::debug!(session.id = %self.session_id, error = %e, "dns over tcp");
+            }
+            return;
+        }
+        let Some(llm) = self.llm.clone() else { return };
+        let _ = agent.set_nodelay(true);
+        if let Err(e) = llm.serve_connection(agent, llmproxy::ConnInfo { peer: Some(peer), sni: None }).await
+        {
+            tracing::debug!(session.id = %self.session_id, error = %e, "llm proxy connection");
+        }
     }
 
     /// Whether the first bytes could change where this connection may go: a name bound by the
@@ -423,6 +455,26 @@ where
         }),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".into()),
+    }
+}
+
+/// Where the funnel learns each accepted connection's original destination: the supervisor's
+/// table (seccomp), or the kernel's record (eBPF).
+pub trait Origins: Send + Sync {
+    /// The original destination of the connection accepted from `peer`, removed from the
+    /// record; `None` when no redirect made it (the gateway was dialled directly).
+    fn take(&self, peer: SocketAddr) -> Option<OriginalDst>;
+}
+
+impl Origins for OriginalDstTable {
+    fn take(&self, peer: SocketAddr) -> Option<OriginalDst> {
+        OriginalDstTable::take(self, peer)
+    }
+}
+
+impl Origins for redirect::ebpf::Attached {
+    fn take(&self, peer: SocketAddr) -> Option<OriginalDst> {
+        redirect::ebpf::Attached::take(self, peer).map(|r| r.original)
     }
 }
 
