@@ -393,3 +393,20 @@ async fn hostile_bytes_get_an_error_and_leave_other_sessions_alone() {
     assert_eq!(rows(&good.query("SELECT count(*) FROM items").await), ["2"]);
     drop(pg);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_ascii_upstream_password_is_saslprepped_as_the_server_stored_it() {
+    let Some((pg, _)) = cluster(APP_PASSWORD) else { return };
+    // The server SASLprep'd it into its verifier: NO-BREAK SPACE became a space and ROMAN
+    // NUMERAL FOUR "IV"; the bytes as written would not log in.
+    let password = "p\u{00e4}ss\u{00a0}w\u{2163}rd";
+    pg.psql_ok("postgres", &format!("CREATE ROLE intl LOGIN PASSWORD '{password}'"));
+    let pw = temp_dir("pw").join("password");
+    std::fs::write(&pw, password).unwrap();
+    let creds = format!("{{user: intl, password_file: '{}'}}", pw.display());
+    let fx = start_proxy(&policy(&format!("127.0.0.1:{}", pg.port), &creds, RULES)).await;
+    let mut c = Raw::connect(&fx.dir).await;
+    let hello = c.startup("agent", 0, &[]).await;
+    assert!(error_of(&hello).is_none(), "{:?}", error_of(&hello).and_then(|e| e.message()));
+    assert_eq!(rows(&c.query("SELECT current_user").await), ["intl"]);
+}

@@ -1,8 +1,10 @@
 //! The client side of SCRAM-SHA-256 (RFC 5802, RFC 7677) as Postgres uses it, pure: the proxy
 //! logs in upstream with the service's credentials. ring provides PBKDF2, HMAC and SHA-256.
-//! No channel binding (`n,,`): the proxy never offers `SCRAM-SHA-256-PLUS`.
+//! No channel binding (`n,,`): the proxy never offers `SCRAM-SHA-256-PLUS`. The password is
+//! SASLprep'd (RFC 4013) first, as Postgres does when it stores a verifier and libpq when it
+//! logs in: a password that is not UTF-8, or that SASLprep refuses, is used as it is.
 
-use std::num::NonZeroU32;
+use std::{borrow::Cow, num::NonZeroU32};
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use ring::{digest, hmac, pbkdf2};
@@ -46,12 +48,25 @@ fn attr(part: &str, name: char) -> Option<&str> {
     part.strip_prefix(name).and_then(|p| p.strip_prefix('='))
 }
 
+/// `password` as SCRAM hashes it: SASLprep'd when it is UTF-8 and SASLprep accepts it (ASCII
+/// is left alone, as Postgres leaves it), else the bytes as they are.
+pub(crate) fn prepared_password(password: &[u8]) -> Cow<'_, [u8]> {
+    match std::str::from_utf8(password) {
+        Ok(s) if !s.is_ascii() => match stringprep::saslprep(s) {
+            Ok(Cow::Owned(p)) => Cow::Owned(p.into_bytes()),
+            Ok(Cow::Borrowed(_)) | Err(_) => Cow::Borrowed(password),
+        },
+        _ => Cow::Borrowed(password),
+    }
+}
+
 impl ScramClient {
     /// Starts a login; `nonce` must be fresh random printable text without `,`.
     pub(crate) fn new(user: &str, password: &[u8], nonce: String) -> ScramClient {
         let user = user.replace('=', "=3D").replace(',', "=2C");
         let client_first_bare = format!("n={user},r={nonce}");
-        ScramClient { password: password.to_vec(), nonce, client_first_bare, pending: None }
+        let password = prepared_password(password).into_owned();
+        ScramClient { password, nonce, client_first_bare, pending: None }
     }
 
     /// The client-first message (for SASLInitialResponse).
@@ -130,6 +145,22 @@ mod tests {
             c.server_final(b"v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
             Err(ScramError::BadServerSignature)
         );
+    }
+
+    #[test]
+    fn passwords_are_saslprepped_like_postgres_does() {
+        let prep = |p: &str| String::from_utf8(prepared_password(p.as_bytes()).into_owned()).unwrap();
+        // RFC 4013 §3 examples: soft hyphen mapped to nothing, NFKC, and a refused control.
+        assert_eq!(prep("I\u{00AD}X"), "IX");
+        assert_eq!(prep("\u{00AA}"), "a");
+        assert_eq!(prep("\u{2168}"), "IX");
+        assert_eq!(prep("p\u{00E4}ss\u{00A0}w\u{2163}rd"), "p\u{00E4}ss wIVrd");
+        // Refused by SASLprep (a control character, mixed directions): used as given.
+        assert_eq!(prep("\u{00E4}\u{0007}"), "\u{00E4}\u{0007}");
+        assert_eq!(prep("\u{0627}a\u{0627}"), "\u{0627}a\u{0627}");
+        // ASCII is not touched, controls included; bytes that are not UTF-8 neither.
+        assert_eq!(prep("pen\u{0007}cil "), "pen\u{0007}cil ");
+        assert_eq!(prepared_password(b"\xff\xfe").as_ref(), b"\xff\xfe");
     }
 
     #[test]
