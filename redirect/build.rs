@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SOURCE: &str = "bpf/redirect.bpf.c";
-const HEADERS: &[&str] = &["bpf/redirect.h"];
+const HEADERS: &[&str] = &["bpf/redirect.h", "bpf/session.h", "bpf/own_listeners.h"];
 const INCLUDE_DIRS: &[&str] = &["/usr/include", "/usr/local/include"];
 
 fn fail(msg: &str) -> ! {

@@ -9,7 +9,12 @@
  *    the gateway can name the peer it accepts;
  *  - sendmsg4/6 send UDP port 53 to the session resolver (any other UDP destination is refused);
  *    recvmsg4/6 and getpeername4/6 put the original address back where the agent looks.
- * The gateway's own listener (TCP) and the session resolver (UDP) are never rewritten (no loops).
+ * The gateway's own listener (TCP) and the session resolver (UDP) are never rewritten (no loops),
+ * and neither is a TCP connect to a loopback listener the session itself created (a test suite's
+ * server, a dev server): sock_create marks the session's stream sockets with its cgroup id, and
+ * connect4/6 look the listener up and compare (own_listeners.h). A socket that asks to share its
+ * port (SO_REUSEPORT) loses its mark, since the kernel may hand its connections to another
+ * member of the group.
  *  - cgroup_skb/egress drops every packet of a session socket for an address that is neither
  *    loopback nor the session's gateway or resolver: whatever path a socket took (an accepted
  *    inbound connection, a raw socket), nothing of the session leaves the host but through the
@@ -21,34 +26,14 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "redirect.h"
+#include "session.h"
+#include "own_listeners.h"
 
-#define AF_INET 2
-#define AF_INET6 10
-#define SOCK_STREAM 1
-#define SOCK_DGRAM 2
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
-#define IPPROTO_MPTCP 262
 #define DNS_PORT 53
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
-#define REFUSE 0 /* the syscall fails with EPERM */
-#define PASS 1
-
-/* How deep below a session cgroup a process may sit and still be found. */
-#define MAX_DEPTH 16
-
 char LICENSE[] SEC("license") = "GPL";
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u64);
-	__type(value, struct session);
-} sessions SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -86,128 +71,6 @@ struct {
 	__type(key, struct local_key);
 	__type(value, struct orig_dst);
 } by_local SEC(".maps");
-
-/* A rewrite target: 16-byte address (v4-mapped for IPv4) and port, network order. */
-struct endpoint {
-	__u32 addr[4];
-	__u16 port;
-};
-
-/* Cgroup id at ancestor level `lvl` (-1: the cgroup itself) of the socket that sent `skb`, or of
- * the current task when `skb` is 0 (the address hooks run in the caller's context; packets may
- * leave outside it, e.g. retransmissions). `skb` is a constant at every call, so each program
- * keeps only the helpers its type may call. */
-static __always_inline __u64 cgroup_at(struct __sk_buff *skb, int lvl)
-{
-	if (skb)
-		return lvl < 0 ? bpf_skb_cgroup_id(skb) : bpf_skb_ancestor_cgroup_id(skb, lvl);
-	return lvl < 0 ? bpf_get_current_cgroup_id() : bpf_get_current_ancestor_cgroup_id(lvl);
-}
-
-/* The session owning the cgroup, or one of its ancestors (the deepest registered wins); on a
- * miss *cgid is the cgroup's own id. */
-static __always_inline struct session *find_session(struct __sk_buff *skb, __u64 *cgid)
-{
-	__u64 id = cgroup_at(skb, -1);
-	struct session *s = bpf_map_lookup_elem(&sessions, &id);
-
-	*cgid = id;
-	if (s)
-		return s;
-	for (int lvl = MAX_DEPTH; lvl > 0; lvl--) {
-		id = cgroup_at(skb, lvl);
-		if (!id)
-			continue;
-		s = bpf_map_lookup_elem(&sessions, &id);
-		if (s) {
-			*cgid = id;
-			return s;
-		}
-	}
-	return 0;
-}
-
-static __always_inline int is_v4mapped(const __u32 a[4])
-{
-	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
-}
-
-static __always_inline void set_mapped(struct endpoint *e, __u32 ip4, __u16 port)
-{
-	e->addr[0] = 0;
-	e->addr[1] = 0;
-	e->addr[2] = bpf_htonl(0xffff);
-	e->addr[3] = ip4;
-	e->port = port;
-}
-
-static __always_inline void set_v6(struct endpoint *e, const __u32 ip6[4], __u16 port)
-{
-	e->addr[0] = ip6[0];
-	e->addr[1] = ip6[1];
-	e->addr[2] = ip6[2];
-	e->addr[3] = ip6[3];
-	e->port = port;
-}
-
-static __always_inline int same(const struct endpoint *e, const __u32 a[4], __u16 port)
-{
-	return e->port == port && e->addr[0] == a[0] && e->addr[1] == a[1] && e->addr[2] == a[2] &&
-	       e->addr[3] == a[3];
-}
-
-/* The gateway listener or the resolver for the family of `a`; 0 when the session has none. */
-static __always_inline int gateway_for(const struct session *s, const __u32 a[4], struct endpoint *e)
-{
-	if (is_v4mapped(a)) {
-		set_mapped(e, s->gw4, s->gw4_port);
-		return 1;
-	}
-	if (!(s->flags & SESSION_HAS_GW6))
-		return 0;
-	set_v6(e, s->gw6, s->gw6_port);
-	return 1;
-}
-
-static __always_inline int resolver_for(const struct session *s, const __u32 a[4], struct endpoint *e)
-{
-	if (is_v4mapped(a)) {
-		set_mapped(e, s->dns4, s->dns4_port);
-		return 1;
-	}
-	if (!(s->flags & SESSION_HAS_DNS6))
-		return 0;
-	set_v6(e, s->dns6, s->dns6_port);
-	return 1;
-}
-
-/* Is (a, port) the session's gateway listener, in either family? */
-static __always_inline int is_gateway(const struct session *s, const __u32 a[4], __u16 port)
-{
-	struct endpoint e = {};
-
-	set_mapped(&e, s->gw4, s->gw4_port);
-	if (same(&e, a, port))
-		return 1;
-	if (!(s->flags & SESSION_HAS_GW6))
-		return 0;
-	set_v6(&e, s->gw6, s->gw6_port);
-	return same(&e, a, port);
-}
-
-/* Is (a, port) the session's resolver, in either family? */
-static __always_inline int is_resolver(const struct session *s, const __u32 a[4], __u16 port)
-{
-	struct endpoint e = {};
-
-	set_mapped(&e, s->dns4, s->dns4_port);
-	if (same(&e, a, port))
-		return 1;
-	if (!(s->flags & SESSION_HAS_DNS6))
-		return 0;
-	set_v6(&e, s->dns6, s->dns6_port);
-	return same(&e, a, port);
-}
 
 static __always_inline struct deny_rule *denied(__u32 gen, __u64 cgid, const __u32 a[4], __u16 port)
 {
@@ -311,6 +174,9 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct session *s, 
 		*rule = denied(s->deny_gen, cgid, a, port);
 		if (*rule)
 			return REFUSED_DENY_RULE;
+		/* The session's own loopback servers stay local, as in a namespace of its own. */
+		if (own_listener(ctx, cgid, a, port))
+			return 0;
 		if (!gateway_for(s, a, to))
 			return REFUSED_NO_GATEWAY;
 		if (!record(ctx, cgid, a, port, family, IPPROTO_TCP, to))
@@ -532,18 +398,6 @@ int record_local(struct bpf_sock_ops *skops)
 		bpf_map_delete_elem(&by_local, &k);
 	}
 	return 1;
-}
-
-static __always_inline int is_loopback(const __u32 a[4])
-{
-	if (is_v4mapped(a))
-		return (bpf_ntohl(a[3]) >> 24) == 127;
-	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(1);
-}
-
-static __always_inline int same_ip(const __u32 a[4], const __u32 b[4])
-{
-	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
 }
 
 /* Loopback, or the address of the session's own gateway or resolver. */

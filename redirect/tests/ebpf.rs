@@ -287,7 +287,14 @@ fn the_self_test_fails_when_programs_are_missing_or_the_listener_is_wrong() {
         return;
     };
     let Fixture { backend, gw, dns, cg, .. } = &f;
-    for omit in [Program::Connect4, Program::SockOps, Program::Getpeername4, Program::Egress] {
+    for omit in [
+        Program::Connect4,
+        Program::SockOps,
+        Program::Getpeername4,
+        Program::Egress,
+        Program::SockCreate,
+        Program::Setsockopt,
+    ] {
         let e =
             backend.attach_omitting(&cg.0, params(gw, dns), &[omit]).expect_err("attach without a program");
         assert!(matches!(e, EbpfError::SelfTest(_)), "{omit:?}: {e}");

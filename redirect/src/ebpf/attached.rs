@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::Key;
 use aya::programs::cgroup_skb::CgroupSkbLink;
+use aya::programs::cgroup_sock::CgroupSockLink;
 use aya::programs::cgroup_sock_addr::CgroupSockAddrLink;
+use aya::programs::cgroup_sockopt::CgroupSockoptLink;
 use aya::programs::sock_ops::SockOpsLink;
 
 use super::backend::{Shared, lock};
@@ -27,6 +29,8 @@ pub(crate) enum AttachedLink {
     SockAddr(CgroupSockAddrLink),
     SockOps(SockOpsLink),
     Skb(CgroupSkbLink),
+    Sock(CgroupSockLink),
+    Sockopt(CgroupSockoptLink),
 }
 
 /// A redirected connection as the kernel recorded it.

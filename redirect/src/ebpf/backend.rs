@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData};
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps};
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, CgroupSockopt, SockOps,
+};
 use aya::{Ebpf, EbpfLoader};
 
 use super::attached::{Attached, AttachedLink};
@@ -76,6 +78,8 @@ impl EbpfBackend {
             let loaded = match p {
                 Program::SockOps => <&mut SockOps>::try_from(prog).and_then(|s| s.load()),
                 Program::Egress => <&mut CgroupSkb>::try_from(prog).and_then(|s| s.load()),
+                Program::SockCreate => <&mut CgroupSock>::try_from(prog).and_then(|s| s.load()),
+                Program::Setsockopt => <&mut CgroupSockopt>::try_from(prog).and_then(|s| s.load()),
                 _ => <&mut CgroupSockAddr>::try_from(prog).and_then(|s| s.load()),
             };
             loaded.map_err(|e| program_error(p, e))?;
@@ -150,6 +154,16 @@ impl EbpfBackend {
                 let prog: &mut CgroupSkb = prog.try_into()?;
                 let id = prog.attach(cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)?;
                 Ok(AttachedLink::Skb(prog.take_link(id)?))
+            }
+            Program::SockCreate => {
+                let prog: &mut CgroupSock = prog.try_into()?;
+                let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
+                Ok(AttachedLink::Sock(prog.take_link(id)?))
+            }
+            Program::Setsockopt => {
+                let prog: &mut CgroupSockopt = prog.try_into()?;
+                let id = prog.attach(cgroup, CgroupAttachMode::Single)?;
+                Ok(AttachedLink::Sockopt(prog.take_link(id)?))
             }
             _ => {
                 let prog: &mut CgroupSockAddr = prog.try_into()?;

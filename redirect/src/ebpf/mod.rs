@@ -5,7 +5,10 @@
 //! [`EbpfBackend`] and attached per session cgroup by [`EbpfBackend::attach`]. Their maps are keyed
 //! by cgroup id, so sessions never see each other's gateway, deny rules or connections. A packet
 //! filter on the cgroup backs the address hooks up: no packet of a session socket leaves for an
-//! address other than loopback or the session's own gateway and resolver. Every attach ends with a
+//! address other than loopback or the session's own gateway and resolver. A TCP connect to a
+//! loopback listener the session itself created (marked at `socket()`, looked up at connect) is
+//! left alone, as it would be in a network namespace of its own; a listener of the host or of
+//! another session is funnelled like any other destination. Every attach ends with a
 //! self-test from inside the cgroup; an attach that cannot prove the programs redirect and refuse
 //! is an error, and the caller fails closed.
 //!
@@ -55,12 +58,19 @@ pub enum Program {
     SockOps,
     /// `cgroup_skb/egress`: drops packets of session sockets for non-loopback addresses.
     Egress,
+    /// `cgroup/sock_create`: marks the session's TCP sockets as its own, so a connect to one of
+    /// its loopback listeners stays direct.
+    SockCreate,
+    /// `cgroup/setsockopt`: a socket that asks for `SO_REUSEPORT` loses that mark.
+    Setsockopt,
 }
 
 impl Program {
-    /// Every program, in attach order: the ones that only read or record first, so a connect is
-    /// never rewritten before its record can be filed.
-    pub const ALL: [Program; 10] = [
+    /// Every program, in attach order: the ones that only read, mark or record first, so a
+    /// connect is never rewritten before its record can be filed.
+    pub const ALL: [Program; 12] = [
+        Program::SockCreate,
+        Program::Setsockopt,
         Program::SockOps,
         Program::Egress,
         Program::Recvmsg4,
@@ -86,6 +96,8 @@ impl Program {
             Program::Getpeername6 => "getpeername6",
             Program::SockOps => "record_local",
             Program::Egress => "egress",
+            Program::SockCreate => "mark_owner",
+            Program::Setsockopt => "forget_shared",
         }
     }
 }
@@ -198,6 +210,8 @@ mod tests {
         let pos = |p| Program::ALL.iter().position(|&q| q == p).unwrap();
         assert!(pos(Program::SockOps) < pos(Program::Connect4));
         assert!(pos(Program::Recvmsg4) < pos(Program::Sendmsg4));
-        assert_eq!(Program::ALL.len(), 10);
+        assert!(pos(Program::SockCreate) < pos(Program::Connect4));
+        assert!(pos(Program::Setsockopt) < pos(Program::Connect6));
+        assert_eq!(Program::ALL.len(), 12);
     }
 }

@@ -60,6 +60,18 @@ pub enum ProbeOp {
         /// Bytes for the accepted connection.
         payload: ProbeData,
     },
+    /// Listen on `bind` (port 0: any free port), then connect a second socket to the listener's
+    /// own address; with `accept`, wait (within the timeout) for the listener to accept it. The
+    /// report's `local` and `peer` are the connecting socket's, `accepted` the peer the listener
+    /// accepted.
+    ListenConnect {
+        /// The listening address.
+        bind: SocketAddr,
+        /// Set `SO_REUSEPORT` on the listener before binding.
+        reuseport: bool,
+        /// Wait for the listener to accept the connection.
+        accept: bool,
+    },
     /// One UDP datagram to `dst` (with `sendto`, or `connect` then `send` when `connected`), then
     /// one reply read with `recvfrom`.
     UdpExchange {
@@ -109,6 +121,7 @@ pub(crate) struct RawReport {
     pub local: libc::sockaddr_in6,
     pub peer: libc::sockaddr_in6,
     pub reply_from: libc::sockaddr_in6,
+    pub accepted: libc::sockaddr_in6,
     pub reply_len: u32,
     pub reply: [u8; PROBE_DATA_MAX],
     pub ok: u32,
@@ -131,6 +144,8 @@ pub struct ProbeReport {
     pub peer: Option<SocketAddr>,
     /// Source of the UDP reply, as `recvfrom` reported it.
     pub reply_from: Option<SocketAddr>,
+    /// [`ProbeOp::ListenConnect`]: the peer the listener accepted, `None` when nothing reached it.
+    pub accepted: Option<SocketAddr>,
     /// The reply bytes.
     pub reply: Vec<u8>,
     /// [`ProbeOp::TcpConnectLoop`]: connects that succeeded.
@@ -204,6 +219,7 @@ pub fn run_in_cgroup(cgroup_dir: &Path, op: ProbeOp, timeout: Duration) -> io::R
         local: addr_of(&raw.local),
         peer: addr_of(&raw.peer),
         reply_from: addr_of(&raw.reply_from),
+        accepted: addr_of(&raw.accepted),
         reply: raw.reply[..(raw.reply_len as usize).min(PROBE_DATA_MAX)].to_vec(),
         ok: raw.ok,
         eperm: raw.eperm,

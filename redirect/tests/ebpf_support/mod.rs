@@ -235,3 +235,41 @@ pub fn fetch(addr: SocketAddr, within: Duration) -> std::io::Result<Vec<u8>> {
         }
     }
 }
+
+/// A TCP port nothing in this namespace uses now (the tests run in a namespace of their own).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until a socket of this namespace listens on TCP `port` (`/proc/net/tcp` and `tcp6`).
+pub fn wait_listening(port: u16) {
+    let suffix = format!(":{port:04X}");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let listening = ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+            std::fs::read_to_string(f).unwrap_or_default().lines().skip(1).any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && cols[1].ends_with(&suffix) && cols[3] == "0A"
+            })
+        });
+        if listening {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A probe in `cg` serving `payload` to one connection on `bind`, listening once this returns.
+pub fn serve_in(
+    cg: &Path,
+    bind: SocketAddr,
+    payload: &[u8],
+    within: Duration,
+) -> std::thread::JoinHandle<ProbeReport> {
+    let cg = cg.to_owned();
+    let op = ProbeOp::Serve { bind, payload: ProbeData::new(payload) };
+    let server = std::thread::spawn(move || run_in_cgroup(&cg, op, within).expect("run serving probe"));
+    wait_listening(bind.port());
+    server
+}

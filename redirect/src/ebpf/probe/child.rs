@@ -52,7 +52,8 @@ impl Plan {
             | ProbeOp::TcpConnectLoop { dst, .. }
             | ProbeOp::UdpExchange { dst, .. }
             | ProbeOp::RawSend { dst }
-            | ProbeOp::Serve { bind: dst, .. } => dst,
+            | ProbeOp::Serve { bind: dst, .. }
+            | ProbeOp::ListenConnect { bind: dst, .. } => dst,
         };
         let bytes = encode_sockaddr(dst);
         // SAFETY: sockaddr_in6 is plain data; all-zero is valid.
@@ -141,23 +142,35 @@ unsafe fn run_op(plan: &Plan, r: &mut RawReport) {
             ProbeOp::UdpExchange { connected, payload, .. } => udp_exchange(plan, connected, &payload, r),
             ProbeOp::RawSend { .. } => raw_send(plan, r),
             ProbeOp::Serve { payload, .. } => serve(plan, &payload, r),
+            ProbeOp::ListenConnect { reuseport, accept, .. } => listen_connect(plan, reuseport, accept, r),
         }
     }
 }
 
-/// Non-blocking connect bounded by the plan's timeout; 0 or -1 with errno set.
+/// Non-blocking connect to the plan's destination bounded by its timeout; 0 or -1 with errno set.
 unsafe fn connect_within(fd: i32, plan: &Plan) -> i32 {
-    // SAFETY: fd is a socket we own; `plan.dst` lives for the call.
+    // SAFETY: forwarded from the caller; `plan.dst` lives for the call.
+    unsafe { connect_to_within(fd, &plan.dst, plan.dst_len, plan.timeout_ms) }
+}
+
+/// Non-blocking connect to `dst` bounded by `timeout_ms`; 0 or -1 with errno set.
+unsafe fn connect_to_within(
+    fd: i32,
+    dst: &libc::sockaddr_in6,
+    dst_len: libc::socklen_t,
+    timeout_ms: i32,
+) -> i32 {
+    // SAFETY: fd is a socket we own; `dst` lives for the call.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        let rc = libc::connect(fd, (&plan.dst as *const libc::sockaddr_in6).cast(), plan.dst_len);
+        let rc = libc::connect(fd, (dst as *const libc::sockaddr_in6).cast(), dst_len);
         if rc != 0 && errno() != libc::EINPROGRESS {
             return -1;
         }
         if rc != 0 {
             let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
-            if libc::poll(&mut pfd, 1, plan.timeout_ms) != 1 {
+            if libc::poll(&mut pfd, 1, timeout_ms) != 1 {
                 *libc::__errno_location() = libc::ETIMEDOUT;
                 return -1;
             }
@@ -340,5 +353,56 @@ unsafe fn serve(plan: &Plan, payload: &ProbeData, r: &mut RawReport) {
         }
         libc::close(c);
         libc::close(fd);
+    }
+}
+
+unsafe fn listen_connect(plan: &Plan, reuseport: bool, accept: bool, r: &mut RawReport) {
+    // SAFETY: raw calls on sockets we own and buffers that outlive each call.
+    unsafe {
+        let l = libc::socket(plan.family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if l < 0 {
+            return fail(r, STAGE_SOCKET);
+        }
+        let one = 1i32;
+        if reuseport
+            && libc::setsockopt(l, libc::SOL_SOCKET, libc::SO_REUSEPORT, (&one as *const i32).cast(), 4) != 0
+        {
+            return fail(r, STAGE_BIND);
+        }
+        if libc::bind(l, (&plan.dst as *const libc::sockaddr_in6).cast(), plan.dst_len) != 0
+            || libc::listen(l, 8) != 0
+        {
+            return fail(r, STAGE_BIND);
+        }
+        // SAFETY: sockaddr_in6 is plain data; all-zero is valid.
+        let mut at: libc::sockaddr_in6 = zeroed();
+        let mut at_len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        if libc::getsockname(l, (&mut at as *mut libc::sockaddr_in6).cast(), &mut at_len) != 0 {
+            return fail(r, STAGE_BIND);
+        }
+        let c = libc::socket(plan.family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if c < 0 {
+            return fail(r, STAGE_SOCKET);
+        }
+        if connect_to_within(c, &at, at_len, plan.timeout_ms) != 0 {
+            return fail(r, STAGE_CONNECT);
+        }
+        names(c, r);
+        if accept {
+            let mut pfd = libc::pollfd { fd: l, events: libc::POLLIN, revents: 0 };
+            if libc::poll(&mut pfd, 1, plan.timeout_ms) != 1 {
+                *libc::__errno_location() = libc::ETIMEDOUT;
+                return fail(r, STAGE_ACCEPT);
+            }
+            let mut len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            let from = (&mut r.accepted as *mut libc::sockaddr_in6).cast();
+            let a = libc::accept4(l, from, &mut len, libc::SOCK_CLOEXEC);
+            if a < 0 {
+                return fail(r, STAGE_ACCEPT);
+            }
+            libc::close(a);
+        }
+        libc::close(c);
+        libc::close(l);
     }
 }
