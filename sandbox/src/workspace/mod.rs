@@ -8,6 +8,15 @@
 //! daemon runs as root and the mount uses `default_permissions`, so the kernel checks mode bits
 //! against the caller before the daemon is asked; new files are given to the caller's uid/gid.
 //!
+//! The backing directory is meant to change only through the mount, and the kernel is let
+//! cache accordingly: names and attributes for 30 s, absent names for 10 s, file pages across
+//! opens while the backing file is unchanged, attributes with directory listings. A change
+//! made on the host side may so be seen late: a new file after up to 10 s, an edited file's
+//! size and times after up to 30 s (its data at the next open). What the daemon changes itself
+//! (trash restores, the names below a renamed directory) is invalidated at once. Every rule is
+//! still judged per request on the current path; only the `stat` of a cached name was judged
+//! when the name was looked up.
+//!
 //! Entry point: [`WorkspaceMount::mount`]; dropping the mount unmounts it.
 
 mod fs;
