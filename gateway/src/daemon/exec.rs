@@ -319,7 +319,24 @@ pub fn run(
     }
 
     let start = Instant::now();
-    let mut launched = sandbox::launch(&spec).with_context(|| format!("starting {}", req.argv[0]))?;
+    let mut launched = match sandbox::launch(&spec) {
+        Ok(l) => l,
+        // Destroyed while it started (its processes killed with the session's cgroup): the
+        // command ends as a killed one would, not with a setup error.
+        Err(_) if session.cgroup_path().is_none() => {
+            drop(spec);
+            return Ok(Response::Exited(ExecResult {
+                session_id: session.id.clone(),
+                exit_code: 128 + libc::SIGKILL,
+                stdout: String::new(),
+                stderr: String::new(),
+                duration_ms: millis(start.elapsed()),
+                events: select_events(daemon.recorder.finish(&command_id), req.events),
+                command_id,
+            }));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("starting {}", req.argv[0]))),
+    };
     drop(spec); // our copies of the pipes' write ends: the readers see EOF when the command ends
 
     // The sandbox can die before it runs (its session destroyed meanwhile): then report its
