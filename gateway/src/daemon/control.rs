@@ -164,7 +164,8 @@ fn handle(
             daemon.recorder.record(created);
             let session = Arc::new(session);
             if let Some(db) = &session.db
-                && let Err(e) = db.start(daemon.runtime.handle(), Arc::downgrade(&session))
+                && let Err(e) =
+                    db.start(daemon.runtime.handle(), Arc::downgrade(&session), daemon.db_pool.clone())
             {
                 let _ = session.destroy();
                 return Err(e.context("serving the database sockets"));

@@ -20,7 +20,10 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use dbproxy::{ClientCtx, DbEvent, DbProxy, EventSink, ProxyOptions, proxy::CancelTable};
+use dbproxy::{
+    ClientCtx, DbEvent, DbProxy, EventSink, ProxyOptions,
+    proxy::{CancelTable, SessionPool},
+};
 use dns::{Family, SessionResolver};
 use policies::{Policy, engine::db::DbRules, matchers::domain::Hostname, model::blocks::Unavoidability};
 
@@ -134,7 +137,12 @@ impl SessionDb {
     }
 
     /// Serve the per-session sockets on `runtime` until [`SessionDb::stop`].
-    pub fn start(&self, runtime: &tokio::runtime::Handle, session: Weak<Session>) -> anyhow::Result<()> {
+    pub fn start(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        session: Weak<Session>,
+        pool: Arc<SessionPool>,
+    ) -> anyhow::Result<()> {
         let _guard = runtime.enter();
         let listeners = std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|p| p.into_inner()));
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
@@ -142,7 +150,7 @@ impl SessionDb {
             listener.set_nonblocking(true)?;
             let listener = tokio::net::UnixListener::from_std(listener)?;
             let (entry, session) = (entry.clone(), session.clone());
-            tasks.push(runtime.spawn(accept_loop(listener, entry, session)).abort_handle());
+            tasks.push(runtime.spawn(accept_loop(listener, entry, session, pool.clone())).abort_handle());
         }
         Ok(())
     }
@@ -182,7 +190,12 @@ fn resolve(resolver: &SessionResolver, runtime: &tokio::runtime::Handle, host: &
 }
 
 /// Serve one per-session socket: peers are checked first (see the module docs).
-async fn accept_loop(listener: tokio::net::UnixListener, entry: Arc<DbEntry>, session: Weak<Session>) {
+async fn accept_loop(
+    listener: tokio::net::UnixListener,
+    entry: Arc<DbEntry>,
+    session: Weak<Session>,
+    pool: Arc<SessionPool>,
+) {
     let daemon_pid = std::process::id() as i32;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -206,9 +219,10 @@ async fn accept_loop(listener: tokio::net::UnixListener, entry: Arc<DbEntry>, se
             continue;
         }
         let ctx = ClientCtx { session_id: Some(session.id.clone()), client_identity: None, peer_pid: pid };
-        let proxy = entry.proxy.clone();
+        let Ok(stream) = stream.into_std() else { continue };
+        let served = pool.serve(entry.proxy.clone(), move || tokio::net::UnixStream::from_std(stream), ctx);
         tokio::spawn(async move {
-            if let Err(e) = proxy.serve(stream, ctx).await {
+            if let Ok(Err(e)) = served.await {
                 tracing::debug!(error = %e, "db proxy connection ended");
             }
         });

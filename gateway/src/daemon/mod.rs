@@ -44,6 +44,9 @@ pub struct Daemon {
     pub upstream_tls: Arc<tls::UpstreamTls>,
     /// Cancel keys the database proxies issued, shared by every session's proxies.
     pub cancel_keys: dbproxy::proxy::CancelTable,
+    /// The thread database sessions run on (a current-thread runtime of its own: a busy proxy
+    /// then pays no work-stealing wake-ups; see `benches/db_pgbench`).
+    pub db_pool: Arc<dbproxy::proxy::SessionPool>,
     /// The redirect backend in use (`security.mode` as resolved at start-up).
     pub backend: Arc<backend::Backend>,
 }
@@ -121,6 +124,9 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         runtime,
         upstream_tls,
         cancel_keys: dbproxy::proxy::CancelTable::new(),
+        db_pool: Arc::new(
+            dbproxy::proxy::SessionPool::new(1).context("starting the database session thread")?,
+        ),
         backend,
     });
 

@@ -73,6 +73,8 @@ pub struct Funnel {
     pub llm: Option<Arc<llmproxy::LlmProxy>>,
     /// The session's database proxies: a connect to a service's upstream is handed to its proxy.
     pub db: Option<Arc<super::db::SessionDb>>,
+    /// Where database sessions run.
+    pub db_pool: Arc<dbproxy::proxy::SessionPool>,
     /// Connections still being handled.
     pub active: AtomicUsize,
 }
@@ -131,6 +133,7 @@ impl Funnel {
             upstream_tls: daemon.upstream_tls.clone(),
             llm: session.llm.clone(),
             db: session.db.clone(),
+            db_pool: daemon.db_pool.clone(),
             active: AtomicUsize::new(0),
         })
     }
@@ -357,7 +360,17 @@ impl Funnel {
             client_identity: super::db::identity_of(dst.pid),
             peer_pid: i32::try_from(dst.pid).ok(),
         };
-        let served = entry.proxy.serve(agent, ctx).await;
+        // On the database session thread (see `Daemon::db_pool`); the stream moves there
+        // unregistered.
+        let served = match agent.into_std() {
+            Ok(agent) => {
+                match self.db_pool.serve(entry.proxy.clone(), move || TcpStream::from_std(agent), ctx).await {
+                    Ok(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("database session thread: {e}")),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
         let mut e = Event::new("net_connect", &self.session_id);
         e.command_id = Some(self.command_id.clone());
         e.pid = i32::try_from(dst.pid).ok();
@@ -368,7 +381,7 @@ impl Funnel {
             .field("intercepted", format!("db:{}", entry.proxy.service_name()))
             .field("upstream", "db-proxy");
         if let Err(err) = served {
-            e = e.field("error", err.to_string());
+            e = e.field("error", err);
         }
         self.recorder.record(e.field("duration_ms", millis(start.elapsed())));
     }
