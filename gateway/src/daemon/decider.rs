@@ -269,8 +269,6 @@ impl ConnectDecider for SessionDecider {
     fn decide_unix(&self, addr: &UnixAddr, _sock: SockInfo, pid: u32) -> Action {
         let raw = match addr {
             UnixAddr::Pathname(raw) => raw,
-            // Abstract names live in the sandbox's own network namespace; pinned all the same,
-            // so the bytes cannot turn into a path after this answer.
             UnixAddr::Abstract(name) => {
                 // Abstract names belong to the network namespace: the sandbox's own ones are
                 // reachable unless a rule says otherwise, but in a shared namespace they are the
@@ -399,6 +397,20 @@ mod tests {
     }
 
     /// A decider for `yaml` whose audit log lives in a fresh temp dir (removed by the caller).
+    #[test]
+    fn abstract_sockets_of_a_shared_namespace_need_a_rule() {
+        let yaml = "version: 1\nname: t\nunix_socket_rules:\n  - {name: bus, paths: ['@/tmp/bus-*'], operations: [connect], decision: allow}\n";
+        let (mut d, dir) = decider(yaml);
+        let tcp = SockInfo { family: libc::AF_UNIX, sock_type: libc::SOCK_STREAM };
+        let shim = UnixAddr::Abstract(b"/containerd-shim/x.sock".to_vec());
+        let bus = UnixAddr::Abstract(b"/tmp/bus-1".to_vec());
+        assert_eq!(d.decide_unix(&shim, tcp, 1), Action::ConnectUnixPinned, "the sandbox's own namespace");
+        d.shared_netns = true;
+        assert_eq!(d.decide_unix(&shim, tcp, 1), Action::Deny(libc::EACCES), "the host's namespace");
+        assert_eq!(d.decide_unix(&bus, tcp, 1), Action::ConnectUnixPinned, "opened by a rule");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     fn decider(yaml: &str) -> (SessionDecider, PathBuf) {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
