@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ebpf_support::*;
-use redirect::ebpf::probe::{ProbeData, ProbeOp, run_in_cgroup};
+use redirect::ebpf::probe::{ProbeData, ProbeOp, run_in_cgroup, spawn_in_cgroup};
 use redirect::ebpf::{EbpfError, Program, RefusalReason, SessionParams};
 
 #[test]
@@ -411,4 +411,32 @@ fn nothing_of_the_session_leaves_for_a_non_loopback_address() {
         (e.reason, e.dst.ip(), e.cgroup_id),
         (RefusalReason::Egress, "192.0.2.100".parse().unwrap(), att.cgroup_id())
     );
+}
+
+#[test]
+fn a_spawned_process_runs_its_body_inside_the_session_cgroup() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let Some(f) = fixture("a_spawned_process_runs_its_body_inside_the_session_cgroup") else { return };
+    let Fixture { backend, gw, dns, cg, .. } = &f;
+    let _att = backend.attach(&cg.0, params(gw, dns)).expect("attach");
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let child = spawn_in_cgroup(&cg.0, move || {
+        let mut b = [0u8; 1];
+        // SAFETY: one byte each way through a socket inherited from the parent.
+        unsafe {
+            libc::write(fd, b"r".as_ptr().cast(), 1);
+            libc::read(fd, b.as_mut_ptr().cast(), 1);
+        }
+        i32::from(b[0])
+    })
+    .unwrap();
+    let mut ready = [0u8; 1];
+    ours.read_exact(&mut ready).expect("the body ran");
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", child.pid())).unwrap();
+    let name = cg.0.file_name().unwrap().to_str().unwrap();
+    assert!(cgroup.trim_end().ends_with(&format!("/{name}")), "child in {cgroup}");
+    ours.write_all(&[7]).unwrap();
+    assert_eq!(child.wait().unwrap(), 7, "the body's return value is the exit code");
 }

@@ -1,6 +1,7 @@
 //! Probe processes: a forked child that moves itself into a cgroup and performs one socket
 //! operation there, reporting what the kernel did. The attach self-test uses it, and so do the
-//! real-kernel tests and benchmarks.
+//! real-kernel tests and benchmarks; [`spawn_in_cgroup`] starts a longer-lived one that runs a
+//! given body.
 //!
 //! The child of a multi-threaded parent may only make raw system calls, so every input is plain
 //! data prepared before the fork and the child allocates nothing.
@@ -225,6 +226,69 @@ pub fn run_in_cgroup(cgroup_dir: &Path, op: ProbeOp, timeout: Duration) -> io::R
         eperm: raw.eperm,
         other: raw.other,
     })
+}
+
+/// A process started by [`spawn_in_cgroup`]; killed and reaped when dropped.
+#[derive(Debug)]
+pub struct CgroupChild {
+    pid: libc::pid_t,
+}
+
+impl CgroupChild {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Waits for the child to end and returns its exit code (128 + signal when killed).
+    pub fn wait(mut self) -> io::Result<i32> {
+        let status = self.reap()?;
+        Ok(if libc::WIFSIGNALED(status) { 128 + libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) })
+    }
+
+    fn reap(&mut self) -> io::Result<i32> {
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` lives for the call.
+        let rc = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        self.pid = 0;
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(status) }
+    }
+}
+
+impl Drop for CgroupChild {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            // SAFETY: `pid` is our child, not reaped yet.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = self.reap();
+        }
+    }
+}
+
+/// Forks a child that moves itself into the cgroup at `cgroup_dir` (cgroup v2), runs `body` and
+/// exits with its return value (120 when it cannot join the cgroup, 101 when `body` panics), for
+/// benchmarks and tests that need a long-lived process of a session. The child is a fork of a
+/// possibly multi-threaded process: keep `body` to plain system calls.
+pub fn spawn_in_cgroup<F: FnOnce() -> i32>(cgroup_dir: &Path, body: F) -> io::Result<CgroupChild> {
+    let procs = CString::new(cgroup_dir.join("cgroup.procs").as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "cgroup path holds a NUL byte"))?;
+    // SAFETY: the child joins the cgroup with raw system calls on `procs`, built before the fork,
+    // runs `body` (whose contract is stated above) and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: in the child; `procs` was built before the fork.
+        let code = if unsafe { child::join_cgroup(&procs) } {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101)
+        } else {
+            120
+        };
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(code) }
+    }
+    Ok(CgroupChild { pid })
 }
 
 fn read_report(fd: i32, timeout: Duration) -> io::Result<RawReport> {

@@ -102,7 +102,7 @@ pub(super) unsafe fn run(procs: &CStr, plan: &Plan, out: i32) -> ! {
 }
 
 /// Writing "0" to `cgroup.procs` moves the writing process.
-unsafe fn join_cgroup(procs: &CStr) -> bool {
+pub(super) unsafe fn join_cgroup(procs: &CStr) -> bool {
     // SAFETY: `procs` is a valid C string; the fd is closed before returning.
     unsafe {
         let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
