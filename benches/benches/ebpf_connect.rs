@@ -15,17 +15,15 @@
 //! whatever happens. Run with `cargo bench -p benches --bench ebpf_connect` as root on a host
 //! with cgroup v2; in test mode (no `--bench`) or without root it prints why and skips.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+mod ebpf_common;
+
+use std::io::Read;
+use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Duration;
 
 use criterion::Criterion;
-use redirect::ebpf::{Attached, EbpfBackend, SessionParams};
-
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+use ebpf_common::{Session, StandIn, cgroup2_root};
 
 /// Why this run does not measure, if it does not.
 fn skip_reason() -> Option<String> {
@@ -43,31 +41,9 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-fn cgroup2_root() -> Option<PathBuf> {
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC))
-}
-
 /// Moves this whole process into the cgroup at `dir`.
 fn join(dir: &Path) {
     std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).expect("join cgroup");
-}
-
-/// The gateway stand-in: accept, name, one byte, close; until `stop` (then one more connect
-/// wakes it).
-fn serve(listener: TcpListener, att: Arc<Attached>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut named = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((mut c, peer)) = listener.accept() {
-                named += u64::from(att.take(peer).is_some());
-                let _ = c.write_all(b"x");
-            }
-        }
-        named
-    })
 }
 
 fn round_trip(dst: SocketAddr) {
@@ -84,41 +60,28 @@ fn main() {
     // Only this thread is moved, before any other exists; every later thread inherits it.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
     redirect::testing::bring_loopback_up().expect("bring lo up");
-    let root = cgroup2_root().expect("cgroup2");
-    let cg = root.join(format!("agentsh-bench-{}", std::process::id()));
-    std::fs::create_dir(&cg).expect("create cgroup");
-
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dns = UdpSocket::bind("127.0.0.1:0").unwrap();
     let SocketAddr::V4(gw) = listener.local_addr().unwrap() else { unreachable!() };
-    let SocketAddr::V4(dns_v4) = dns.local_addr().unwrap() else { unreachable!() };
-    let backend = EbpfBackend::load().expect("load eBPF programs");
-    let params =
-        SessionParams { gateway_v4: gw, gateway_v6: None, dns_v4, dns_v6: None, deny_list: Vec::new() };
-    let started = Instant::now();
-    let att = Arc::new(backend.attach(&cg, params).expect("attach"));
-    eprintln!("ebpf_connect: attach with self-test took {:?}", started.elapsed());
-    let stop = Arc::new(AtomicBool::new(false));
-    let server = serve(listener, att.clone(), stop.clone());
+    let session = Session::start("ebpf_connect", gw).expect("eBPF session");
+    let stand_in = StandIn::start(listener, session.att.clone());
 
     let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(5));
     let mut g = c.benchmark_group("connect_first_byte");
     g.bench_function("direct", |b| b.iter(|| round_trip(SocketAddr::V4(gw))));
-    join(&cg);
+    join(&session.cgroup);
     let sentinel = SocketAddr::V4(SocketAddrV4::new([192, 0, 2, 1].into(), 443));
     g.bench_function("ebpf_redirect", |b| b.iter(|| round_trip(sentinel)));
     g.finish();
-    join(&root);
+    join(&cgroup2_root().expect("cgroup2"));
     // What the gateway pays per accept to name a connection: one map lookup (a miss here).
     let unknown: SocketAddr = "127.0.0.1:1".parse().unwrap();
-    c.bench_function("original_dst_lookup", |b| b.iter(|| att.original_dst(std::hint::black_box(unknown))));
+    c.bench_function("original_dst_lookup", |b| {
+        b.iter(|| session.att.original_dst(std::hint::black_box(unknown)))
+    });
 
-    stop.store(true, Ordering::Relaxed);
-    drop(TcpStream::connect(gw));
-    let named = server.join().unwrap();
-    eprintln!("ebpf_connect: the gateway stand-in named {named} redirected connections");
-    assert!(named > 0, "redirected connections were named");
-    drop(att);
-    let _ = std::fs::remove_dir(&cg);
+    let seen = stand_in.finish();
+    eprintln!("ebpf_connect: the gateway stand-in named {} of {} connections", seen.named, seen.accepted);
+    assert!(seen.named > 0, "redirected connections were named");
+    drop(session);
     c.final_summary();
 }

@@ -1,30 +1,38 @@
-//! The cost of the two transports of the trapped-call handlers, side by side in one run: a
-//! client process with no filter (`direct`), under the sandbox filter answered by the seccomp
-//! user-notify `Supervisor` (`seccomp`), and under the same filter compiled for
-//! `SECCOMP_RET_TRACE` and answered by the ptrace `Tracer` (`ptrace`).
+//! The cost of the redirect backends, side by side in one run: a client process with no filter
+//! (`direct`), under the sandbox filter answered by the seccomp user-notify `Supervisor`
+//! (`seccomp`), under the same filter compiled for `SECCOMP_RET_TRACE` and answered by the ptrace
+//! `Tracer` (`ptrace`), and in a cgroup with the eBPF cgroup/sock_addr programs attached
+//! (`ebpf`, left out with the reason printed where the host cannot attach them).
 //!
 //! - `connect_first_byte`: connect, read the one byte the gateway stand-in writes, close. Direct
 //!   connects to the stand-in itself; under a backend the client connects to 203.0.113.5:443
-//!   (TEST-NET-3), which the decider redirects to the stand-in, and the stand-in takes the
-//!   original destination from the table by peer address, as the gateway does.
-//! - `getpid` and `read_dev_zero` (64 bytes): calls the filter does not trap, which should cost
-//!   the same under every backend (the filter answers them in the kernel).
+//!   (TEST-NET-3), which the decider (for eBPF, connect4) redirects to a stand-in, and the
+//!   stand-in names the connection by peer address as the gateway does: from the table
+//!   (seccomp, ptrace) or from the kernel's record (`Attached::take`, eBPF).
+//! - `getpid` and `read_dev_zero` (64 bytes): calls no backend traps, which should cost the same
+//!   under every backend (the filter answers them in the kernel; eBPF has no hook on them).
 //!
-//! Each client is a forked process that times its own loop (`Instant`, a vDSO call the filter
-//! never sees) and reports the total over a pipe; criterion's `iter_custom` returns it. After
+//! Each client is a separate process that times its own loop (`Instant`, a vDSO call the filter
+//! never sees) and reports the total over a pipe; criterion's `iter_custom` returns it. Every
+//! client is a fork of this process (the eBPF one moves itself into the session cgroup). After
 //! criterion, a plain table gives the median per call of interleaved rounds and what each
-//! backend adds to direct. Everything runs in a fresh network namespace holding only `lo`. Run
+//! backend adds to direct, with the load average before and after. Everything runs in a fresh network namespace holding only `lo`. Run
 //! with `cargo bench -p benches --bench trap_backends` as root; in test mode (no `--bench`) or
 //! without root it prints why and skips.
 
+mod ebpf_common;
+
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use nix::unistd::{read, write};
+use redirect::ebpf::probe::spawn_in_cgroup;
 use redirect::filter::{FilterSpec, TrapAction, compile_with};
 use redirect::ptrace::Tracer;
 use redirect::seccomp::Supervisor;
@@ -117,20 +125,25 @@ fn client(cmd: OwnedFd, result: OwnedFd, dst: SocketAddr) -> i32 {
     }
 }
 
-/// Where one side's calls run: in this process, or in a filtered client process and what keeps
+/// Where one side's calls run: in this process, or in a client process and what keeps it and
 /// its calls answered.
 enum Side {
     Direct { gw: SocketAddr, zero: std::fs::File },
-    Client { cmd: OwnedFd, result: OwnedFd, _tracee: Tracee, _answering: Box<dyn std::any::Any> },
+    Client { cmd: OwnedFd, result: OwnedFd, _keep: Box<dyn std::any::Any> },
 }
 
 struct Backend {
     name: &'static str,
     side: Side,
+    /// Connects asked of this side so far.
+    connects: Cell<u64>,
 }
 
 impl Backend {
     fn run(&self, op: Op, n: u64) -> Duration {
+        if op == Op::Connect {
+            self.connects.set(self.connects.get() + n);
+        }
         let (cmd, result) = match &self.side {
             Side::Direct { gw, zero } => return run_op(op, n, *gw, zero).expect("direct calls"),
             Side::Client { cmd, result, .. } => (cmd, result),
@@ -150,10 +163,22 @@ fn pipe() -> (OwnedFd, OwnedFd) {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe")
 }
 
+/// Starts the eBPF client: a fork of this process in the session `cgroup`.
+fn start_ebpf(cgroup: &Path) -> Backend {
+    let (cmd_r, cmd_w) = pipe();
+    let (res_r, res_w) = pipe();
+    let redirected: SocketAddr = REDIRECTED.parse().unwrap();
+    // As in `start`: the child keeps the pipe ends the closure owns, ours close when it is dropped.
+    let child =
+        spawn_in_cgroup(cgroup, move || client(cmd_r, res_w, redirected)).expect("spawn the eBPF client");
+    let side = Side::Client { cmd: cmd_w, result: res_r, _keep: Box::new(child) };
+    Backend { name: "ebpf", side, connects: Cell::new(0) }
+}
+
 /// Starts the side of `name` (`direct`, `seccomp` or `ptrace`).
 fn start(name: &'static str, gw: SocketAddr, table: &Arc<OriginalDstTable>) -> Backend {
     if name == "direct" {
-        return Backend { name, side: Side::Direct { gw, zero: open_zero() } };
+        return Backend { name, side: Side::Direct { gw, zero: open_zero() }, connects: Cell::new(0) };
     }
     let (cmd_r, cmd_w) = pipe();
     let (res_r, res_w) = pipe();
@@ -177,7 +202,15 @@ fn start(name: &'static str, gw: SocketAddr, table: &Arc<OriginalDstTable>) -> B
     };
     let mut tracee = tracee;
     tracee.release().expect("release");
-    Backend { name, side: Side::Client { cmd: cmd_w, result: res_r, _tracee: tracee, _answering: answering } }
+    // The tracee first: dropping it ends the client while its calls are still answered.
+    let keep: Box<dyn std::any::Any> = Box::new((tracee, answering));
+    Backend { name, side: Side::Client { cmd: cmd_w, result: res_r, _keep: keep }, connects: Cell::new(0) }
+}
+
+/// `/proc/loadavg`'s first three fields.
+fn load_average() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -190,6 +223,7 @@ fn main() {
         eprintln!("trap_backends: skipped ({why})");
         return;
     }
+    let load_start = load_average();
     // Before any thread exists, so every later thread and client inherits the namespace.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
     redirect::testing::bring_loopback_up().expect("bring lo up");
@@ -197,8 +231,21 @@ fn main() {
     let gw = listener.local_addr().unwrap();
     let table = Arc::new(OriginalDstTable::new(4096, Duration::from_secs(30)));
     serve(listener, table.clone());
-    let backends: Vec<Backend> =
+    let mut backends: Vec<Backend> =
         ["direct", "seccomp", "ptrace"].into_iter().map(|n| start(n, gw, &table)).collect();
+    // The eBPF session has a stand-in of its own, naming connections from the kernel's record.
+    let ebpf_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let SocketAddr::V4(ebpf_gw) = ebpf_listener.local_addr().unwrap() else { unreachable!() };
+    let ebpf = match ebpf_common::Session::start("trap_backends", ebpf_gw) {
+        Ok(session) => {
+            backends.push(start_ebpf(&session.cgroup));
+            Some((ebpf_common::StandIn::start(ebpf_listener, session.att.clone()), session))
+        }
+        Err(why) => {
+            eprintln!("trap_backends: no ebpf column ({why})");
+            None
+        }
+    };
 
     let mut c = Criterion::default()
         .configure_from_args()
@@ -213,22 +260,48 @@ fn main() {
         g.finish();
     }
 
-    println!("\ntrap_backends: median ns per call over {ROUNDS} interleaved rounds");
-    println!(
-        "{:<20} {:>10} {:>10} {:>10} {:>14} {:>14}",
-        "call", "direct", "seccomp", "ptrace", "seccomp added", "ptrace added"
-    );
+    let load_before = load_average();
+    let mut rows = Vec::new();
     for (op, label) in OPS {
         let n = if matches!(op, Op::Connect) { SUMMARY_N.0 } else { SUMMARY_N.1 };
-        let mut per: [Vec<f64>; 3] = Default::default();
+        let mut per: Vec<Vec<f64>> = vec![Vec::new(); backends.len()];
         for _ in 0..ROUNDS {
             for (i, b) in backends.iter().enumerate() {
                 per[i].push(b.run(op, n).as_nanos() as f64 / n as f64);
             }
         }
-        let [d, s, p] = per.map(median);
-        println!("{label:<20} {d:>10.0} {s:>10.0} {p:>10.0} {:>14.0} {:>14.0}", s - d, p - d);
+        rows.push((label, per.into_iter().map(median).collect::<Vec<_>>()));
+    }
+    println!("\ntrap_backends: median ns per call over {ROUNDS} interleaved rounds");
+    println!(
+        "load average (1, 5, 15 min): at start {load_start}, before the rounds {load_before}, after {}",
+        load_average()
+    );
+    let mut header = format!("{:<20}", "call");
+    for b in &backends {
+        header += &format!(" {:>10}", b.name);
+    }
+    for b in &backends[1..] {
+        header += &format!(" {:>14}", format!("{} added", b.name));
+    }
+    println!("{header}");
+    for (label, ns) in rows {
+        let mut line = format!("{label:<20}");
+        for v in &ns {
+            line += &format!(" {v:>10.0}");
+        }
+        for v in &ns[1..] {
+            line += &format!(" {:>14.0}", v - ns[0]);
+        }
+        println!("{line}");
     }
     assert!(table.is_empty(), "every redirected connection was named by the stand-in");
+    if let Some((stand_in, session)) = ebpf {
+        let asked = backends.iter().find(|b| b.name == "ebpf").map_or(0, |b| b.connects.get());
+        drop(backends);
+        let seen = stand_in.finish();
+        assert_eq!(seen.named, asked, "every eBPF connect was named from the kernel's record: {seen:?}");
+        drop(session);
+    }
     c.final_summary();
 }
