@@ -202,9 +202,10 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, struct session *s, 
 	return REFUSED_PROTOCOL;
 }
 
-/* PASS or REFUSE for one destination; every refusal is reported. */
+/* PASS or REFUSE for one destination; every refusal is reported (`connecting`: from a connect
+ * hook, where a refused UDP socket has sent nothing yet). */
 static __always_inline int steer(struct bpf_sock_addr *ctx, const __u32 a[4], __u16 port,
-				 __u16 family, struct endpoint *to, int *rewrite)
+				 __u16 family, struct endpoint *to, int *rewrite, int connecting)
 {
 	__u64 cgid = 0;
 	struct session *s = find_session(0, &cgid);
@@ -220,17 +221,19 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, const __u32 a[4], __
 	}
 	if (!reason)
 		return PASS;
+	if (reason == REFUSED_UDP && connecting)
+		reason = REFUSED_UDP_CONNECT;
 	report(cgid, bpf_get_current_pid_tgid(), a, port, family, (__u16)proto, (__u16)reason, rule);
 	return REFUSE;
 }
 
-static __always_inline int steer4(struct bpf_sock_addr *ctx)
+static __always_inline int steer4(struct bpf_sock_addr *ctx, int connecting)
 {
 	__u32 a[4] = {0, 0, bpf_htonl(0xffff), ctx->user_ip4};
 	__u16 port = (__u16)ctx->user_port;
 	struct endpoint to = {};
 	int rewrite;
-	int verdict = steer(ctx, a, port, AF_INET, &to, &rewrite);
+	int verdict = steer(ctx, a, port, AF_INET, &to, &rewrite, connecting);
 
 	if (verdict == PASS && rewrite) {
 		ctx->user_ip4 = to.addr[3];
@@ -239,13 +242,13 @@ static __always_inline int steer4(struct bpf_sock_addr *ctx)
 	return verdict;
 }
 
-static __always_inline int steer6(struct bpf_sock_addr *ctx)
+static __always_inline int steer6(struct bpf_sock_addr *ctx, int connecting)
 {
 	__u32 a[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
 	__u16 port = (__u16)ctx->user_port;
 	struct endpoint to = {};
 	int rewrite;
-	int verdict = steer(ctx, a, port, AF_INET6, &to, &rewrite);
+	int verdict = steer(ctx, a, port, AF_INET6, &to, &rewrite, connecting);
 
 	if (verdict == PASS && rewrite) {
 		ctx->user_ip6[0] = to.addr[0];
@@ -260,25 +263,25 @@ static __always_inline int steer6(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int connect4(struct bpf_sock_addr *ctx)
 {
-	return steer4(ctx);
+	return steer4(ctx, 1);
 }
 
 SEC("cgroup/connect6")
 int connect6(struct bpf_sock_addr *ctx)
 {
-	return steer6(ctx);
+	return steer6(ctx, 1);
 }
 
 SEC("cgroup/sendmsg4")
 int sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return steer4(ctx);
+	return steer4(ctx, 0);
 }
 
 SEC("cgroup/sendmsg6")
 int sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return steer6(ctx);
+	return steer6(ctx, 0);
 }
 
 /* The record for this socket if (a, port) is where it was redirected to. */

@@ -59,6 +59,7 @@ struct deny_rule {
 #define REFUSED_NO_SESSION 6   /* attached cgroup without a session entry */
 #define REFUSED_RECORD 7       /* the original destination could not be recorded */
 #define REFUSED_EGRESS 8       /* a packet for a non-loopback address (no process context: pid 0) */
+#define REFUSED_UDP_CONNECT 9  /* connect of a UDP socket to other than DNS (nothing was sent) */
 
 /* One refusal, sent to userspace over a ring buffer for the audit trail. */
 struct refusal {

@@ -174,7 +174,9 @@ fn params(sockets: &SharedLoopback, deny_list: Vec<DenyRule>) -> anyhow::Result<
 
 /// The audit event for one refusal the kernel made, if it belongs to a live command.
 fn refusal_event(ebpf: &EbpfSessions, r: &Refusal) -> Option<Event> {
-    if r.reason == RefusalReason::SelfTest {
+    // A refused UDP connect sent nothing (glibc sorting `getaddrinfo` answers does it for every
+    // address); the seccomp backend is silent about it too. Sends are reported.
+    if matches!(r.reason, RefusalReason::SelfTest | RefusalReason::UdpConnect) {
         return None;
     }
     let (session_id, command_id, names) = ebpf.owner(r.cgroup_id)?;

@@ -27,6 +27,10 @@ pub enum RefusalReason {
     NoResolver,
     /// UDP other than DNS: it cannot be funnelled.
     Udp,
+    /// A UDP socket connected to other than DNS: refused before anything was sent (glibc
+    /// connects one to each candidate address to sort `getaddrinfo` answers), since sends on a
+    /// connected socket pass no address hook.
+    UdpConnect,
     /// Neither TCP nor UDP (raw, ICMP and the like).
     Protocol,
     /// A socket of an attached cgroup whose session entry is gone.
@@ -78,6 +82,7 @@ fn reason(code: u16) -> RefusalReason {
         6 => RefusalReason::NoSession,
         7 => RefusalReason::Record,
         8 => RefusalReason::Egress,
+        9 => RefusalReason::UdpConnect,
         other => RefusalReason::Unknown(other),
     }
 }
@@ -200,6 +205,8 @@ mod tests {
             RefusalRaw { reason: 4, proto: libc::IPPROTO_UDP as u16, family: libc::AF_INET6 as u16, ..raw };
         let r = parse_refusal(&raw_bytes(&udp)).unwrap();
         assert_eq!((r.reason, r.rule, r.transport), (RefusalReason::Udp, None, Some(Transport::Udp)));
+        let connected = RefusalRaw { reason: 9, ..udp };
+        assert_eq!(parse_refusal(&raw_bytes(&connected)).unwrap().reason, RefusalReason::UdpConnect);
         assert_eq!(r.dst, "[::ffff:10.1.2.3]:443".parse::<SocketAddr>().unwrap());
         assert!(parse_refusal(&raw_bytes(&raw)[..71]).is_none());
 
