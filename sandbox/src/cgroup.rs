@@ -191,10 +191,23 @@ impl SessionCgroup {
         }
     }
 
-    /// Removes the (empty) cgroup directory; fails with `EBUSY` while processes remain.
+    /// Removes the (empty) cgroup directory and the cgroups below it (a command's own, under
+    /// the eBPF backend), deepest first; fails with `EBUSY` while processes remain.
     pub fn remove(self) -> Result<(), SandboxError> {
-        fs::remove_dir(&self.path).map_err(cg_err("rmdir", &self.path))
+        remove_tree(&self.path)
     }
+}
+
+/// `rmdir` of `dir` after every cgroup below it. A cgroup directory holds only the kernel's
+/// files, which go with it, so only subdirectories are walked.
+fn remove_tree(dir: &Path) -> Result<(), SandboxError> {
+    let entries = fs::read_dir(dir).map_err(cg_err("read", dir))?;
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    fs::remove_dir(dir).map_err(cg_err("rmdir", dir))
 }
 
 #[cfg(test)]

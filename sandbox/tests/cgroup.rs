@@ -67,3 +67,16 @@ fn creating_an_existing_session_cgroup_fails() {
     assert!(SessionCgroup::create("../escape").is_err());
     cg.remove().unwrap();
 }
+
+#[test]
+fn removing_a_session_cgroup_removes_the_cgroups_below_it() {
+    if !privileged("removing_a_session_cgroup_removes_the_cgroups_below_it") {
+        return;
+    }
+    let cg = SessionCgroup::create(&session_id("tree")).unwrap();
+    let path = cg.path().to_path_buf();
+    let command = SessionCgroup::create_in(&path, "cmd-1").unwrap();
+    std::fs::create_dir(command.path().join("deeper")).unwrap();
+    cg.remove().unwrap();
+    assert!(!path.exists());
+}

@@ -128,7 +128,9 @@ impl Drop for HostNet {
     fn drop(&mut self) {
         let Some(cgroup) = self.cgroup.take() else { return };
         let _ = cgroup.kill_all();
-        if !cgroup.wait_empty(Duration::from_secs(5)).unwrap_or(false) {
+        // Gone already means empty: the session's destruction removes the cgroups below its own.
+        let empty = !cgroup.path().exists() || cgroup.wait_empty(Duration::from_secs(5)).unwrap_or(false);
+        if !empty {
             tracing::warn!(cgroup = %cgroup.path().display(), "command cgroup not empty; leaving it attached");
             std::mem::forget(self.attached.clone());
             return;
