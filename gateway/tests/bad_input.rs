@@ -98,7 +98,9 @@ fn refusing_upstream_is_a_reset_for_the_agent() {
 
 #[test]
 fn dialling_a_gateway_listener_directly_is_refused() {
-    if !common::privileged("dialling_a_gateway_listener_directly_is_refused") {
+    if !common::privileged("dialling_a_gateway_listener_directly_is_refused")
+        || !common::decides_at_connect("dialling_a_gateway_listener_directly_is_refused")
+    {
         return;
     }
     let d = Daemon::start();

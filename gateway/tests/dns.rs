@@ -281,7 +281,9 @@ fn unconnected_sendto_to_another_resolver_lands_on_the_session_resolver() {
 
 #[test]
 fn passthrough_returns_the_real_answer_and_names_later_connects() {
-    if !common::privileged("passthrough_returns_the_real_answer_and_names_later_connects") {
+    if !common::privileged("passthrough_returns_the_real_answer_and_names_later_connects")
+        || !common::decides_at_connect("passthrough_returns_the_real_answer_and_names_later_connects")
+    {
         return;
     }
     let w = World::new("passthrough");
@@ -426,7 +428,9 @@ fn sni_other_than_the_bound_name_is_refused() {
 
 #[test]
 fn dot_port_to_a_synthetic_address_is_refused_at_connect() {
-    if !common::privileged("dot_port_to_a_synthetic_address_is_refused_at_connect") {
+    if !common::privileged("dot_port_to_a_synthetic_address_is_refused_at_connect")
+        || !common::decides_at_connect("dot_port_to_a_synthetic_address_is_refused_at_connect")
+    {
         return;
     }
     let w = World::new("synthetic");

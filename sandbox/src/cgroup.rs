@@ -207,6 +207,13 @@ fn remove_tree(dir: &Path) -> Result<(), SandboxError> {
             remove_tree(&entry.path())?;
         }
     }
+    // A task killed a moment ago may still be leaving (EBUSY) after `populated` went to 0.
+    for _ in 0..100 {
+        match fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(10)),
+            done => return done.map_err(cg_err("rmdir", dir)),
+        }
+    }
     fs::remove_dir(dir).map_err(cg_err("rmdir", dir))
 }
 

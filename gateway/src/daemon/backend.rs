@@ -50,8 +50,9 @@ pub struct EbpfSessions {
     pub attached: Mutex<HashMap<u64, Owner>>,
 }
 
-/// Whose an attached cgroup is: session id, command id, deny rule names by position.
-pub type Owner = (String, String, Vec<String>);
+/// Whose an attached cgroup is: session id, command id, and the policy rule (name, message) of
+/// each kernel deny rule, by position.
+pub type Owner = (String, String, Vec<(String, Option<String>)>);
 
 impl EbpfSessions {
     /// Whose cgroup `id` is.

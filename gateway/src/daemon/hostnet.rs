@@ -11,6 +11,7 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use ipnet::IpNet;
 use policies::{Policy, Verdict};
 use redirect::ebpf::{Attached, DenyRule, Refusal, RefusalReason, SessionParams};
 use sandbox::cgroup::SessionCgroup;
@@ -27,16 +28,19 @@ use crate::events::{Event, EventPolicy};
 /// funnel (which denies them all the same, after the connection reached it).
 const MAX_PORTS_PER_RULE: u32 = 64;
 
-/// The rules the kernel can enforce: every CIDR of a deny rule without domains, as long as only
-/// deny rules come before it (a name could make an earlier allow match first, and an earlier
-/// allow by address could cover part of the range). Each rule's policy name, by position.
-pub fn kernel_denies(policy: &Policy) -> (Vec<DenyRule>, Vec<String>) {
+/// The rules the kernel can enforce: every CIDR of a deny rule without domains (a rule with
+/// neither domains nor CIDRs matches every address), as long as only deny rules come before it
+/// (a name could make an earlier allow match first, and an earlier allow by address could cover
+/// part of the range). Loopback is left out: the command's own loopback servers stay reachable,
+/// as in a private namespace, and the host's are decided by the funnel. Each rule's policy name,
+/// by position.
+pub fn kernel_denies(policy: &Policy) -> (Vec<DenyRule>, Vec<(String, Option<String>)>) {
     let (mut rules, mut names) = (Vec::new(), Vec::new());
     for rule in &policy.network_rules {
         if rule.decision != Verdict::Deny {
             break;
         }
-        if !rule.domains.is_empty() || rule.cidrs.is_empty() {
+        if !rule.domains.is_empty() {
             continue;
         }
         let ports: Option<Vec<Option<u16>>> = if rule.ports.is_empty() {
@@ -48,14 +52,61 @@ pub fn kernel_denies(policy: &Policy) -> (Vec<DenyRule>, Vec<String>) {
             None
         };
         let Some(ports) = ports else { continue };
-        for cidr in &rule.cidrs {
+        let nets: Vec<IpNet> = if rule.cidrs.is_empty() {
+            vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())]
+        } else {
+            rule.cidrs.iter().map(|c| c.net()).collect()
+        };
+        for net in nets.iter().flat_map(|n| without_loopback(*n)) {
             for &port in &ports {
-                rules.push(DenyRule { net: cidr.net(), port });
-                names.push(rule.name.clone());
+                rules.push(DenyRule { net, port });
+                names.push((rule.name.clone(), rule.message.clone()));
             }
         }
     }
     (rules, names)
+}
+
+/// `net` without the loopback ranges (127.0.0.0/8, ::1), which are the command's own, and the
+/// attach self-test's sentinels (which must reach the gateway): the parts of it that touch none
+/// of them. An IPv6 network holding `::1` keeps only the global, unique-local and link-local
+/// prefixes it covers; what is left out is still denied, by the funnel.
+fn without_loopback(net: IpNet) -> Vec<IpNet> {
+    let holes: [IpNet; 3] = [
+        "127.0.0.0/8".parse().expect("valid"),
+        IpNet::from(std::net::IpAddr::V4(*redirect::ebpf::SENTINEL_V4.ip())),
+        IpNet::from(std::net::IpAddr::V6(*redirect::ebpf::SENTINEL_V6.ip())),
+    ];
+    let start = match net {
+        IpNet::V6(n) if n.contains(&std::net::Ipv6Addr::LOCALHOST) => ["2000::/3", "fc00::/7", "fe80::/10"]
+            .iter()
+            .map(|p| p.parse::<IpNet>().expect("valid"))
+            .filter(|p| net.contains(p))
+            .collect(),
+        other => vec![other],
+    };
+    holes.iter().fold(start, |nets, hole| nets.into_iter().flat_map(|n| subtract(n, *hole)).collect())
+}
+
+/// `net` minus `hole`: nothing when `hole` covers it, `net` itself when they do not meet, else
+/// the sibling of every halving on the way down to `hole`.
+fn subtract(net: IpNet, hole: IpNet) -> Vec<IpNet> {
+    if hole.contains(&net) {
+        return Vec::new();
+    }
+    if !net.contains(&hole) {
+        return vec![net];
+    }
+    let mut out = Vec::new();
+    let mut cur = net;
+    while cur.prefix_len() < hole.prefix_len() {
+        let halves: Vec<IpNet> = cur.subnets(cur.prefix_len() + 1).expect("a longer prefix").collect();
+        let (inside, outside) =
+            if halves[0].contains(&hole) { (halves[0], halves[1]) } else { (halves[1], halves[0]) };
+        out.push(outside);
+        cur = inside;
+    }
+    out
 }
 
 /// One command's host-network set-up: its cgroup with the programs attached, and the gateway's
@@ -182,18 +233,20 @@ fn refusal_event(ebpf: &EbpfSessions, r: &Refusal) -> Option<Event> {
         return None;
     }
     let (session_id, command_id, names) = ebpf.owner(r.cgroup_id)?;
-    let rule = match (r.reason, r.rule.and_then(|m| m.index)) {
-        (RefusalReason::DenyRule, Some(i)) => names.get(i).cloned().unwrap_or_else(|| "deny-rule".into()),
+    let (rule, message) = match (r.reason, r.rule.and_then(|m| m.index)) {
+        (RefusalReason::DenyRule, Some(i)) => {
+            names.get(i).cloned().unwrap_or_else(|| ("deny-rule".into(), None))
+        }
         // The seccomp backend's names for the same refusals.
-        (RefusalReason::Udp, _) => "datagram-egress".into(),
-        (RefusalReason::Egress, _) => "egress-not-funnelled".into(),
-        (reason, _) => format!("ebpf-{reason:?}").to_lowercase(),
+        (RefusalReason::Udp, _) => ("datagram-egress".into(), None),
+        (RefusalReason::Egress, _) => ("egress-not-funnelled".into(), None),
+        (reason, _) => (format!("ebpf-{reason:?}").to_lowercase(), None),
     };
     let mut e = Event::new("net_connect_blocked", &session_id);
     e.command_id = Some(command_id);
     e.pid = i32::try_from(r.tgid).ok().filter(|p| *p != 0);
     e.remote = Some(redirect::sockaddr::canonical(r.dst).to_string());
-    e.policy = Some(EventPolicy { decision: "deny".into(), rule, message: None });
+    e.policy = Some(EventPolicy { decision: "deny".into(), rule, message });
     let transport = match r.transport {
         Some(redirect::Transport::Tcp) => "tcp",
         Some(redirect::Transport::Udp) => "udp",
@@ -251,16 +304,44 @@ mod tests {
         );
         let (rules, names) = kernel_denies(&p);
         let got: Vec<(String, Option<u16>, &str)> =
-            rules.iter().zip(&names).map(|(r, n)| (r.net.to_string(), r.port, n.as_str())).collect();
+            rules.iter().zip(&names).map(|(r, n)| (r.net.to_string(), r.port, n.0.as_str())).collect();
         assert_eq!(
-            got,
-            [
-                ("10.0.0.0/8".to_string(), None, "private"),
-                ("fd00::/8".to_string(), None, "private"),
-                ("0.0.0.0/0".to_string(), Some(25), "smtp"),
-                ("0.0.0.0/0".to_string(), Some(465), "smtp"),
-            ]
+            &got[..2],
+            [("10.0.0.0/8".to_string(), None, "private"), ("fd00::/8".to_string(), None, "private"),]
         );
+        let rule_for = |dst: &str| {
+            let dst = dst.parse().unwrap();
+            rules.iter().zip(&names).find(|(r, _)| r.covers(dst)).map(|(_, n)| n.0.as_str())
+        };
+        assert_eq!(rule_for("203.0.113.5:25"), Some("smtp"));
+        assert_eq!(rule_for("8.8.8.8:465"), Some("smtp"));
+        assert_eq!(rule_for("203.0.113.5:80"), None);
+        assert_eq!(rule_for("127.0.0.1:25"), None, "loopback is the command's own");
+        assert_eq!(rule_for("192.0.2.1:80"), None, "a range of more ports than the kernel takes");
+        assert_eq!(rule_for("198.51.100.1:80"), None, "after an allow");
+    }
+
+    #[test]
+    fn a_deny_everything_rule_reaches_the_kernel_without_loopback() {
+        let p = policy(
+            "version: 1\nname: t\nnetwork_rules:\n\
+             - {name: all, decision: deny}\n\
+             - {name: later, cidrs: [127.0.0.0/16], decision: deny}\n",
+        );
+        let (rules, names) = kernel_denies(&p);
+        for dst in
+            ["0.0.0.1:1", "126.255.255.255:80", "128.0.0.0:443", "203.0.113.5:443", "[2001:db8::1]:443"]
+        {
+            assert!(rules.iter().any(|r| r.covers(dst.parse().unwrap())), "{dst} denied");
+        }
+        let sentinels = [redirect::ebpf::SENTINEL_V4.to_string(), redirect::ebpf::SENTINEL_V6.to_string()];
+        for dst in ["127.0.0.1:80", "127.1.2.3:80", "[::1]:80", "[::ffff:127.0.0.1]:80"]
+            .into_iter()
+            .chain(sentinels.iter().map(String::as_str))
+        {
+            assert!(!rules.iter().any(|r| r.covers(dst.parse().unwrap())), "{dst} left to the command");
+        }
+        assert!(names.iter().all(|n| n.0 == "all"), "the loopback-only rule adds nothing: {names:?}");
     }
 
     #[test]
@@ -270,6 +351,6 @@ mod tests {
         assert!(rules.iter().any(|r| r.covers("169.254.169.254:80".parse().unwrap())));
         assert!(rules.iter().any(|r| r.covers("[::ffff:10.1.2.3]:443".parse().unwrap())));
         assert!(!rules.iter().any(|r| r.covers("93.184.216.34:443".parse().unwrap())));
-        assert!(names.iter().all(|n| n == "no-private-or-metadata"), "{names:?}");
+        assert!(names.iter().all(|n| n.0 == "no-private-or-metadata"), "{names:?}");
     }
 }

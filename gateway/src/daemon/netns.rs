@@ -43,14 +43,28 @@ pub struct SharedLoopback {
 pub fn bind_shared_loopback() -> anyhow::Result<SharedLoopback> {
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
-    let (udp4, udp6) = (UdpSocket::bind(v4)?, UdpSocket::bind(v6)?);
-    // TCP DNS on the same port numbers as UDP, as resolvers expect.
-    let tcp4 = TcpListener::bind(udp4.local_addr()?)?;
-    let tcp6 = TcpListener::bind(udp6.local_addr()?)?;
+    let (udp4, tcp4) = dns_pair(v4)?;
+    let (udp6, tcp6) = dns_pair(v6)?;
     Ok(SharedLoopback {
         gateway: [TcpListener::bind(v4)?, TcpListener::bind(v6)?],
         dns: DnsSockets { udp4, tcp4, udp6, tcp6 },
     })
+}
+
+/// A UDP socket on a port the kernel picks and a TCP listener on the same port (DNS over TCP on
+/// the UDP port, as resolvers expect), trying other ports while TCP finds its port taken.
+fn dns_pair(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..32 {
+        let udp = UdpSocket::bind(addr)?;
+        match TcpListener::bind(udp.local_addr()?) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(anyhow::Error::new(last.expect("tried"))
+        .context(format!("no port on {} free for both UDP and TCP", addr.ip())))
 }
 
 /// Run `make` on a short-lived thread inside the network namespace of process `pid`.

@@ -96,6 +96,26 @@ pub struct Daemon {
     pub state: TempDir,
 }
 
+/// The backend this run's daemons use (`AGENTSH_TEST_BACKEND`, else seccomp).
+pub fn backend() -> String {
+    std::env::var("AGENTSH_TEST_BACKEND").ok().filter(|b| !b.is_empty()).unwrap_or_else(|| "seccomp".into())
+}
+
+/// Whether this run's backend decides connects by name at `connect` (seccomp and ptrace: the
+/// agent gets EACCES). Under eBPF the kernel refuses only address rules (EPERM) and a decision
+/// by name is made by the gateway after the connect; tests of connect-time answers say so and
+/// end there.
+pub fn decides_at_connect(test: &str) -> bool {
+    let b = backend();
+    if b == "ebpf" {
+        eprintln!(
+            "{test}: connect-time answers are not this backend's ({b}); covered under seccomp and ptrace"
+        );
+        return false;
+    }
+    true
+}
+
 /// A loopback UDP port nobody listens on (bound, then released): a DNS upstream that answers
 /// every query at once with ICMP port-unreachable.
 pub fn dead_dns_port() -> u16 {
