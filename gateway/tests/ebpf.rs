@@ -33,6 +33,8 @@ fn dns_and_connects_go_through_the_session_gateway() {
     let show = d.cli(&["session", "show", &s.id, "--json"]);
     let show: serde_json::Value = serde_json::from_slice(&show.stdout).expect("session show json");
     assert_eq!(show["backend"], "ebpf");
+    let created = d.audit().into_iter().find(|e| e.kind == "session_created").expect("session_created event");
+    assert_eq!(created.str("backend"), "ebpf", "{created:?}");
 
     let script = format!(
         "readlink /proc/self/ns/net; getent ahosts denied.test; echo \"getent=$?\"; \

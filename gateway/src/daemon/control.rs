@@ -149,6 +149,7 @@ fn handle(
             let mut created = Event::new("session_created", &session.id)
                 .field("workspace", session.workspace.display().to_string())
                 .field("policy", session.policy_name.clone())
+                .field("backend", daemon.backend.name())
                 .field("peer_uid", peer.uid);
             match signature {
                 Some(Ok(signer)) => created = created.field("policy_signed_by", signer),

@@ -233,6 +233,26 @@ pub fn serve_dns(
     Ok(())
 }
 
+/// The result of a command whose session was destroyed while it started: its processes were
+/// killed with the session's cgroup, so it ends as a killed command would, not with a setup error.
+fn killed_while_starting(
+    daemon: &Daemon,
+    session: &super::session::Session,
+    command_id: String,
+    events: EventsMode,
+    start: Instant,
+) -> Response {
+    Response::Exited(ExecResult {
+        session_id: session.id.clone(),
+        exit_code: 128 + libc::SIGKILL,
+        stdout: String::new(),
+        stderr: String::new(),
+        duration_ms: millis(start.elapsed()),
+        events: select_events(daemon.recorder.finish(&command_id), events),
+        command_id,
+    })
+}
+
 /// Run `req` and answer with its result.
 pub fn run(
     daemon: &Arc<Daemon>,
@@ -264,7 +284,13 @@ pub fn run(
     // Under the eBPF backend the command gets a cgroup of its own with the programs attached
     // (and proven) before it starts, and shares the host's network namespace.
     let mut host_net = match &*daemon.backend {
-        Backend::Ebpf(_) => Some(HostNet::prepare(daemon, &session, &command_id)?),
+        Backend::Ebpf(_) => match HostNet::prepare(daemon, &session, &command_id) {
+            Ok(h) => Some(h),
+            Err(_) if session.cgroup_path().is_none() => {
+                return Ok(killed_while_starting(daemon, &session, command_id, req.events, Instant::now()));
+            }
+            Err(e) => return Err(e),
+        },
         Backend::Seccomp | Backend::Ptrace => None,
     };
     let mut spec = LaunchSpec::new(&req.argv, &session.dir);
@@ -325,15 +351,7 @@ pub fn run(
         // command ends as a killed one would, not with a setup error.
         Err(_) if session.cgroup_path().is_none() => {
             drop(spec);
-            return Ok(Response::Exited(ExecResult {
-                session_id: session.id.clone(),
-                exit_code: 128 + libc::SIGKILL,
-                stdout: String::new(),
-                stderr: String::new(),
-                duration_ms: millis(start.elapsed()),
-                events: select_events(daemon.recorder.finish(&command_id), req.events),
-                command_id,
-            }));
+            return Ok(killed_while_starting(daemon, &session, command_id, req.events, start));
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("starting {}", req.argv[0]))),
     };
