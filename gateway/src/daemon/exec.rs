@@ -253,6 +253,104 @@ fn killed_while_starting(
     })
 }
 
+/// The gateway of a command under the eBPF backend: the funnel and the resolver on the host
+/// loopback sockets bound before the launch, and a supervisor for Unix connects when the kernel
+/// lets one see them (the filter then traps `connect` only).
+fn serve_host_net(
+    daemon: &Daemon,
+    session: &super::session::Session,
+    command_id: &str,
+    env: &BTreeMap<String, String>,
+    h: &mut HostNet,
+    launched: &mut sandbox::Launched,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<super::funnel::Funnel>, Option<Answerer>)> {
+    let sockets = h.sockets.take().context("gateway sockets already served")?;
+    // Unix socket connects are still decided here, when the kernel lets the supervisor
+    // see them (the filter then traps `connect` only).
+    let supervisor = match launched.notify_fd.take() {
+        Some(notify) if h.unix_via_notify => {
+            let reach = Reach {
+                gateway: [sockets.gateway[0].local_addr()?, sockets.gateway[1].local_addr()?],
+                resolver_addrs: sockets.dns.udp_addrs()?,
+                shared_netns: true,
+                state_dir: std::path::PathBuf::from(super::decider::SANDBOX_STATE_DIR),
+            };
+            let decider =
+                SessionDecider::for_command(daemon, session, command_id, reach, &|n| env.get(n).cloned());
+            let unused = Arc::new(OriginalDstTable::new(1, Duration::from_secs(1)));
+            Some(Answerer::Notify(Supervisor::new(notify, Arc::new(UnixOnly(decider)), unused).spawn()?))
+        }
+        _ => None,
+    };
+    let funnel = super::funnel::Funnel::for_session(daemon, session, command_id, h.attached.clone(), true);
+    let _rt = daemon.runtime.enter();
+    funnel.serve_all(daemon, sockets.gateway, stop_rx)?;
+    serve_dns(daemon, &session.resolver, sockets.dns, stop_rx)?;
+    Ok((funnel, supervisor))
+}
+
+/// The gateway of a command in its own network namespace (seccomp and ptrace backends): the
+/// supervisor or tracer of its trapped calls, the funnel on the listeners the sandbox made, the
+/// resolver and the LLM proxy bound in its namespace.
+fn serve_private_net(
+    daemon: &Daemon,
+    session: &super::session::Session,
+    command_id: &str,
+    env: &BTreeMap<String, String>,
+    trap: Trap,
+    launched: &mut sandbox::Launched,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<super::funnel::Funnel>, Answerer)> {
+    let listeners = std::mem::take(&mut launched.listeners);
+    let [v4, v6] = <[std::net::TcpListener; 2]>::try_from(listeners)
+        .map_err(|_| anyhow::anyhow!("sandbox gave no gateway listeners"))?;
+    let table = Arc::new(OriginalDstTable::new(4096, Duration::from_secs(30)));
+    let reach = Reach {
+        gateway: [v4.local_addr()?, v6.local_addr()?],
+        resolver_addrs: super::decider::SANDBOX_RESOLVERS,
+        shared_netns: false,
+        state_dir: std::path::PathBuf::from(super::decider::SANDBOX_STATE_DIR),
+    };
+    let decider = SessionDecider::for_command(daemon, session, command_id, reach, &|n| env.get(n).cloned());
+    let supervisor = match trap {
+        Trap::NetworkTraced => {
+            let pid = launched.command_pid.context("sandbox gave no command pid to trace")?;
+            let tracer = Tracer::new(Arc::new(decider), table.clone());
+            Answerer::Trace(tracer.spawn(pid).context("seizing the command")?)
+        }
+        _ => {
+            let notify = launched.notify_fd.take().context("sandbox gave no notify fd")?;
+            Answerer::Notify(Supervisor::new(notify, Arc::new(decider), table.clone()).spawn()?)
+        }
+    };
+    let funnel = super::funnel::Funnel::for_session(daemon, session, command_id, table, false);
+    let dns_sockets = match super::netns::bind_dns(launched.pid) {
+        Ok(s) => Some(s),
+        Err(_) if gone(launched).is_some() => None,
+        Err(e) => return Err(e.context("binding the session resolver")),
+    };
+    let _rt = daemon.runtime.enter();
+    funnel.serve_all(daemon, [v4, v6], stop_rx)?;
+    if let Some(sockets) = dns_sockets {
+        serve_dns(daemon, &session.resolver, sockets, stop_rx)?;
+    }
+    if let Some(llm) = &session.llm
+        && let Err(e) = serve_llm(daemon, llm, launched.pid, stop_rx)
+        && gone(launched).is_none()
+    {
+        return Err(e);
+    }
+    Ok((funnel, supervisor))
+}
+
+/// The command's exit status if it has already ended: the sandbox can die before it runs (its
+/// session destroyed meanwhile), and then its status is reported like any other end rather than
+/// a setup error.
+fn gone(launched: &mut sandbox::Launched) -> Option<i32> {
+    launched.wait_timeout(Duration::ZERO).ok().flatten()
+}
+
 /// Run `req` and answer with its result.
 pub fn run(
     daemon: &Arc<Daemon>,
@@ -357,83 +455,13 @@ pub fn run(
     };
     drop(spec); // our copies of the pipes' write ends: the readers see EOF when the command ends
 
-    // The sandbox can die before it runs (its session destroyed meanwhile): then report its
-    // status like any other end, rather than a setup error.
-    let gone = |launched: &mut sandbox::Launched| launched.wait_timeout(Duration::ZERO).ok().flatten();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (funnel, supervisor) = match host_net.as_mut() {
-        Some(h) => {
-            let sockets = h.sockets.take().context("gateway sockets already served")?;
-            // Unix socket connects are still decided here, when the kernel lets the supervisor
-            // see them (the filter then traps `connect` only).
-            let supervisor = match launched.notify_fd.take() {
-                Some(notify) if h.unix_via_notify => {
-                    let reach = Reach {
-                        gateway: [sockets.gateway[0].local_addr()?, sockets.gateway[1].local_addr()?],
-                        resolver_addrs: sockets.dns.udp_addrs()?,
-                        shared_netns: true,
-                        state_dir: std::path::PathBuf::from(super::decider::SANDBOX_STATE_DIR),
-                    };
-                    let decider = SessionDecider::for_command(daemon, &session, &command_id, reach, &|n| {
-                        req.env.get(n).cloned()
-                    });
-                    let unused = Arc::new(OriginalDstTable::new(1, Duration::from_secs(1)));
-                    Some(Answerer::Notify(
-                        Supervisor::new(notify, Arc::new(UnixOnly(decider)), unused).spawn()?,
-                    ))
-                }
-                _ => None,
-            };
-            let funnel =
-                super::funnel::Funnel::for_session(daemon, &session, &command_id, h.attached.clone(), true);
-            let _rt = daemon.runtime.enter();
-            funnel.serve_all(daemon, sockets.gateway, &stop_rx)?;
-            serve_dns(daemon, &session.resolver, sockets.dns, &stop_rx)?;
-            (funnel, supervisor)
-        }
+        Some(h) => serve_host_net(daemon, &session, &command_id, &req.env, h, &mut launched, &stop_rx)?,
         None => {
-            let listeners = std::mem::take(&mut launched.listeners);
-            let [v4, v6] = <[std::net::TcpListener; 2]>::try_from(listeners)
-                .map_err(|_| anyhow::anyhow!("sandbox gave no gateway listeners"))?;
-            let table = Arc::new(OriginalDstTable::new(4096, Duration::from_secs(30)));
-            let reach = Reach {
-                gateway: [v4.local_addr()?, v6.local_addr()?],
-                resolver_addrs: super::decider::SANDBOX_RESOLVERS,
-                shared_netns: false,
-                state_dir: std::path::PathBuf::from(super::decider::SANDBOX_STATE_DIR),
-            };
-            let decider = SessionDecider::for_command(daemon, &session, &command_id, reach, &|n| {
-                req.env.get(n).cloned()
-            });
-            let supervisor = match trap {
-                Trap::NetworkTraced => {
-                    let pid = launched.command_pid.context("sandbox gave no command pid to trace")?;
-                    let tracer = Tracer::new(Arc::new(decider), table.clone());
-                    Answerer::Trace(tracer.spawn(pid).context("seizing the command")?)
-                }
-                _ => {
-                    let notify = launched.notify_fd.take().context("sandbox gave no notify fd")?;
-                    Answerer::Notify(Supervisor::new(notify, Arc::new(decider), table.clone()).spawn()?)
-                }
-            };
-            let funnel = super::funnel::Funnel::for_session(daemon, &session, &command_id, table, false);
-            let dns_sockets = match super::netns::bind_dns(launched.pid) {
-                Ok(s) => Some(s),
-                Err(_) if gone(&mut launched).is_some() => None,
-                Err(e) => return Err(e.context("binding the session resolver")),
-            };
-            let _rt = daemon.runtime.enter();
-            funnel.serve_all(daemon, [v4, v6], &stop_rx)?;
-            if let Some(sockets) = dns_sockets {
-                serve_dns(daemon, &session.resolver, sockets, &stop_rx)?;
-            }
-            if let Some(llm) = &session.llm
-                && let Err(e) = serve_llm(daemon, llm, launched.pid, &stop_rx)
-                && gone(&mut launched).is_none()
-            {
-                return Err(e);
-            }
-            (funnel, Some(supervisor))
+            let (funnel, answerer) =
+                serve_private_net(daemon, &session, &command_id, &req.env, trap, &mut launched, &stop_rx)?;
+            (funnel, Some(answerer))
         }
     };
     if let Err(e) = launched.resume()

@@ -8,7 +8,11 @@
 //! before any process of the command exists; they are detached only once its cgroup is empty,
 //! and a cgroup that cannot be emptied stays attached.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use ipnet::IpNet;
@@ -118,6 +122,8 @@ pub struct HostNet {
     pub attached: Arc<Attached>,
     /// Unix socket connects go to the supervisor (see [`EbpfSessions::unix_via_notify`]).
     pub unix_via_notify: bool,
+    cgroup_dir: PathBuf,
+    /// Taken by the clean-up on drop.
     cgroup: Option<SessionCgroup>,
     ebpf: Arc<super::backend::Backend>,
 }
@@ -161,6 +167,7 @@ impl HostNet {
             sockets: Some(sockets),
             attached,
             unix_via_notify: ebpf.unix_via_notify,
+            cgroup_dir: cgroup.path().to_path_buf(),
             cgroup: Some(cgroup),
             ebpf: daemon.backend.clone(),
         })
@@ -168,7 +175,7 @@ impl HostNet {
 
     /// The command's cgroup (launch the command into it).
     pub fn cgroup_path(&self) -> &Path {
-        self.cgroup.as_ref().map_or(Path::new("/"), |c| c.path())
+        &self.cgroup_dir
     }
 }
 
