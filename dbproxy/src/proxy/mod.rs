@@ -294,10 +294,11 @@ impl DbProxy {
             format!("connection refused by agentsh policy: {}", d.rule),
             d.message.clone(),
         );
-        let _ = s.write_all(&msg).await;
-        let _ = s.shutdown().await;
+        // Recorded before the client hears it: a client that saw the refusal finds its event.
         let rule = d.rule.clone();
         self.emit(info, DbEventKind::ConnectBlocked, Some(d), None);
+        let _ = s.write_all(&msg).await;
+        let _ = s.shutdown().await;
         Served::Refused { rule }
     }
 
