@@ -464,8 +464,11 @@ pub fn run(
             (funnel, Some(answerer))
         }
     };
+    // A resume that fails because the command is gone, or because its session is being
+    // destroyed (which kills it), ends in the wait below with the command's status.
     if let Err(e) = launched.resume()
         && gone(&mut launched).is_none()
+        && session.cgroup_path().is_some()
     {
         return Err(anyhow::Error::new(e).context(format!("starting {}", req.argv[0])));
     }
