@@ -11,6 +11,7 @@ mod effect;
 mod functions;
 mod names;
 mod normalize;
+mod shape;
 mod statements;
 mod walk;
 

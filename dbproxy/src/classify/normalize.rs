@@ -12,14 +12,14 @@ use sqlparser::{
 /// What [`redact`] returns for text the tokenizer refuses (it may hold anything).
 pub const UNREADABLE: &str = "[REDACTED: not tokenizable]";
 
-fn tokens(sql: &str) -> Option<Vec<Token>> {
+pub(crate) fn tokens(sql: &str) -> Option<Vec<Token>> {
     if sql.len() > super::MAX_SQL_BYTES {
         return None;
     }
     Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()
 }
 
-fn is_literal(t: &Token) -> bool {
+pub(crate) fn is_literal(t: &Token) -> bool {
     matches!(
         t,
         Token::Number(..)
