@@ -1,26 +1,199 @@
-//! `files.landlock`: every command runs under a Landlock ruleset made from the policy's
-//! `file_rules`: the workspace is writable, nothing outside it is, host files outside the
-//! system trees cannot be read, a tree the rules deny whole is gone, and `session show` names
-//! the ABI. Real kernel, real launches.
+//! `files.landlock`: on by default where the kernel offers it (`auto`), every command runs under
+//! a Landlock ruleset made from the policy's `file_rules`: the workspace is writable, nothing
+//! outside it and the private `/tmp` is, host files outside the system trees and the caller's
+//! home cannot be read, the default policy's credential trees under the home are unreachable
+//! while the rest of the home is usable, a tree the rules deny whole is gone, and `session show`
+//! and `session_created` name the ABI, or why the layer is off. Real kernel, real launches.
 
 mod common;
 
-use common::{Daemon, TempDir, dns::FakeDns};
+use std::process::Output;
+
+use common::{Daemon, Event, ExecResult, Session, TempDir, dns::FakeDns};
+
+/// True when the test may run: [`common::privileged`] and a kernel with Landlock.
+fn landlock_available(test: &str) -> bool {
+    if !common::privileged(test) {
+        return false;
+    }
+    if sandbox::landlock_plan::kernel_abi().is_none() {
+        redirect::testing::skip(
+            test,
+            "the kernel offers no Landlock (CONFIG_SECURITY_LANDLOCK, lsm=landlock)",
+        );
+        return false;
+    }
+    true
+}
+
+/// `session show --json`.
+fn show(d: &Daemon, s: &Session) -> serde_json::Value {
+    serde_json::from_slice(&d.cli(&["session", "show", &s.id, "--json"]).stdout).unwrap()
+}
+
+/// How the session's Landlock layer is reported: `session show --json`, the `session_created`
+/// event and the `session show` text.
+fn reports(d: &Daemon, s: &Session) -> (serde_json::Value, Event, String) {
+    let created = d.audit().into_iter().find(|e| e.kind == "session_created").expect("session_created");
+    let human = String::from_utf8_lossy(&d.cli(&["session", "show", &s.id]).stdout).into_owned();
+    (show(d, s), created, human)
+}
+
+/// `exec` of `sh -c script` with `HOME` set to `home` in the caller's environment.
+fn exec_with_home(d: &Daemon, s: &Session, home: &TempDir, script: &str) -> ExecResult {
+    let out: Output = d
+        .command()
+        .env("HOME", home.path())
+        .args(["exec", "--output", "json", "--events", "all", &s.id, "--", "sh", "-c", script])
+        .output()
+        .expect("run agentsh exec");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("exec output is not JSON ({e}): {} {}", String::from_utf8_lossy(&out.stderr), d.log())
+    })
+}
+
+/// A home holding an SSH key, cloud credentials and the files a build uses.
+fn home_with_secrets() -> TempDir {
+    let home = TempDir::new("home");
+    for (rel, text) in [
+        (".ssh/id_rsa", "PRIVATE KEY"),
+        (".aws/credentials", "AWS SECRET"),
+        (".config/gcloud/credentials.db", "GCLOUD SECRET"),
+        (".config/git/ignore", "*.o"),
+        (".cargo/config.toml", "[net]"),
+        (".gitconfig", "[user]"),
+    ] {
+        let p = home.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("{text}\n")).unwrap();
+    }
+    home
+}
+
+/// What the probe script prints for each thing it tries.
+const PROBE: &str = "cat allowed.txt && echo read-workspace
+    echo ok > written.txt && echo wrote-workspace
+    echo t > /tmp/t && cat /tmp/t >/dev/null && echo wrote-tmp
+    cat \"$HOME/.ssh/id_rsa\" || echo refused-ssh
+    cat \"$HOME/.aws/credentials\" || echo refused-aws
+    cat \"$HOME/.config/gcloud/credentials.db\" || echo refused-gcloud
+    cat \"$HOME/.cargo/config.toml\" && echo read-cargo
+    echo x > \"$HOME/.cargo/built\" && echo wrote-cargo
+    cat \"$HOME/.gitconfig\" && echo read-gitconfig
+    cat \"$HOME/.config/git/ignore\" && echo read-git-ignore
+    echo x > \"$OUTSIDE/escaped\" || echo refused-outside
+    echo x > /dev/null && head -c 1 /dev/urandom >/dev/null && echo devices
+    test -r /proc/self/status && echo proc-self";
+
+/// [`PROBE`] run in `s` with a fresh [`home_with_secrets`] and a host directory outside every
+/// granted tree; returns the result, the home and that directory.
+fn probe(d: &Daemon, s: &Session) -> (ExecResult, TempDir, TempDir) {
+    let (home, outside) = (home_with_secrets(), TempDir::new("outside"));
+    s.workspace.write("allowed.txt", "allowed\n");
+    let script = format!("OUTSIDE={}\n{PROBE}", outside.path().display());
+    (exec_with_home(d, s, &home, &script), home, outside)
+}
 
 #[test]
-fn the_landlock_layer_confines_commands_to_the_workspace_and_the_rules() {
-    if !common::privileged("the_landlock_layer_confines_commands_to_the_workspace_and_the_rules") {
+fn by_default_the_rules_are_enforced_and_the_home_stays_usable() {
+    if !landlock_available("by_default_the_rules_are_enforced_and_the_home_stays_usable") {
         return;
     }
     let dns = FakeDns::start();
+    let d = Daemon::start_with_config(&dns.server_config("synthetic"));
+    let s = d.session(policies::embedded::source("default").unwrap());
+    let (info, created, human) = reports(&d, &s);
+    assert!(info["landlock_abi"].as_u64().is_some_and(|abi| abi >= 1), "{info}");
+    assert!(created.num("landlock_abi") >= 1, "{created:?}");
+    assert!(human.contains("landlock:   ABI "), "{human}");
+
+    let (r, home, outside) = probe(&d, &s);
+    r.assert_exit(0);
+    for expected in [
+        "read-workspace",
+        "wrote-workspace",
+        "wrote-tmp",
+        "refused-ssh",
+        "refused-aws",
+        "refused-gcloud",
+        "read-cargo",
+        "wrote-cargo",
+        "read-gitconfig",
+        "read-git-ignore",
+        "refused-outside",
+        "devices",
+        "proc-self",
+    ] {
+        assert!(r.stdout.lines().any(|l| l == expected), "{expected}: {r:#?}");
+    }
+    for secret in ["PRIVATE KEY", "AWS SECRET", "GCLOUD SECRET"] {
+        assert!(!r.stdout.contains(secret), "{secret} leaked: {r:#?}");
+    }
+    // Each refusal is Landlock's EACCES, not a missing file.
+    assert_eq!(r.stderr.matches("Permission denied").count(), 4, "{}", r.stderr);
+    assert!(!outside.path().join("escaped").exists());
+    assert!(home.path().join(".cargo/built").exists());
+    assert_eq!(std::fs::read_to_string(s.workspace.path().join("written.txt")).unwrap(), "ok\n");
+}
+
+#[test]
+fn landlock_off_leaves_the_rules_unenforced() {
+    if !common::privileged("landlock_off_leaves_the_rules_unenforced") {
+        return;
+    }
+    let dns = FakeDns::start();
+    let d =
+        Daemon::start_with_config(&format!("{}files:\n  landlock: off\n", dns.server_config("synthetic")));
+    let s = d.session(policies::embedded::source("default").unwrap());
+    let (info, created, human) = reports(&d, &s);
+    assert!(info.get("landlock_abi").is_none(), "{info}");
+    assert!(info["landlock_off"].as_str().is_some_and(|r| r.contains("files.landlock is off")), "{info}");
+    assert!(created.str("landlock_off").contains("off"), "{created:?}");
+    assert!(human.contains("landlock:   none (files.landlock is off"), "{human}");
+
+    let (r, _home, outside) = probe(&d, &s);
+    r.assert_exit(0);
+    assert!(r.stdout.contains("PRIVATE KEY") && !r.stdout.contains("refused-ssh"), "{r:#?}");
+    assert!(outside.path().join("escaped").exists(), "{r:#?}");
+}
+
+#[test]
+fn landlock_required_starts_where_the_kernel_offers_it() {
+    if !landlock_available("landlock_required_starts_where_the_kernel_offers_it") {
+        return;
+    }
+    let dns = FakeDns::start();
+    let d = Daemon::start_with_config(&format!(
+        "{}files:\n  landlock: required\n",
+        dns.server_config("synthetic")
+    ));
+    let s = d.session("version: 1\nname: ll\n");
+    assert!(show(&d, &s)["landlock_abi"].as_u64().is_some_and(|abi| abi >= 1));
+}
+
+#[test]
+fn a_malformed_landlock_value_stops_the_server_naming_the_key() {
+    let dir = TempDir::new("ll-config");
+    for bad in ["maybe", "1", "[auto]"] {
+        let stderr = common::server_refuses(&dir, &format!("files:\n  landlock: {bad}\n"));
+        assert!(stderr.contains("files.landlock"), "{bad}: {stderr}");
+        assert!(stderr.contains("server.yaml:3:"), "the line is named: {stderr}");
+    }
+}
+
+#[test]
+fn the_landlock_layer_confines_commands_to_the_workspace_and_the_rules() {
+    if !landlock_available("the_landlock_layer_confines_commands_to_the_workspace_and_the_rules") {
+        return;
+    }
+    let dns = FakeDns::start();
+    // The old boolean still reads (`true` is `required`).
     let d =
         Daemon::start_with_config(&format!("{}files:\n  landlock: true\n", dns.server_config("synthetic")));
     let s = d.session(
         "version: 1\nname: ll\nfile_rules:\n  - {name: no-opt, paths: ['/opt/**'], operations: ['*'], decision: deny}\n",
     );
-    let show: serde_json::Value =
-        serde_json::from_slice(&d.cli(&["session", "show", &s.id, "--json"]).stdout).unwrap();
-    assert!(show["landlock_abi"].as_u64().is_some_and(|abi| abi >= 1), "{show}");
+    assert!(show(&d, &s)["landlock_abi"].as_u64().is_some_and(|abi| abi >= 1));
 
     let outside = TempDir::new("outside");
     let secret = outside.write("secret.txt", "host secret");

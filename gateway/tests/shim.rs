@@ -37,10 +37,16 @@ fn the_shim_routes_forced_shells_through_the_session_and_uninstalls_cleanly() {
     if !common::privileged("the_shim_routes_forced_shells_through_the_session_and_uninstalls_cleanly") {
         return;
     }
-    let dns = FakeDns::start();
-    let d = Daemon::start_with_config(&dns.server_config("synthetic"));
-    let s = d.session("version: 1\nname: shim\nnetwork_rules:\n  - {name: no-testnet, cidrs: [203.0.113.0/24], decision: deny}\n");
     let root = TempDir::new("root");
+    let dns = FakeDns::start();
+    // The real shells of this made-up root lie outside the system trees Landlock grants (an
+    // installed shim's are in /bin): the config grants the root to read and execute from.
+    let d = Daemon::start_with_config(&format!(
+        "{}files:\n  read_paths: ['{}']\n",
+        dns.server_config("synthetic"),
+        root.path().display()
+    ));
+    let s = d.session("version: 1\nname: shim\nnetwork_rules:\n  - {name: no-testnet, cidrs: [203.0.113.0/24], decision: deny}\n");
     let bin = root.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy("/bin/sh", bin.join("sh")).unwrap();

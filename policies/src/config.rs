@@ -344,17 +344,18 @@ impl Default for LlmProxyConfig {
     }
 }
 
-/// `files`: the kernel-enforced file layer. With `landlock: true` every command runs under a
-/// Landlock ruleset made from the policy's `file_rules`: system trees read and execute, `/proc`
-/// and `/sys` read, `/dev` devices, the workspace and the private `/tmp` read-write, trees the
-/// rules deny whole removed, and nothing else; `read_paths` adds trees to read and execute
-/// from (a language runtime installed under `/root` or `/home`, say).
+/// `files`: the kernel-enforced file layers. Under Landlock (`landlock`, on by default where
+/// the kernel offers it) every command runs under a ruleset made from the policy's
+/// `file_rules`: system trees read and execute, `/proc` and `/sys` read, `/dev` devices, the
+/// workspace, the private `/tmp` and the caller's home read-write, trees the rules deny removed
+/// (a tree with a denied part split into the rest), and nothing else; `read_paths` adds trees
+/// to read and execute from (a language runtime installed elsewhere, say).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilesConfig {
-    /// Apply the Landlock layer (default off).
+    /// Whether commands run under the Landlock layer (default `auto`).
     #[serde(default)]
-    pub landlock: bool,
+    pub landlock: LandlockMode,
     /// More trees the command may read and execute from (absolute paths).
     #[serde(default)]
     pub read_paths: Vec<PathBuf>,
@@ -363,6 +364,64 @@ pub struct FilesConfig {
     /// Unix sockets cannot be reached through it.
     #[serde(default)]
     pub fuse_workspace: bool,
+}
+
+/// `files.landlock`: `auto`, `required` (or `true`), `off` (or `false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LandlockMode {
+    /// On when the kernel offers Landlock, else off with a warning (the default).
+    #[default]
+    Auto,
+    /// On; the server does not start without Landlock.
+    Required,
+    /// Off: `file_rules` are not enforced by Landlock.
+    Off,
+}
+
+impl LandlockMode {
+    /// The name the config and reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LandlockMode::Auto => "auto",
+            LandlockMode::Required => "required",
+            LandlockMode::Off => "off",
+        }
+    }
+}
+
+impl FromStr for LandlockMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(LandlockMode::Auto),
+            "required" | "true" => Ok(LandlockMode::Required),
+            "off" | "false" => Ok(LandlockMode::Off),
+            _ => Err(format!("unknown value {s:?} (expected auto, required or true, off or false)")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LandlockMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = LandlockMode;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("auto, required or true, off or false")
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<LandlockMode, E> {
+                Ok(if v { LandlockMode::Required } else { LandlockMode::Off })
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LandlockMode, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `policies`: how policy files are trusted.

@@ -7,7 +7,7 @@ use std::path::Path;
 use policies::{
     embedded,
     engine::file::{
-        DEFAULT_ALLOW_WORKSPACE, DEFAULT_DENY_FILE, FileOp, FileRules, FileVerdict, INVALID_PATH,
+        DEFAULT_ALLOW_WORKSPACE, DEFAULT_DENY_FILE, FileOp, FileRules, FileVerdict, INVALID_PATH, Subtree,
     },
     load_policy,
 };
@@ -148,6 +148,28 @@ fn subtree_denial_for_coarse_layers() {
     assert_eq!(r.denies_subtree(Path::new("/usr"), FileOp::Read), None);
     let everything = rules("file_rules:\n  - {name: none, decision: deny}\n");
     assert_eq!(everything.denies_subtree(Path::new("/usr"), FileOp::Read), Some("none"));
+}
+
+#[test]
+fn subtree_judgement_tells_whole_partial_and_clear() {
+    let r = rules(POLICY);
+    let at = |p: &str, op| r.subtree(Path::new(p), op);
+    assert_eq!(at("/home/agent/.ssh", FileOp::Read), Subtree::Denied("ssh"));
+    // A tree holding `.ssh` is denied in part: a layer granting whole trees must split it.
+    assert_eq!(at("/home/agent", FileOp::Read), Subtree::Mixed);
+    assert_eq!(at("/home", FileOp::List), Subtree::Mixed);
+    assert_eq!(at("/home/agent/.cargo", FileOp::Read), Subtree::Clear);
+    assert_eq!(at("/usr", FileOp::Read), Subtree::Clear);
+    assert_eq!(at("/work/ws", FileOp::Write), Subtree::Mixed);
+    // An allow covering the tree first leaves nothing to deny below it.
+    assert_eq!(at("/tmp", FileOp::Write), Subtree::Clear);
+    let r = rules(
+        "file_rules:\n  - {name: cargo, paths: ['~/.cargo/**'], decision: allow}\n  \
+         - {name: rest, paths: ['~/**'], decision: deny}\n",
+    );
+    assert_eq!(r.subtree(Path::new("/home/agent"), FileOp::Read), Subtree::Mixed);
+    assert_eq!(r.subtree(Path::new("/home/agent/.cargo"), FileOp::Read), Subtree::Clear);
+    assert_eq!(r.subtree(Path::new("/home/agent/.ssh"), FileOp::Read), Subtree::Denied("rest"));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use policies::{
-    engine::file::{DEFAULT_ALLOW_WORKSPACE, DEFAULT_DENY_FILE, FileOp, FileRules, FileVerdict},
+    engine::file::{DEFAULT_ALLOW_WORKSPACE, DEFAULT_DENY_FILE, FileOp, FileRules, FileVerdict, Subtree},
     model::file::FileRule,
 };
 use proptest::prelude::*;
@@ -140,7 +140,7 @@ proptest! {
     }
 
     #[test]
-    fn subtree_denial_is_sound(
+    fn subtree_judgement_is_sound(
         specs in prop::collection::vec(rule_spec(), 0..6),
         root in prop::collection::vec(prop::sample::select(SEGS), 0..3),
         below in prop::collection::vec(prop::sample::select(SEGS), 0..3),
@@ -149,10 +149,15 @@ proptest! {
         let rules = to_rules(&specs);
         let compiled = FileRules::new(&rules, Path::new(WS), &|n| (n == "HOME").then(|| "/home/u".into()));
         let root = format!("/{}", root.join("/"));
+        let path = Path::new(&root).join(below.join("/"));
+        let got = compiled.decide(&path, op);
+        // A tree denied whole denies every path below it; a clear one has no explicit deny there.
         if let Some(rule) = compiled.denies_subtree(Path::new(&root), op) {
-            let path = Path::new(&root).join(below.join("/"));
-            let got = compiled.decide(&path, op);
             prop_assert_eq!(got.verdict, FileVerdict::Deny, "{} under {} ({})", path.display(), root, rule);
+        }
+        if compiled.subtree(Path::new(&root), op) == Subtree::Clear {
+            let default = got.rule == DEFAULT_DENY_FILE || got.rule == DEFAULT_ALLOW_WORKSPACE;
+            prop_assert!(got.verdict != FileVerdict::Deny || default, "{} under {} ({})", path.display(), root, got.rule);
         }
     }
 }

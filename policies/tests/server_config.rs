@@ -1,6 +1,6 @@
 //! The server config loads through the same strict core: defaults, checks and positions.
 
-use policies::config::{DnsMode, SecurityMode, ServerConfig, load_server_config};
+use policies::config::{DnsMode, LandlockMode, SecurityMode, ServerConfig, load_server_config};
 
 fn one(text: &str) -> String {
     let e = load_server_config(text, "c.yaml").expect_err("should not load");
@@ -15,6 +15,8 @@ fn empty_config_is_the_default() {
     assert_eq!(c, ServerConfig::default());
     assert_eq!(c.dns.mode, DnsMode::Synthetic);
     assert_eq!(c.security.mode, SecurityMode::Auto);
+    assert_eq!(c.files.landlock, LandlockMode::Auto);
+    assert!(!c.files.fuse_workspace);
     assert_eq!(c.control_socket().to_str(), Some("/run/agentsh/agentsh.sock"));
 }
 
@@ -53,4 +55,25 @@ fn checks_report_positions() {
     );
     let c = load_server_config("tls: {extra_roots: [/etc/ca.pem]}\n", "c.yaml").unwrap();
     assert_eq!(c.tls.extra_roots, [std::path::PathBuf::from("/etc/ca.pem")]);
+}
+
+#[test]
+fn landlock_takes_its_modes_and_the_old_booleans() {
+    for (text, mode) in [
+        ("auto", LandlockMode::Auto),
+        ("required", LandlockMode::Required),
+        ("true", LandlockMode::Required),
+        ("'true'", LandlockMode::Required),
+        ("off", LandlockMode::Off),
+        ("false", LandlockMode::Off),
+    ] {
+        let c = load_server_config(&format!("files: {{landlock: {text}}}\n"), "c.yaml").unwrap();
+        assert_eq!(c.files.landlock, mode, "{text}");
+    }
+    assert_eq!(
+        one("files:\n  landlock: maybe\n"),
+        r#"2:3: files.landlock: unknown value "maybe" (expected auto, required or true, off or false)"#
+    );
+    let m = one("files: {landlock: 1}\n");
+    assert!(m.starts_with("1:9: files.landlock: ") && m.contains("expected auto, required or true"), "{m}");
 }

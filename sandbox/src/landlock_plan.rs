@@ -6,16 +6,16 @@
 //! its mount namespace; so the child opens each path itself (`O_PATH`) after the mount view is
 //! built, rather than the launcher opening host paths before the fork.
 //!
-//! Landlock only grants: a tree not in the plan is unreachable (the user's home, `/var`, `/run`
-//! outside the state dir, `/srv`, ...). It cannot carve an exception out of a granted tree;
-//! fine-grained `file_rules` inside the workspace are the FUSE layer's job.
+//! Landlock only grants: a tree not in the plan is unreachable (`/var`, `/run` outside the state
+//! dir, `/srv`, other users' homes, ...). It cannot carve an exception out of a granted tree, so
+//! `file_rules` that deny part of a tree split it into its children (see
+//! [`crate::landlock_rules`]); fine-grained rules inside the workspace are the FUSE layer's job.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use landlock::{ABI, Access, AccessFs, AccessNet};
-use policies::engine::file::{FileOp, FileRules};
 
 use crate::error::SandboxError;
 use crate::spec::SANDBOX_STATE_DIR;
@@ -25,9 +25,9 @@ use crate::sys::{self, SysResult};
 pub const SYSTEM_PATHS: &[&str] =
     &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"];
 
-/// Most paths one plan may carry (the child keeps no list of its own, but the report index is
-/// a `u16` and a plan this long is a mistake).
-pub const MAX_LANDLOCK_PATHS: usize = 64;
+/// Most paths one plan may carry: the child opens each one at every launch, and a tree split
+/// around denied parts adds one path per child it keeps.
+pub const MAX_LANDLOCK_PATHS: usize = 256;
 
 /// What the command may do below one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +62,12 @@ impl LandlockAccess {
         };
         bits & handled
     }
+
+    /// Whether everything `self` grants, `other` grants too.
+    pub fn within(self, other: LandlockAccess) -> bool {
+        let newest = ABI::V6;
+        self.mask(newest) & !other.mask(newest) == 0
+    }
 }
 
 /// One tree of a plan.
@@ -73,6 +79,17 @@ pub struct LandlockPath {
     pub access: LandlockAccess,
     /// A missing required path fails the launch; a missing optional one is skipped.
     pub required: bool,
+    /// Whether a tree the rules deny in part is split into its children (system trees, the
+    /// home) rather than granted whole (the workspace, `/tmp`, kernel filesystems: what the
+    /// command creates there could not be granted, and rules inside the workspace are the FUSE
+    /// layer's).
+    pub split: bool,
+}
+
+impl LandlockPath {
+    fn new(path: impl Into<PathBuf>, access: LandlockAccess, required: bool, split: bool) -> LandlockPath {
+        LandlockPath { path: path.into(), access, required, split }
+    }
 }
 
 /// What the command may touch, enforced by the kernel from `execve` on (inherited by every
@@ -85,15 +102,20 @@ pub struct LandlockPlan {
     /// a second layer under the funnel); `None` leaves TCP alone. Below ABI 4 a `Some` fails
     /// the launch rather than silently not restricting.
     pub connect_tcp_ports: Option<Vec<u16>>,
+    /// Trees the rules deny in part that could not be split within the limits (depth, number
+    /// of paths, an unreadable directory): left out whole, so what the rules allow in them is
+    /// unreachable too (fail closed).
+    pub left_out: Vec<PathBuf>,
 }
 
 impl LandlockPlan {
     /// The default plan for a session: system trees read+exec, `/proc` and `/sys` read,
-    /// `/dev` devices, the state dir read, the workspace and the private `/tmp` read-write-exec.
+    /// `/dev` devices (and `/dev/shm` read-write, for POSIX shared memory and semaphores), the
+    /// state dir read, the workspace and the private `/tmp` read-write-exec.
     pub fn for_workspace(workspace: &Path) -> LandlockPlan {
         let mut paths: Vec<LandlockPath> = SYSTEM_PATHS
             .iter()
-            .map(|p| LandlockPath { path: p.into(), access: LandlockAccess::ReadExec, required: false })
+            .map(|p| LandlockPath::new(*p, LandlockAccess::ReadExec, false, true))
             .collect();
         let fixed = [
             ("/proc", LandlockAccess::Read),
@@ -102,39 +124,33 @@ impl LandlockPlan {
             (SANDBOX_STATE_DIR, LandlockAccess::Read),
             ("/tmp", LandlockAccess::ReadWriteExec),
         ];
-        paths.extend(fixed.iter().map(|(p, a)| LandlockPath { path: p.into(), access: *a, required: true }));
-        paths.push(LandlockPath {
-            path: workspace.to_path_buf(),
-            access: LandlockAccess::ReadWriteExec,
-            required: true,
-        });
-        LandlockPlan { paths, connect_tcp_ports: None }
+        paths.extend(fixed.iter().map(|(p, a)| LandlockPath::new(*p, *a, true, false)));
+        paths.push(LandlockPath::new("/dev/shm", LandlockAccess::ReadWrite, false, false));
+        paths.push(LandlockPath::new(workspace, LandlockAccess::ReadWriteExec, true, false));
+        LandlockPlan { paths, connect_tcp_ports: None, left_out: Vec::new() }
     }
 
-    /// [`LandlockPlan::for_workspace`] narrowed by `rules`: a tree whose every path the rules
-    /// deny reading loses the tree, and likewise for writing and executing.
-    pub fn from_file_rules(workspace: &Path, rules: &FileRules) -> LandlockPlan {
+    /// [`LandlockPlan::for_workspace`] plus the caller's `home` read-write-exec (when it is an
+    /// absolute, clean directory path that neither is, holds nor lies in a tree of the default
+    /// plan other than the workspace: a home of `/` or `/usr` is not granted) and `read_paths`
+    /// read+exec.
+    pub fn for_session(workspace: &Path, home: Option<&Path>, read_paths: &[PathBuf]) -> LandlockPlan {
         let mut plan = LandlockPlan::for_workspace(workspace);
-        plan.paths.retain_mut(|p| {
-            let denied = |op| rules.denies_subtree(&p.path, op).is_some();
-            if denied(FileOp::Read) {
-                return false;
-            }
-            let exec = !denied(FileOp::Exec);
-            let write = !denied(FileOp::Write) && !denied(FileOp::Create);
-            p.access = match (p.access, write, exec) {
-                (LandlockAccess::ReadWriteExec, true, true) => LandlockAccess::ReadWriteExec,
-                (LandlockAccess::ReadWriteExec | LandlockAccess::ReadWrite, true, _) => {
-                    LandlockAccess::ReadWrite
-                }
-                (LandlockAccess::ReadWriteExec | LandlockAccess::ReadExec, _, true) => {
-                    LandlockAccess::ReadExec
-                }
-                (LandlockAccess::Devices, true, _) => LandlockAccess::Devices,
-                _ => LandlockAccess::Read,
-            };
-            true
-        });
+        let overlaps = |h: &Path| {
+            plan.paths
+                .iter()
+                .any(|p| h.starts_with(&p.path) || (p.path.starts_with(h) && p.path != workspace))
+        };
+        if let Some(home) = home
+            && crate::mounts::is_clean_absolute(home)
+            && home.parent().is_some()
+            && !overlaps(home)
+        {
+            plan.paths.push(LandlockPath::new(home, LandlockAccess::ReadWriteExec, false, true));
+        }
+        for p in read_paths {
+            plan.paths.push(LandlockPath::new(p.clone(), LandlockAccess::ReadExec, false, true));
+        }
         plan
     }
 }
@@ -176,6 +192,8 @@ pub(crate) struct PreparedLandlock {
     pub abi: u32,
     handled_fs: u64,
     handled_net: u64,
+    /// The handled rights that apply to files, not directories.
+    file_rights: u64,
     paths: Vec<(CString, u64, bool)>,
     ports: Vec<u16>,
 }
@@ -212,6 +230,7 @@ impl PreparedLandlock {
             abi: raw.min(abi as u32),
             handled_fs: AccessFs::from_all(abi).bits(),
             handled_net,
+            file_rights: (AccessFs::from_file(abi) & AccessFs::from_all(abi)).bits(),
             paths,
             ports,
         })
@@ -248,7 +267,13 @@ impl PreparedLandlock {
                 Err(libc::ENOENT) if !required => continue,
                 Err(e) => return Err((index, e)),
             };
-            let attr = PathBeneathAttr { allowed_access: *mask, parent_fd: fd };
+            // A file takes only the rights that apply to files (a split tree's children).
+            let mask = if is_dir(fd) { *mask } else { *mask & self.file_rights };
+            if mask == 0 {
+                sys::close(fd);
+                continue;
+            }
+            let attr = PathBeneathAttr { allowed_access: mask, parent_fd: fd };
             // SAFETY: `attr` is a live packed struct the kernel reads; `fd` is ours.
             let ret = unsafe {
                 libc::syscall(
@@ -291,6 +316,14 @@ impl PreparedLandlock {
     }
 }
 
+fn is_dir(fd: libc::c_int) -> bool {
+    // SAFETY: `st` is plain data the kernel fills; `fd` is an open O_PATH descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let ret = unsafe { libc::fstat(fd, &mut st) };
+    ret == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
 fn open_path(path: &CString) -> SysResult<libc::c_int> {
     // SAFETY: `path` is NUL-terminated; O_PATH opens nothing but a reference.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
@@ -309,23 +342,5 @@ mod tests {
         assert_eq!(LandlockAccess::ReadWrite.mask(ABI::V3) & AccessFs::Execute as u64, 0);
         assert_eq!(LandlockAccess::ReadWriteExec.mask(ABI::V5) & AccessFs::MakeBlock as u64, 0);
         assert_eq!(LandlockAccess::Devices.mask(ABI::V1) & AccessFs::MakeReg as u64, 0);
-    }
-
-    #[test]
-    fn file_rules_narrow_the_plan() {
-        let policy = policies::load_policy(
-            "file_rules:\n  \
-             - {name: no-opt, paths: ['/opt/**'], operations: [read], decision: deny}\n  \
-             - {name: no-exec-ws, paths: ['${WORKSPACE}/**'], operations: [exec], decision: deny}\n",
-            "t.yaml",
-        )
-        .unwrap();
-        let rules = FileRules::new(&policy.file_rules, Path::new("/w"), &|_| None);
-        let plan = LandlockPlan::from_file_rules(Path::new("/w"), &rules);
-        assert!(!plan.paths.iter().any(|p| p.path == Path::new("/opt")));
-        let ws = plan.paths.iter().find(|p| p.path == Path::new("/w")).unwrap();
-        assert_eq!(ws.access, LandlockAccess::ReadWrite);
-        let usr = plan.paths.iter().find(|p| p.path == Path::new("/usr")).unwrap();
-        assert_eq!(usr.access, LandlockAccess::ReadExec);
     }
 }

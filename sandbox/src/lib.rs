@@ -11,7 +11,8 @@
 //! [`detect`] finds what this machine can enforce, by trying.
 //!
 //! [`LandlockPlan`] (set [`LaunchSpec::landlock`]) has the kernel confine the command to the
-//! system trees, the workspace and its private `/tmp`. [`workspace::WorkspaceMount`] serves
+//! system trees, the workspace, its private `/tmp` and the caller's home, narrowed and split by
+//! `file_rules` ([`landlock_rules`]). [`workspace::WorkspaceMount`] serves
 //! the workspace through FUSE with `file_rules` applied per operation.
 
 // Namespaces, clone3, mounts and SCM_RIGHTS need raw syscalls; every block says why it is sound.
@@ -23,6 +24,7 @@ pub mod detect;
 pub mod error;
 mod fdpass;
 pub mod landlock_plan;
+pub mod landlock_rules;
 mod launch;
 mod mounts;
 pub mod prepare;

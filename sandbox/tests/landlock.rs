@@ -118,6 +118,7 @@ fn a_missing_required_path_fails_the_launch_naming_it() {
         path: "/nonexistent-agentsh".into(),
         access: sandbox::LandlockAccess::Read,
         required: true,
+        split: false,
     });
     let err = sandbox::launch(&spec).expect_err("a missing required path must fail the launch");
     let text = err.to_string();
@@ -144,4 +145,46 @@ fn tcp_connects_are_limited_to_the_planned_ports() {
     let out = run_with(spec, |_| {});
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, "4040 refused\n4041 denied\n", "{out:?}");
+}
+
+#[test]
+fn a_home_split_around_denied_trees_keeps_the_rest_usable() {
+    if !privileged("a_home_split_around_denied_trees_keeps_the_rest_usable") {
+        return;
+    }
+    kernel_abi().expect("Landlock must be available for this test (CONFIG_SECURITY_LANDLOCK, lsm=landlock)");
+    let ws = HostDir::new("/tmp", "ws-home");
+    let home = HostDir::new("/var/tmp", "home");
+    for (rel, text) in [(".ssh/id_rsa", "KEY"), (".cargo/config.toml", "[net]"), (".gitconfig", "[user]")] {
+        let p = home.0.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        // As the HostDir itself: only Landlock may refuse.
+        std::fs::set_permissions(p.parent().unwrap(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(&p, text).unwrap();
+    }
+    let policy = policies::load_policy(policies::embedded::source("default").unwrap(), "default").unwrap();
+    let home_text = home.0.display().to_string();
+    let rules = policies::engine::file::FileRules::new(&policy.file_rules, &ws.0, &|v| {
+        (v == "HOME").then(|| home_text.clone())
+    });
+    let state = StateDir::new();
+    let h = home.0.display();
+    let script = format!(
+        "cat {h}/.cargo/config.toml; echo
+         cat {h}/.gitconfig; echo
+         echo built > {h}/.cargo/new && cat {h}/.cargo/new
+         cat {h}/.ssh/id_rsa || echo ssh-refused
+         ls {h}/.ssh || echo ssh-list-refused
+         echo x > {h}/new || echo create-in-home-refused"
+    );
+    let mut spec = landlock_spec(&script, &ws.0, &state);
+    spec.landlock = Some(LandlockPlan::for_session(&ws.0, Some(&home.0), &[]).narrowed(&rules));
+    let out = run_with(spec, |_| {});
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["[net]", "[user]", "built", "ssh-refused", "ssh-list-refused", "create-in-home-refused"],
+        "{out:?}"
+    );
+    assert_eq!(out.stderr.matches("Permission denied").count(), 3, "{}", out.stderr);
 }

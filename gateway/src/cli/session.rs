@@ -47,6 +47,11 @@ fn print_info(s: &SessionInfo) {
     println!("workspace:  {}", s.workspace.display());
     println!("policy:     {}", s.policy);
     println!("backend:    {}", s.backend);
+    match (s.landlock_abi, &s.landlock_off) {
+        (Some(abi), _) => println!("landlock:   ABI {abi}"),
+        (None, Some(why)) => println!("landlock:   none ({why})"),
+        (None, None) => println!("landlock:   none"),
+    }
     println!("created:    {}", s.created_at);
     println!("commands:   {} ({} running)", s.commands, s.running);
 }

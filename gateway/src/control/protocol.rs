@@ -125,6 +125,9 @@ pub struct SessionInfo {
     /// The Landlock ABI commands run under (`files.landlock`), when the layer is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub landlock_abi: Option<u32>,
+    /// Why commands run without Landlock, when the layer is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock_off: Option<String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Commands run so far.

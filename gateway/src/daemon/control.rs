@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use policies::{config::SigningMode, embedded, load_policy};
 
-use super::{Daemon, Session};
+use super::{Daemon, Session, landlock::LandlockState};
 use crate::{
     control::{
         frame::{read_frame, write_frame},
@@ -151,6 +151,10 @@ fn handle(
                 .field("policy", session.policy_name.clone())
                 .field("backend", daemon.backend.name())
                 .field("peer_uid", peer.uid);
+            created = match &daemon.landlock {
+                LandlockState::On { abi } => created.field("landlock_abi", *abi),
+                LandlockState::Off { reason } => created.field("landlock_off", reason.clone()),
+            };
             match signature {
                 Some(Ok(signer)) => created = created.field("policy_signed_by", signer),
                 Some(Err(why)) => {

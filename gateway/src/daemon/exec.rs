@@ -22,10 +22,7 @@ use redirect::{
     ptrace::{Tracer, TracerHandle},
     seccomp::Supervisor,
 };
-use sandbox::{
-    BindDir, LaunchSpec, SeccompListener, Stdio,
-    landlock_plan::{LandlockAccess, LandlockPath, LandlockPlan},
-};
+use sandbox::{BindDir, LaunchSpec, SeccompListener, Stdio};
 
 use super::{
     Daemon,
@@ -105,22 +102,6 @@ impl Answerer {
             Answerer::Trace(h) => h.stop(),
         };
     }
-}
-
-/// The Landlock layer for one command: the policy's `file_rules` (with `${HOME}` from the
-/// caller's environment) narrowing the default plan, plus the configured read paths.
-fn landlock_plan(
-    files: &policies::config::FilesConfig,
-    session: &super::session::Session,
-    req: &ExecRequest,
-) -> LandlockPlan {
-    let rules =
-        FileRules::new(&session.policy.file_rules, &session.workspace, &|name| req.env.get(name).cloned());
-    let mut plan = LandlockPlan::from_file_rules(&session.workspace, &rules);
-    for p in &files.read_paths {
-        plan.paths.push(LandlockPath { path: p.clone(), access: LandlockAccess::ReadExec, required: false });
-    }
-    plan
 }
 
 /// Read a pipe to its end, keeping at most `MAX_CAPTURE` bytes.
@@ -402,8 +383,12 @@ pub fn run(
     if let Some(host) = super::tls::host_bundle() {
         spec.bind_files.push((session.dir.join(super::session::CA_BUNDLE), host.to_path_buf()));
     }
-    if daemon.config.files.landlock {
-        spec.landlock = Some(landlock_plan(&daemon.config.files, &session, &req));
+    if daemon.landlock.abi().is_some() {
+        let rules = FileRules::new(&session.policy.file_rules, &session.workspace, &|name| {
+            req.env.get(name).cloned()
+        });
+        let home = req.env.get("HOME").map(std::path::Path::new);
+        spec.landlock = Some(super::landlock::plan(&daemon.config.files, &session.workspace, home, &rules));
     }
     spec.uid = peer.uid;
     spec.gid = peer.gid;

@@ -9,6 +9,7 @@ mod decider;
 mod exec;
 mod funnel;
 mod hostnet;
+mod landlock;
 mod llm;
 mod netns;
 mod otlp;
@@ -49,6 +50,8 @@ pub struct Daemon {
     pub db_pool: Arc<dbproxy::proxy::SessionPool>,
     /// The redirect backend in use (`security.mode` as resolved at start-up).
     pub backend: Arc<backend::Backend>,
+    /// The Landlock layer (`files.landlock` as resolved at start-up).
+    pub landlock: landlock::LandlockState,
 }
 
 impl Daemon {
@@ -98,6 +101,11 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
 /// Run the daemon until SIGINT or SIGTERM.
 pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     let backend = backend::choose(&config.security)?;
+    let landlock = landlock::resolve(
+        config.files.landlock,
+        config.security.strict,
+        sandbox::landlock_plan::kernel_abi(),
+    )?;
     let upstream_tls = Arc::new(tls::UpstreamTls::load(&config.tls.extra_roots)?);
     let state_dir = config.state_dir.clone();
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir.join("sessions"))?;
@@ -128,6 +136,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             dbproxy::proxy::SessionPool::new(1).context("starting the database session thread")?,
         ),
         backend,
+        landlock,
     });
 
     hostnet::report_refusals(&daemon)?;

@@ -53,7 +53,8 @@ pub struct Session {
     /// The uid that created the session (who may `wrap` into it besides root).
     pub owner_uid: u32,
     backend: &'static str,
-    landlock_abi: Option<u32>,
+    /// The Landlock layer commands run under (`files.landlock`), as the daemon resolved it.
+    landlock: super::landlock::LandlockState,
     /// The FUSE workspace (`files.fuse_workspace`): the sandbox binds it at the workspace path.
     workspace_mount: Mutex<Option<sandbox::workspace::WorkspaceMount>>,
     cgroup: Mutex<Option<SessionCgroup>>,
@@ -148,7 +149,7 @@ impl Session {
             recorder,
             owner_uid: 0,
             backend: daemon.backend.name(),
-            landlock_abi: if config.files.landlock { sandbox::landlock_plan::kernel_abi() } else { None },
+            landlock: daemon.landlock.clone(),
             workspace_mount: Mutex::new(workspace_mount),
             workspace,
             policy_name,
@@ -195,7 +196,8 @@ impl Session {
             workspace: self.workspace.clone(),
             policy: self.policy_name.clone(),
             backend: self.backend.into(),
-            landlock_abi: self.landlock_abi,
+            landlock_abi: self.landlock.abi(),
+            landlock_off: self.landlock.off_reason().map(str::to_owned),
             created_at: self.created_at.clone(),
             commands: self.commands.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),

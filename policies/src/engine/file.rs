@@ -306,35 +306,60 @@ impl FileRules {
     /// settle that (the defaults are not consulted). A coarse layer such as Landlock uses it to
     /// leave out whole trees; `None` means some path below may be allowed.
     pub fn denies_subtree(&self, root: &Path, op: FileOp) -> Option<&str> {
-        let root = normalise(root)?;
+        match self.subtree(root, op) {
+            Subtree::Denied(rule) => Some(rule),
+            Subtree::Mixed | Subtree::Clear => None,
+        }
+    }
+
+    /// How the explicit rules judge `op` on `root` and every path below it (the defaults are
+    /// not consulted): all denied, some denied, or none denied. A layer that can only grant
+    /// whole trees (Landlock) leaves out a denied tree and splits a mixed one into its children.
+    pub fn subtree(&self, root: &Path, op: FileOp) -> Subtree<'_> {
+        let Some(root) = normalise(root) else {
+            return Subtree::Mixed;
+        };
         let segs: Vec<&[u8]> = segments(root.as_os_str().as_encoded_bytes()).collect();
+        // An earlier rule that may decide some path below (so a later covering rule does not
+        // decide them all), and whether any rule so far denies some path below.
+        let (mut touched, mut some_denied) = (false, false);
         for rule in self.rules.iter().filter(|r| r.covers(op)) {
             let deny = FileVerdict::of(rule.decision, op) == FileVerdict::Deny;
-            if rule.any_path {
-                return deny.then_some(rule.name.as_str());
-            }
-            let mut touches = false;
-            for text in &rule.texts {
-                match reach(text, &segs) {
-                    Reach::Covers if deny => return Some(&rule.name),
-                    Reach::Covers | Reach::Touches => touches = true,
-                    Reach::Disjoint => {}
+            let reach = if rule.any_path {
+                Reach::Covers
+            } else {
+                rule.texts.iter().map(|t| reach(t, &segs)).min().unwrap_or(Reach::Disjoint)
+            };
+            match reach {
+                Reach::Disjoint => {}
+                Reach::Touches => (touched, some_denied) = (true, some_denied || deny),
+                Reach::Covers if deny && !touched => return Subtree::Denied(&rule.name),
+                Reach::Covers => {
+                    return if deny || some_denied { Subtree::Mixed } else { Subtree::Clear };
                 }
             }
-            if touches {
-                return None;
-            }
         }
-        None
+        if some_denied { Subtree::Mixed } else { Subtree::Clear }
     }
+}
+
+/// How the explicit rules judge one operation over a whole tree ([`FileRules::subtree`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subtree<'a> {
+    /// Denied on the root and everything below it, by this rule.
+    Denied(&'a str),
+    /// Denied on some paths at or below the root, maybe not on others.
+    Mixed,
+    /// No explicit rule denies it anywhere at or below the root.
+    Clear,
 }
 
 fn segments(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     bytes.split(|&b| b == b'/').filter(|s| !s.is_empty())
 }
 
-/// How a glob relates to the tree below a root.
-#[derive(Debug, PartialEq, Eq)]
+/// How a glob relates to the tree below a root (ordered widest first).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Reach {
     /// Matches the root and every path below it.
     Covers,
