@@ -88,10 +88,15 @@ impl Event {
 
     /// Whether the event records something that was refused.
     pub fn is_blocked(&self) -> bool {
-        self.kind.ends_with("_blocked")
-            || self.kind == "listener_auth_fail"
-            || self.policy.as_ref().is_some_and(|p| p.decision == "deny" || p.decision == "approve")
+        is_blocked(&self.kind, self.policy.as_ref())
     }
+}
+
+/// Whether an event of `kind` with `policy` records something that was refused.
+pub fn is_blocked(kind: &str, policy: Option<&EventPolicy>) -> bool {
+    kind.ends_with("_blocked")
+        || kind == "listener_auth_fail"
+        || policy.is_some_and(|p| p.decision == "deny" || p.decision == "approve")
 }
 
 /// Milliseconds in a duration, saturating, for `duration_ms` fields.

@@ -106,3 +106,24 @@ impl Builder {
         self.effects
     }
 }
+
+/// One effect, flattened for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectSummary {
+    /// Operation group (`read`, `delete`, …).
+    pub group: &'static str,
+    /// Subtype, if any.
+    pub subtype: Option<String>,
+    /// The objects, as text (`public.users`, `setting:search_path`, …).
+    pub objects: Vec<String>,
+}
+
+impl From<&Effect> for EffectSummary {
+    fn from(e: &Effect) -> Self {
+        EffectSummary {
+            group: e.group.as_str(),
+            subtype: e.subtype.clone(),
+            objects: e.objects.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+}

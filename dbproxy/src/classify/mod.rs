@@ -16,7 +16,7 @@ mod statements;
 mod walk;
 
 pub use cache::{AnalysisCache, DEFAULT_GENERATION, DEFAULT_MAX_TEXT};
-pub use effect::{Effect, ObjectRef};
+pub use effect::{Effect, EffectSummary, ObjectRef};
 pub use normalize::{digest, normalize, redact};
 pub use policies::model::{db_ops::OperationGroup, db_rules::ObjectResolution};
 
@@ -91,6 +91,18 @@ pub struct Analysis {
     pub digest: String,
     /// [`redact`].
     pub redacted: String,
+    /// The effects of every statement, in order (`statements`' effects, flattened).
+    pub effects: Vec<Effect>,
+    /// `effects` as the audit log shows them, made once for every event of the text.
+    pub summary: std::sync::Arc<[EffectSummary]>,
+}
+
+impl Analysis {
+    fn new(statements: Vec<Classified>, digest: String, redacted: String) -> Analysis {
+        let effects: Vec<Effect> = statements.iter().flat_map(|c| c.effects.iter().cloned()).collect();
+        let summary = effects.iter().map(EffectSummary::from).collect();
+        Analysis { statements, digest, redacted, effects, summary }
+    }
 }
 
 /// [`classify_statements`], [`digest`] and [`redact`] of `sql`, tokenizing it once.
@@ -99,11 +111,9 @@ pub fn analyze(sql: &str) -> Analysis {
         Ok(tokens) => {
             let digest = normalize::digest_tokens(tokens.iter().map(|t| &t.token));
             let redacted = normalize::redact_tokens(tokens.iter().map(|t| &t.token));
-            Analysis { statements: classify_tokens(tokens), digest, redacted }
+            Analysis::new(classify_tokens(tokens), digest, redacted)
         }
-        Err(why) => {
-            Analysis { statements: Classified::failed(why), digest: digest(sql), redacted: redact(sql) }
-        }
+        Err(why) => Analysis::new(Classified::failed(why), digest(sql), redact(sql)),
     }
 }
 

@@ -2,10 +2,11 @@
 //! and statement decision, handed to an [`EventSink`] the caller provides. The gateway maps
 //! each one to its audit `Event` (type [`DbEventKind::as_str`], `policy` from `decision`).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use policies::{Decision, model::blocks::LogStatements};
 
+pub use crate::classify::EffectSummary;
 use crate::classify::{Effect, digest, redact};
 
 /// The longest statement text carried in an event, in bytes (cut at a character boundary).
@@ -60,27 +61,6 @@ pub enum StatementProtocol {
     FunctionCall,
 }
 
-/// One effect, flattened for the audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EffectSummary {
-    /// Operation group (`read`, `delete`, …).
-    pub group: &'static str,
-    /// Subtype, if any.
-    pub subtype: Option<String>,
-    /// The objects, as text (`public.users`, `setting:search_path`, …).
-    pub objects: Vec<String>,
-}
-
-impl From<&Effect> for EffectSummary {
-    fn from(e: &Effect) -> Self {
-        EffectSummary {
-            group: e.group.as_str(),
-            subtype: e.subtype.clone(),
-            objects: e.objects.iter().map(|o| o.to_string()).collect(),
-        }
-    }
-}
-
 /// Bind parameters as logged: never their values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParamSummary {
@@ -129,8 +109,8 @@ pub struct StatementInfo {
     pub result: Option<StatementResult>,
     /// Whether `text` was cut.
     pub truncated: bool,
-    /// Every effect of every statement in the text.
-    pub effects: Vec<EffectSummary>,
+    /// Every effect of every statement in the text (shared by every event of the text).
+    pub effects: Arc<[EffectSummary]>,
     /// Every `audit` rule that matched.
     pub audit_rules: Vec<String>,
 }
@@ -150,7 +130,8 @@ impl StatementInfo {
         mode: LogStatements,
     ) -> Self {
         let redacted = if mode == LogStatements::ParametersRedacted { redact(text) } else { String::new() };
-        Self::build(protocol, name, text, redacted, digest(text), effects, mode)
+        let summary = effects.iter().map(EffectSummary::from).collect();
+        Self::build(protocol, name, text, redacted, digest(text), summary, mode)
     }
 
     /// [`StatementInfo::logged`] with the text's [`redact`]ion and [`digest`] already made
@@ -161,7 +142,7 @@ impl StatementInfo {
         text: &str,
         redacted: String,
         digest: String,
-        effects: &[Effect],
+        effects: Arc<[EffectSummary]>,
         mode: LogStatements,
     ) -> Self {
         let mut shown = match mode {
@@ -183,7 +164,7 @@ impl StatementInfo {
             digest,
             params: None,
             result: None,
-            effects: effects.iter().map(EffectSummary::from).collect(),
+            effects,
             audit_rules: Vec::new(),
         }
     }
@@ -206,15 +187,15 @@ pub struct DbEvent {
     /// What happened.
     pub kind: DbEventKind,
     /// The `db_services` entry.
-    pub service: String,
+    pub service: Arc<str>,
     /// The client, as given to `serve`.
-    pub client: ClientCtx,
+    pub client: Arc<ClientCtx>,
     /// Startup `user` the client asked for.
-    pub db_user: Option<String>,
+    pub db_user: Option<Arc<str>>,
     /// Startup `database` the client asked for.
-    pub database: Option<String>,
+    pub database: Option<Arc<str>>,
     /// Startup `application_name`.
-    pub application_name: Option<String>,
+    pub application_name: Option<Arc<str>>,
     /// The decision, naming its rule (connection, cancel and statement events).
     pub decision: Option<Decision>,
     /// The statement (statement events).

@@ -115,7 +115,7 @@ impl Front<'_, '_> {
             Frontend::Query(q) => {
                 self.syncs += 1;
                 let a = self.policy.proxy.analyses.analyze(q.sql);
-                let effects = self.stmts.resolve(&a.statements);
+                let effects = self.stmts.resolve_analysis(&a);
                 let checked = self.policy.check(&effects, None);
                 let info = self.policy.info_of(StatementProtocol::Simple, None, q.sql, &a, &effects);
                 let pass = self.until_ready(&checked, info)?;
@@ -126,7 +126,7 @@ impl Front<'_, '_> {
             }
             Frontend::Parse(p) => {
                 let a = self.policy.proxy.analyses.analyze(p.sql);
-                let effects = self.stmts.resolve(&a.statements);
+                let effects = self.stmts.resolve_analysis(&a);
                 let checked = self.policy.check(&effects, None);
                 match checked.refusal() {
                     Some(r) => {
@@ -153,7 +153,7 @@ impl Front<'_, '_> {
                             .then(|| statements.as_slice().into());
                         let prepared = Prepared {
                             text: p.sql.into(),
-                            effects: effects.into(),
+                            effects: effects.into_owned().into(),
                             param_types: p.param_types.clone().into(),
                             sql_ops: ops,
                             info: Some(Arc::new(info)),

@@ -135,7 +135,7 @@ pub enum Served {
 
 /// The proxy of one `db_services` entry.
 pub struct DbProxy {
-    service_name: String,
+    service_name: Arc<str>,
     service: DbService,
     rules: RwLock<Arc<DbRules>>,
     read_only: AtomicBool,
@@ -148,10 +148,10 @@ pub struct DbProxy {
 /// The client's startup facts, for decisions and events.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ConnInfo {
-    client: ClientCtx,
-    db_user: Option<String>,
-    database: Option<String>,
-    application_name: Option<String>,
+    client: Arc<ClientCtx>,
+    db_user: Option<Arc<str>>,
+    database: Option<Arc<str>>,
+    application_name: Option<Arc<str>>,
     /// The upstream session was opened read-only.
     read_only: bool,
 }
@@ -178,7 +178,7 @@ impl DbProxy {
     ) -> DbProxy {
         let read_only = AtomicBool::new(opts.read_only);
         DbProxy {
-            service_name: name.into(),
+            service_name: Arc::from(name.into()),
             service,
             rules: RwLock::new(rules),
             read_only,
@@ -236,7 +236,7 @@ impl DbProxy {
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let info = ConnInfo { client: ctx, ..ConnInfo::default() };
+        let info = ConnInfo { client: Arc::new(ctx), ..ConnInfo::default() };
         let passthrough = self.service.tls_mode == DbTlsMode::Passthrough;
         let tls = if passthrough { None } else { self.opts.client_tls.as_ref() };
         let opened =
@@ -320,7 +320,7 @@ impl DbProxy {
     /// The upstream password, read now (so a rotated secret is picked up).
     async fn password(&self) -> Result<Option<Vec<u8>>, ProxyError> {
         let Some(c) = &self.service.credentials else { return Ok(None) };
-        let bad = |why: String| ProxyError::Credentials { service: self.service_name.clone(), why };
+        let bad = |why: String| ProxyError::Credentials { service: self.service_name.to_string(), why };
         let mut pw = if let Some(var) = &c.password_env {
             use std::os::unix::ffi::OsStringExt;
             std::env::var_os(var)
@@ -355,9 +355,10 @@ impl DbProxy {
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        info.db_user = param("user");
-        info.database = param("database").or_else(|| info.db_user.clone());
-        info.application_name = param("application_name");
+        let shared = |k: &str| param(k).map(Arc::<str>::from);
+        info.db_user = shared("user");
+        info.database = shared("database").or_else(|| info.db_user.clone());
+        info.application_name = shared("application_name");
         if param("replication")
             .is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0"))
         {
@@ -641,6 +642,8 @@ impl Policy<'_> {
     }
 
     /// [`Policy::info`] of a text already analysed.
+    /// `effects` are the text's own (`a.effects`, whose summary is made already) or resolved
+    /// from its `EXECUTE`s.
     pub(crate) fn info_of(
         &self,
         protocol: StatementProtocol,
@@ -650,7 +653,12 @@ impl Policy<'_> {
         effects: &[Effect],
     ) -> StatementInfo {
         let mode = self.proxy.opts.log_statements;
-        StatementInfo::build(protocol, name, text, a.redacted.clone(), a.digest.clone(), effects, mode)
+        let summary = if std::ptr::eq(effects, a.effects.as_slice()) {
+            a.summary.clone()
+        } else {
+            effects.iter().map(EffectSummary::from).collect()
+        };
+        StatementInfo::build(protocol, name, text, a.redacted.clone(), a.digest.clone(), summary, mode)
     }
 
     /// The event of a decided statement.

@@ -9,13 +9,13 @@
 //! the old (the server keeps one of the two), and a statement or portal the proxy has no
 //! record of is refused at Execute.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use policies::model::db_ops::OperationGroup;
 
 use super::events::{ParamSummary, StatementInfo};
 use crate::{
-    classify::{Classified, Effect, PreparedOp},
+    classify::{Analysis, Classified, Effect, PreparedOp},
     wire::{Bind, Target},
 };
 
@@ -129,6 +129,16 @@ impl Statements {
             Target::Statement => self.named.remove(name),
             Target::Portal => self.portals.remove(name).map(|_| Slot::Refused),
         };
+    }
+
+    /// [`Statements::resolve`] of an analysed text: its own effects, borrowed, unless it holds
+    /// an `EXECUTE`.
+    pub(crate) fn resolve_analysis<'a>(&self, a: &'a Analysis) -> Cow<'a, [Effect]> {
+        if a.statements.iter().any(|c| matches!(c.prepared, Some(PreparedOp::Execute(_)))) {
+            Cow::Owned(self.resolve(&a.statements))
+        } else {
+            Cow::Borrowed(&a.effects)
+        }
     }
 
     /// The effects of `stmts`, with each `EXECUTE name` standing for the effects recorded for

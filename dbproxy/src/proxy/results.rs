@@ -166,7 +166,7 @@ mod tests {
         DbEvent {
             kind: DbEventKind::Statement,
             service: "s".into(),
-            client: ClientCtx::default(),
+            client: ClientCtx::default().into(),
             db_user: None,
             database: None,
             application_name: None,

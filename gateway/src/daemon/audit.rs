@@ -25,7 +25,7 @@ use policies::config::{AuditConfig, IntegrityConfig, SinkType};
 use serde_json::{Map, Value, json};
 
 use crate::{
-    events::Event,
+    events::{Event, EventPolicy},
     integrity::{self, ChainState, Key, ROTATED},
 };
 
@@ -122,9 +122,28 @@ impl Recorder {
         })
     }
 
+    /// Whether an event of `kind` with `policy`, of command `command_id`, would be kept: an
+    /// allowed decision is only collected for its command unless `log_allowed`. A busy source
+    /// (a statement per database round trip) asks before building an event that would be
+    /// dropped.
+    pub fn keeps(&self, kind: &str, policy: Option<&EventPolicy>, command_id: Option<&str>) -> bool {
+        if !self.only_collected(kind, policy) {
+            return true;
+        }
+        let Some(cmd) = command_id else { return false };
+        let collectors = self.collectors.lock().unwrap_or_else(|p| p.into_inner());
+        collectors.get(cmd).is_some_and(|c| c.events.len() < c.limit && !c.blocked_only)
+    }
+
+    /// Whether such an event goes only to its command's collector (an allowed decision while
+    /// allowed decisions are not logged).
+    fn only_collected(&self, kind: &str, policy: Option<&EventPolicy>) -> bool {
+        !self.log_allowed && policy.is_some() && !crate::events::is_blocked(kind, policy)
+    }
+
     /// Record one event.
     pub fn record(&self, event: Event) {
-        if !self.log_allowed && !event.is_blocked() && event.policy.is_some() {
+        if self.only_collected(&event.kind, event.policy.as_ref()) {
             self.collect(event);
             return;
         }
@@ -361,6 +380,45 @@ mod tests {
 
     fn lines(p: &Path) -> Vec<String> {
         std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn keeps_says_exactly_whether_record_keeps_an_event() {
+        let policy = |d: &str| Some(EventPolicy { decision: d.into(), rule: "r".into(), message: None });
+        let mut checked = 0;
+        for log_allowed in [false, true] {
+            for collector in [None, Some(false), Some(true)] {
+                for (kind, p) in [
+                    ("db_statement", policy("allow")),
+                    ("db_statement", policy("audit")),
+                    ("db_statement_blocked", policy("deny")),
+                    ("db_connect", None),
+                    ("listener_auth_fail", None),
+                ] {
+                    let d = dir("keeps");
+                    let cfg = AuditConfig { log_allowed, ..config(&d) };
+                    let r = Recorder::open(&d, &cfg).unwrap();
+                    if let Some(blocked_only) = collector {
+                        r.start_collecting("cmd-1", blocked_only, 10);
+                    }
+                    let said = r.keeps(kind, p.as_ref(), Some("cmd-1"));
+                    let mut e = Event::new(kind, "s");
+                    e.command_id = Some("cmd-1".into());
+                    e.policy = p.clone();
+                    r.record(e);
+                    let logged =
+                        std::fs::read_to_string(d.join("audit.jsonl")).unwrap_or_default().contains(kind);
+                    let collected = !r.finish("cmd-1").is_empty();
+                    assert_eq!(
+                        said,
+                        logged || collected,
+                        "{kind} {p:?} log_allowed={log_allowed} {collector:?}"
+                    );
+                    checked += usize::from(!said);
+                }
+            }
+        }
+        assert!(checked >= 2, "some events are not kept");
     }
 
     #[test]

@@ -245,16 +245,21 @@ struct AuditSink {
 
 impl EventSink for AuditSink {
     fn emit(&self, ev: DbEvent) {
+        let command_id = self.current_command.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let policy = ev.decision.as_ref().map(Into::into);
+        if !self.recorder.keeps(ev.kind.as_str(), policy.as_ref(), command_id.as_deref()) {
+            return;
+        }
         let mut e = Event::new(ev.kind.as_str(), &self.session_id);
-        e.command_id = self.current_command.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        e.command_id = command_id;
         e.pid = ev.client.peer_pid;
-        e.policy = ev.decision.as_ref().map(Into::into);
-        let mut e = e.field("service", ev.service);
+        e.policy = policy;
+        let mut e = e.field("service", &*ev.service);
         for (k, v) in [
-            ("db_user", ev.db_user),
-            ("database", ev.database),
-            ("application_name", ev.application_name),
-            ("error", ev.error),
+            ("db_user", ev.db_user.as_deref()),
+            ("database", ev.database.as_deref()),
+            ("application_name", ev.application_name.as_deref()),
+            ("error", ev.error.as_deref()),
         ] {
             if let Some(v) = v {
                 e = e.field(k, v);
