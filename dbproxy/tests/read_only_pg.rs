@@ -78,7 +78,7 @@ async fn hidden_side_effects_of_reads_fail_with_the_servers_read_only_error() {
         .all()
         .iter()
         .filter(|e| e.kind == DbEventKind::Statement)
-        .any(|e| e.statement.as_ref().is_some_and(|s| s.text == "SELECT * FROM wiped"));
+        .any(|e| e.statement.as_ref().is_some_and(|s| &*s.text == "SELECT * FROM wiped"));
     assert!(allowed, "the read itself was allowed by the rules");
 
     // The same read on a service that grants writes runs the function: the mode is what stopped it.

@@ -198,15 +198,15 @@ async fn statement_events_carry_digest_redacted_text_rows_duration_and_sqlstate(
     let st = |i: usize| ev[i].statement.clone().unwrap();
     let res = |i: usize| st(i).result.unwrap_or_else(|| panic!("no result: {:?}", ev[i]));
 
-    assert_eq!(st(0).text, "SELECT name FROM items WHERE name <> $1");
-    assert_eq!(st(0).digest, digest("select name from items where name <> 'other'"));
+    assert_eq!(&*st(0).text, "SELECT name FROM items WHERE name <> $1");
+    assert_eq!(&*st(0).digest, digest("select name from items where name <> 'other'"));
     assert_eq!(
         (res(0).rows, res(0).command.as_deref(), res(0).sqlstate.clone()),
         (Some(2), Some("SELECT"), None)
     );
     assert!(res(0).complete && res(0).duration > std::time::Duration::ZERO);
 
-    assert_eq!(st(1).text, "UPDATE items SET name = $1 WHERE id = $2");
+    assert_eq!(&*st(1).text, "UPDATE items SET name = $1 WHERE id = $2");
     assert_eq!((res(1).rows, res(1).command.as_deref()), (Some(1), Some("UPDATE")));
 
     assert_eq!(ev[2].kind, DbEventKind::Statement);
@@ -217,7 +217,7 @@ async fn statement_events_carry_digest_redacted_text_rows_duration_and_sqlstate(
 
     assert_eq!(st(4).protocol, StatementProtocol::Execute);
     assert_eq!(st(4).statement_name.as_deref(), Some("s"));
-    assert_eq!(st(4).params, Some(ParamSummary { count: 2, types: vec![23], binary: 0, nulls: 0 }));
+    assert_eq!(st(4).params, Some(ParamSummary { count: 2, types: vec![23].into(), binary: 0, nulls: 0 }));
     assert_eq!(res(4).rows, Some(1));
     assert_eq!(ev[4].decision.as_ref().unwrap().rule, "reads");
 }

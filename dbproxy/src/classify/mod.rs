@@ -20,6 +20,8 @@ pub use effect::{Effect, EffectSummary, ObjectRef};
 pub use normalize::{digest, normalize, redact};
 pub use policies::model::{db_ops::OperationGroup, db_rules::ObjectResolution};
 
+use std::sync::Arc;
+
 use policies::model::db_ops::OperationGroup as G;
 use sqlparser::{
     ast::Statement,
@@ -88,20 +90,20 @@ pub struct Analysis {
     /// [`classify_statements`].
     pub statements: Vec<Classified>,
     /// [`digest`].
-    pub digest: String,
+    pub digest: Arc<str>,
     /// [`redact`].
-    pub redacted: String,
+    pub redacted: Arc<str>,
     /// The effects of every statement, in order (`statements`' effects, flattened).
     pub effects: Vec<Effect>,
     /// `effects` as the audit log shows them, made once for every event of the text.
-    pub summary: std::sync::Arc<[EffectSummary]>,
+    pub summary: Arc<[EffectSummary]>,
 }
 
 impl Analysis {
     fn new(statements: Vec<Classified>, digest: String, redacted: String) -> Analysis {
         let effects: Vec<Effect> = statements.iter().flat_map(|c| c.effects.iter().cloned()).collect();
         let summary = effects.iter().map(EffectSummary::from).collect();
-        Analysis { statements, digest, redacted, effects, summary }
+        Analysis { statements, digest: digest.into(), redacted: redacted.into(), effects, summary }
     }
 }
 

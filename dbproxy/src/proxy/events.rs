@@ -67,7 +67,7 @@ pub struct ParamSummary {
     /// How many parameters were bound.
     pub count: usize,
     /// Their type OIDs as declared at Parse (0: left to the server).
-    pub types: Vec<u32>,
+    pub types: Arc<[u32]>,
     /// How many were sent in binary format.
     pub binary: usize,
     /// How many were NULL.
@@ -97,12 +97,12 @@ pub struct StatementInfo {
     /// Simple, Parse, Execute or FunctionCall.
     pub protocol: StatementProtocol,
     /// The prepared statement name (Parse and Execute; empty is the unnamed statement).
-    pub statement_name: Option<String>,
+    pub statement_name: Option<Arc<str>>,
     /// The text as `policies.db.log_statements` allows (literals as `$n` by default, the full
     /// text, or nothing), cut to [`STATEMENT_PREVIEW_BYTES`].
-    pub text: String,
+    pub text: Arc<str>,
     /// `sha256:` of the normalised text (see [`crate::classify::normalize`]).
-    pub digest: String,
+    pub digest: Arc<str>,
     /// Bind parameters, counted, never their values (Execute only).
     pub params: Option<ParamSummary>,
     /// How it ended (statements let through, once the server has answered).
@@ -131,7 +131,7 @@ impl StatementInfo {
     ) -> Self {
         let redacted = if mode == LogStatements::ParametersRedacted { redact(text) } else { String::new() };
         let summary = effects.iter().map(EffectSummary::from).collect();
-        Self::build(protocol, name, text, redacted, digest(text), summary, mode)
+        Self::build(protocol, name, text, redacted.into(), digest(text).into(), summary, mode)
     }
 
     /// [`StatementInfo::logged`] with the text's [`redact`]ion and [`digest`] already made
@@ -140,25 +140,28 @@ impl StatementInfo {
         protocol: StatementProtocol,
         name: Option<&str>,
         text: &str,
-        redacted: String,
-        digest: String,
+        redacted: Arc<str>,
+        digest: Arc<str>,
         effects: Arc<[EffectSummary]>,
         mode: LogStatements,
     ) -> Self {
-        let mut shown = match mode {
-            LogStatements::None => String::new(),
-            LogStatements::ParametersRedacted => redacted,
-            LogStatements::Full => text.to_string(),
+        let cut = |s: &str| {
+            let mut end = s.len().min(STATEMENT_PREVIEW_BYTES);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            end
         };
-        let mut end = shown.len().min(STATEMENT_PREVIEW_BYTES);
-        while !shown.is_char_boundary(end) {
-            end -= 1;
-        }
-        let truncated = end < shown.len();
-        shown.truncate(end);
+        // The redacted text is shared with the analysis unless it has to be cut.
+        let (shown, truncated): (Arc<str>, bool) = match mode {
+            LogStatements::None => (Arc::from(""), false),
+            LogStatements::ParametersRedacted if cut(&redacted) == redacted.len() => (redacted, false),
+            LogStatements::ParametersRedacted => (Arc::from(&redacted[..cut(&redacted)]), true),
+            LogStatements::Full => (Arc::from(&text[..cut(text)]), cut(text) < text.len()),
+        };
         StatementInfo {
             protocol,
-            statement_name: name.map(str::to_string),
+            statement_name: name.map(Arc::from),
             truncated,
             text: shown,
             digest,

@@ -97,7 +97,7 @@ impl Statements {
                 };
                 let params = ParamSummary {
                     count: b.params.len(),
-                    types: p.param_types.to_vec(),
+                    types: p.param_types.clone(),
                     binary,
                     nulls: b.params.iter().filter(|v| v.is_none()).count(),
                 };
@@ -255,7 +255,7 @@ mod tests {
         s.prepared("st", Some(prep("SELECT $1::int")));
         s.bound(&bind("p", "st", vec![Some(b"\0\0\0\x01"), None]));
         let Some(Slot::Known(p)) = s.portal("p") else { panic!("portal") };
-        assert_eq!(p.params, ParamSummary { count: 2, types: vec![23], binary: 2, nulls: 1 });
+        assert_eq!(p.params, ParamSummary { count: 2, types: Arc::from([23]), binary: 2, nulls: 1 });
         // Binding an unknown statement forgets the portal: Execute will refuse it.
         s.bound(&bind("p", "nope", vec![]));
         assert!(s.portal("p").is_none());

@@ -59,12 +59,10 @@ pub(crate) struct Queue {
 /// Rows from a CommandComplete tag: the last word when it is a number (`SELECT 5`,
 /// `INSERT 0 3`, `UPDATE 2`, `COPY 4`), and the verb.
 pub(crate) fn command_rows(tag: &str) -> (Option<u64>, Option<String>) {
-    let words: Vec<&str> = tag.split_ascii_whitespace().collect();
-    let rows = match words.as_slice() {
-        [_, .., last] => last.parse().ok(),
-        _ => None,
-    };
-    (rows, words.first().map(|w| w.to_string()))
+    let mut words = tag.split_ascii_whitespace();
+    let verb = words.next();
+    let rows = words.next_back().and_then(|last| last.parse().ok());
+    (rows, verb.map(str::to_string))
 }
 
 fn finish(p: Pending, complete: bool) -> Option<DbEvent> {

@@ -272,17 +272,17 @@ impl EventSink for AuditSink {
                 .map(|x| serde_json::json!({"group": x.group, "subtype": x.subtype, "objects": x.objects}))
                 .collect();
             e = e
-                .field("statement", s.text)
+                .field("statement", &*s.text)
                 .field("truncated", s.truncated)
                 .field("protocol", format!("{:?}", s.protocol).to_lowercase())
                 .field("effects", effects)
-                .field("digest", s.digest);
+                .field("digest", &*s.digest);
             if let Some(name) = s.statement_name {
-                e = e.field("statement_name", name);
+                e = e.field("statement_name", &*name);
             }
             if let Some(p) = s.params {
                 // Counted, never the values.
-                let params = serde_json::json!({"count": p.count, "types": p.types, "binary": p.binary, "nulls": p.nulls});
+                let params = serde_json::json!({"count": p.count, "types": &*p.types, "binary": p.binary, "nulls": p.nulls});
                 e = e.field("params", params);
             }
             if let Some(r) = s.result {
