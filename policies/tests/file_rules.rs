@@ -108,8 +108,14 @@ fn unset_variables_match_nothing_and_workspace_is_a_variable() {
 }
 
 #[test]
-fn default_policy_denies_credentials_and_sockets() {
-    let policy = load_policy(embedded::source("default").unwrap(), "default.yaml").unwrap();
+fn every_embedded_policy_denies_credentials_and_sockets() {
+    for name in embedded::NAMES {
+        let policy = load_policy(embedded::source(name).unwrap(), name).unwrap();
+        embedded_policy_denies_credentials_and_sockets(&policy);
+    }
+}
+
+fn embedded_policy_denies_credentials_and_sockets(policy: &policies::Policy) {
     let r = FileRules::new(&policy.file_rules, Path::new(WS), &vars);
     let denied = [
         ("/home/agent/.ssh/id_rsa", "no-ssh-keys"),
@@ -126,7 +132,7 @@ fn default_policy_denies_credentials_and_sockets() {
     for (path, rule) in denied {
         for op in [FileOp::Read, FileOp::Write, FileOp::Stat] {
             let got = r.decide(Path::new(path), op);
-            assert_eq!((got.verdict, got.rule), (FileVerdict::Deny, rule), "{op:?} {path}");
+            assert_eq!((got.verdict, got.rule), (FileVerdict::Deny, rule), "{}: {op:?} {path}", policy.name);
         }
     }
     let ok = r.decide(Path::new("/work/ws/src/lib.rs"), FileOp::Write);
