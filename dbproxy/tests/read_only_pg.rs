@@ -189,3 +189,58 @@ async fn psql_with_pgoptions_is_refused_and_the_encoding_is_pinned_to_utf8() {
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_sessions_follow_the_service_when_it_turns_read_only() {
+    let Some((pg, pw)) = cluster() else { return };
+    let writes = format!(
+        "{READ_ONLY_RULES}  - {{name: ins, db_service: appdb, operations: [INSERT], objects: [items], decision: allow}}\n"
+    );
+    let fx = start_proxy(&policy(pg.port, &pw, &writes)).await;
+    // An idle session, one inside a transaction, and one on the extended protocol with a
+    // statement prepared while the service still granted writes.
+    let mut idle = Raw::connect(&fx.dir).await;
+    idle.startup("agent", 0, &[]).await;
+    assert_eq!(rows(&idle.query("SELECT current_setting('default_transaction_read_only')").await), ["off"]);
+    assert_eq!(status_of(&idle.query("INSERT INTO items VALUES (3, 'c')").await), Some(b'I'));
+    let mut in_tx = Raw::connect(&fx.dir).await;
+    in_tx.startup("agent", 0, &[]).await;
+    assert_eq!(status_of(&in_tx.query("BEGIN").await), Some(b'T'));
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host_path(&fx.dir).port(5432).user("agent").dbname("appdb");
+    let (ext, conn) = cfg.connect(tokio_postgres::NoTls).await.expect("connects through the proxy");
+    tokio::spawn(conn);
+    let wiped = ext.prepare("SELECT n FROM wiped").await.unwrap();
+
+    // The policy is reloaded without any write grant.
+    let reloaded = policies::load_policy(&policy(pg.port, &pw, READ_ONLY_RULES), "reload.yaml").unwrap();
+    fx.proxy.set_rules(std::sync::Arc::new(policies::engine::db::DbRules::new(&reloaded)));
+    fx.proxy.set_read_only(true);
+
+    // The idle session's next statement runs read-only; the switch's own answer never reaches
+    // the client (each query below reads exactly its own answer).
+    assert_eq!(rows(&idle.query("SELECT current_setting('default_transaction_read_only')").await), ["on"]);
+    let e = error_of(&idle.query("SELECT * FROM wiped").await).cloned().expect("refused by the server");
+    assert_eq!(e.code().as_deref(), Some("25006"), "{e:?}");
+    let lift = idle.query("SET default_transaction_read_only = off").await;
+    assert!(error_of(&lift).unwrap().message().unwrap().contains(READ_ONLY_SESSION), "{lift:?}");
+    assert_eq!(rows(&idle.query("SELECT count(*) FROM items").await), ["3"]);
+
+    // Inside its transaction the other session is left as it is (its statements are decided by
+    // the new rules); once the transaction ends, it follows.
+    assert_eq!(rows(&in_tx.query("SELECT current_setting('transaction_read_only')").await), ["off"]);
+    assert_eq!(status_of(&in_tx.query("COMMIT").await), Some(b'I'));
+    assert_eq!(rows(&in_tx.query("SELECT current_setting('default_transaction_read_only')").await), ["on"]);
+
+    // The extended-protocol session: the statement prepared before runs read-only now.
+    let e = ext.query(&wiped, &[]).await.expect_err("the hidden DELETE is refused");
+    assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION), "{e:?}");
+    let on: String =
+        ext.query_one("SELECT current_setting('default_transaction_read_only')", &[]).await.unwrap().get(0);
+    assert_eq!(on, "on");
+    assert_eq!(count(&pg), "3");
+
+    // Turning it off again does not make open sessions writable.
+    fx.proxy.set_read_only(false);
+    assert_eq!(rows(&idle.query("SELECT current_setting('default_transaction_read_only')").await), ["on"]);
+}

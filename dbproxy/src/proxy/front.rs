@@ -25,6 +25,9 @@ use crate::{
     wire::{self, Direction, Frontend, Parse, Phase, Query, WireError},
 };
 
+/// What the proxy sends to switch an open session to read-only.
+pub(crate) const READ_ONLY_SWITCH: &str = "SET default_transaction_read_only = on";
+
 /// Rule name of the refusal of an Execute whose portal the proxy holds no decision for.
 pub const UNKNOWN_PORTAL: &str = "db-unknown-portal";
 
@@ -42,8 +45,14 @@ where
     UW: AsyncWrite + Unpin,
 {
     let mut f = Framer::new(Direction::Frontend, buf);
-    let mut st =
-        Front { policy, shared, out: Vec::with_capacity(16 * 1024), syncs: 0, stmts: Statements::default() };
+    let mut st = Front {
+        policy,
+        shared,
+        out: Vec::with_capacity(16 * 1024),
+        syncs: 0,
+        in_batch: false,
+        stmts: Statements::default(),
+    };
     let refuse = |e: WireError| {
         let _ = tx.send(Cmd::Close(protocol_error(&e)));
         ProxyError::Protocol { side: Side::Client, source: e }
@@ -101,6 +110,8 @@ struct Front<'p, 's> {
     out: Vec<u8>,
     /// Messages sent so far that end in ReadyForQuery (the current batch's number).
     syncs: u64,
+    /// Extended-query messages were forwarded since the last Sync.
+    in_batch: bool,
     stmts: Statements,
 }
 
@@ -111,6 +122,18 @@ impl Front<'_, '_> {
 
     /// Handles one message; `true` forwards it as it is.
     fn message(&mut self, m: Frontend<'_>) -> Result<bool, ProxyError> {
+        let extended = matches!(
+            m,
+            Frontend::Parse(_)
+                | Frontend::Bind(_)
+                | Frontend::Describe(_)
+                | Frontend::Execute(_)
+                | Frontend::Close(_)
+        );
+        if extended || matches!(m, Frontend::Query(_) | Frontend::FunctionCall(_)) {
+            self.follow_read_only();
+        }
+        self.in_batch |= extended;
         Ok(match m {
             Frontend::Query(q) => {
                 self.syncs += 1;
@@ -181,6 +204,7 @@ impl Front<'_, '_> {
                 self.until_ready(&checked, info)?
             }
             Frontend::Sync => {
+                self.in_batch = false;
                 self.syncs += 1;
                 self.queue(Pending::Sync);
                 true
@@ -189,6 +213,26 @@ impl Front<'_, '_> {
             Frontend::Password(_) => false,
             _ => true,
         })
+    }
+
+    /// The service turned read-only while this session was open: once nothing is in flight
+    /// and no transaction is open, switch the upstream session too, ahead of the message at
+    /// hand (a Query, a FunctionCall or the first message of an extended batch); a statement
+    /// that would lift it is refused from now on.
+    fn follow_read_only(&mut self) {
+        if self.in_batch || self.policy.read_only() || !self.policy.proxy.is_read_only() {
+            return;
+        }
+        let mut results = self.shared.results();
+        if !results.idle() {
+            return;
+        }
+        results.push(Pending::Injected);
+        drop(results);
+        self.syncs += 1;
+        Query { sql: READ_ONLY_SWITCH }.encode(&mut self.out);
+        self.policy.set_read_only();
+        tracing::info!(service = %self.policy.proxy.service_name, "db session switched to read-only");
     }
 
     /// Decides an Execute again, on the effects its portal's statement was classified with.

@@ -152,8 +152,9 @@ pub(crate) struct ConnInfo {
     db_user: Option<Arc<str>>,
     database: Option<Arc<str>>,
     application_name: Option<Arc<str>>,
-    /// The upstream session was opened read-only.
-    read_only: bool,
+    /// The upstream session is read-only (opened so, or switched when the service turned
+    /// read-only while it was open).
+    read_only: Arc<AtomicBool>,
 }
 
 /// Everything a statement decision needs.
@@ -194,10 +195,18 @@ impl DbProxy {
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
     }
 
-    /// Whether sessions opened from now on are read-only (see [`ProxyOptions::read_only`]);
-    /// sessions already open keep their mode.
+    /// Whether the service's sessions are read-only (see [`ProxyOptions::read_only`]). Turning
+    /// it on also switches every open session: at its next statement outside a transaction
+    /// the proxy first sends `SET default_transaction_read_only = on` on its own (the client
+    /// never sees its answer), and from then on refuses statements that would lift it. Turning
+    /// it off applies to sessions opened afterwards; open ones stay read-only.
     pub fn set_read_only(&self, on: bool) {
         self.read_only.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the service's sessions are read-only.
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
     }
 
     /// The rules in force.
@@ -383,8 +392,9 @@ impl DbProxy {
         if !d.verdict.permits() {
             return Ok(self.refuse(&mut s, &info, d).await);
         }
-        info.read_only = self.read_only.load(Ordering::Relaxed);
-        let fwd = match guard::startup_parameters(&params, info.read_only) {
+        let read_only = self.is_read_only();
+        info.read_only.store(read_only, Ordering::Relaxed);
+        let fwd = match guard::startup_parameters(&params, read_only) {
             Ok(fwd) => fwd,
             Err(r) => {
                 let d = Decision {
@@ -603,10 +613,20 @@ impl Policy<'_> {
 
     /// Decides a statement on its effects with the rules in force (a `preset` decision, and
     /// the read-only guard of a read-only session, come first). A refusal is logged here.
+    /// Whether this session's upstream is read-only.
+    pub(crate) fn read_only(&self) -> bool {
+        self.info.read_only.load(Ordering::Relaxed)
+    }
+
+    /// The session is switched to read-only (its SET is on its way upstream).
+    pub(crate) fn set_read_only(&self) {
+        self.info.read_only.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn check(&self, effects: &[Effect], preset: Option<Decision>) -> Checked {
         let p = self.proxy;
         let preset = preset.or_else(|| {
-            (self.info.read_only && guard::changes_read_only(effects)).then(|| Decision {
+            (self.read_only() && guard::changes_read_only(effects)).then(|| Decision {
                 verdict: Verdict::Deny,
                 rule: READ_ONLY_SESSION.into(),
                 message: Some("this service's sessions are read-only".into()),

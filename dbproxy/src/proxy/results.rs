@@ -29,6 +29,9 @@ pub(crate) enum Pending {
     Sentinel,
     /// A Sync: its ReadyForQuery.
     Sync,
+    /// A Query the proxy sent on its own: its answers, up to its ReadyForQuery, are not the
+    /// client's.
+    Injected,
 }
 
 impl Pending {
@@ -44,7 +47,10 @@ impl Pending {
     }
 
     fn ends_at_ready(&self) -> bool {
-        matches!(self, Pending::Run { at_ready: true, .. } | Pending::RefusedQuery | Pending::Sync)
+        matches!(
+            self,
+            Pending::Run { at_ready: true, .. } | Pending::RefusedQuery | Pending::Sync | Pending::Injected
+        )
     }
 }
 
@@ -54,6 +60,8 @@ pub(crate) struct Queue {
     q: VecDeque<Pending>,
     /// The first error since the last ReadyForQuery: why the rest of the batch was skipped.
     batch_error: Option<String>,
+    /// The last ReadyForQuery said a transaction is open (or failed).
+    in_tx: bool,
 }
 
 /// Rows from a CommandComplete tag: the last word when it is a number (`SELECT 5`,
@@ -82,6 +90,22 @@ impl Queue {
     /// Queues an entry (before its message is forwarded).
     pub(crate) fn push(&mut self, p: Pending) {
         self.q.push_back(p);
+    }
+
+    /// A queue for a session whose last ReadyForQuery said `in_tx`.
+    pub(crate) fn new(in_tx: bool) -> Queue {
+        Queue { in_tx, ..Queue::default() }
+    }
+
+    /// Whether everything forwarded has been answered and no transaction is open: a Query
+    /// sent now runs on its own, in no transaction of the client's.
+    pub(crate) fn idle(&self) -> bool {
+        self.q.is_empty() && !self.in_tx
+    }
+
+    /// Whether the next answer belongs to a Query the proxy sent on its own.
+    pub(crate) fn injected_next(&self) -> bool {
+        matches!(self.q.front(), Some(Pending::Injected))
     }
 
     /// Feeds one backend message (`tag`, `body`; for an error, `sqlstate` is what the client
@@ -124,6 +148,7 @@ impl Queue {
                 }
             }
             b'Z' => {
+                self.in_tx = body.first().is_some_and(|&s| s != b'I');
                 // Everything up to the entry this ReadyForQuery answers has ended; an Execute
                 // still waiting was skipped by the server after an earlier error.
                 let batch_error = self.batch_error.take();

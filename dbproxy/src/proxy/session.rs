@@ -117,7 +117,7 @@ where
 {
     let shared = Shared {
         pending: Mutex::new(Vec::new()),
-        results: Mutex::new(Queue::default()),
+        results: Mutex::new(Queue::new(status != TxStatus::Idle)),
         client_done: AtomicBool::new(false),
     };
     let (tx, rx) = mpsc::unbounded_channel();
@@ -280,8 +280,30 @@ where
                 }
                 _ => {}
             }
+            let mut injected = false;
             if !matches!(m[0], b'T' | b'1' | b'2' | b'3' | b'n' | b't' | b'N' | b'A' | b'S') {
-                finished.extend(shared.results().observe(m[0], &m[5..], code.as_deref()));
+                let mut results = shared.results();
+                injected = results.injected_next();
+                finished.extend(results.observe(m[0], &m[5..], code.as_deref()));
+            }
+            if injected {
+                // The answer to the proxy's own read-only switch: not the client's.
+                if !edited {
+                    out.clear();
+                    edited = true;
+                }
+                out.extend_from_slice(&f.buf[run..off]);
+                run = off + n;
+                if m[0] == b'E' {
+                    // The session cannot be made read-only: end it rather than go on writable.
+                    out.extend_from_slice(&fatal(
+                        wire::SQLSTATE_INSUFFICIENT_PRIVILEGE,
+                        "the service turned read-only and this session could not follow; reconnect".into(),
+                    ));
+                    off += n;
+                    close = true;
+                    break;
+                }
             }
             off += n;
         }
