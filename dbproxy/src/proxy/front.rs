@@ -15,7 +15,7 @@ use super::{
     Checked, Policy,
     error::{ProxyError, Side},
     events::{StatementInfo, StatementProtocol},
-    frame::Framer,
+    frame::{Framer, StreamError},
     prepared::{Prepared, Slot, Statements},
     results::Pending,
     session::{Cmd, Refusal, Shared, protocol_error, register},
@@ -86,6 +86,24 @@ where
         if !st.out.is_empty() {
             uw.write_all(&st.out).await.map_err(ProxyError::upstream_io("forwarding to upstream"))?;
             st.out.clear();
+        }
+        if let Some(total) = f.streamed() {
+            match f.stream(total, &mut cr, &mut uw).await {
+                Ok(true) => continue,
+                Ok(false) => {
+                    // The client left inside a message: the server gets no more of it.
+                    shared.client_done.store(true, Ordering::Relaxed);
+                    let _ = uw.shutdown().await;
+                    return Ok(());
+                }
+                Err(StreamError::Read(e)) => {
+                    shared.client_done.store(true, Ordering::Relaxed);
+                    return Err(ProxyError::client_io("reading from the client")(e));
+                }
+                Err(StreamError::Write(e)) => {
+                    return Err(ProxyError::upstream_io("forwarding to upstream")(e));
+                }
+            }
         }
         match f.fill(&mut cr, Phase::Normal).await {
             Ok(true) => {}

@@ -29,7 +29,7 @@ use super::{
     Policy,
     error::{ProxyError, Side},
     events::EventSink,
-    frame::Framer,
+    frame::{Framer, StreamError},
     results::Queue,
 };
 use crate::wire::{self, Direction, ErrorFields, Phase, TxStatus, WireError};
@@ -323,6 +323,20 @@ where
         if close {
             let _ = cw.shutdown().await;
             return Ok(SessionEnd::TerminatedByPolicy);
+        }
+        if let Some(total) = f.streamed() {
+            if f.buf[0] == b'D' {
+                finished.extend(shared.results().observe(b'D', &[], None));
+            }
+            match f.stream(total, &mut ur, &mut cw).await {
+                Ok(true) => continue,
+                Ok(false) | Err(StreamError::Read(_)) => {
+                    // The client holds part of a message: nothing more can be said to it.
+                    let _ = cw.shutdown().await;
+                    return Ok(SessionEnd::UpstreamClosed);
+                }
+                Err(StreamError::Write(e)) => return Err(write_err("writing to the client")(e)),
+            }
         }
         tokio::select! {
             biased;
