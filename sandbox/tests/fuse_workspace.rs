@@ -1,6 +1,7 @@
 //! The FUSE workspace with real mounts: rules enforced per operation with EACCES and events,
 //! real tools (git, cc) working inside, soft delete and restore, symlinks that leave the
 //! workspace.
+#![allow(unsafe_code)]
 mod common;
 
 use std::fs;
@@ -292,4 +293,107 @@ fn a_sandboxed_command_sees_the_rules_through_the_mount() {
     let events = m.events.take();
     let denied = events.iter().filter(|e| e.verdict == FileVerdict::Deny && e.uid == 65534).count();
     assert!(denied >= 2, "{events:?}");
+}
+
+fn cstr(s: impl AsRef<std::ffi::OsStr>) -> std::ffi::CString {
+    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(s.as_ref())).unwrap()
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
+    // SAFETY: NUL-terminated strings; `value` is valid for its length.
+    let r = unsafe {
+        libc::setxattr(cstr(p).as_ptr(), cstr(name).as_ptr(), value.as_ptr().cast(), value.len(), 0)
+    };
+    if r < 0 { Err(last_errno()) } else { Ok(()) }
+}
+
+fn get_xattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let (p, name) = (cstr(p), cstr(name));
+    // SAFETY: NUL-terminated strings; a zero-length probe, then a buffer of the size given.
+    let size = unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if size < 0 {
+        return Err(last_errno());
+    }
+    let mut buf = vec![0u8; size as usize];
+    let got = unsafe { libc::getxattr(p.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if got < 0 {
+        return Err(last_errno());
+    }
+    buf.truncate(got as usize);
+    Ok(buf)
+}
+
+fn list_xattr(p: &Path) -> Vec<String> {
+    let p = cstr(p);
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: NUL-terminated path; `buf` has room for its length.
+    let got = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(got >= 0, "listxattr: {}", std::io::Error::last_os_error());
+    buf[..got as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into())
+        .collect()
+}
+
+#[test]
+fn user_extended_attributes_pass_through_and_no_other_namespace_does() {
+    if !privileged("user_extended_attributes_pass_through_and_no_other_namespace_does") {
+        return;
+    }
+    let m = Mounted::new(RULES, SymlinkEscape::Deny, |b| {
+        seed(b);
+        fs::write(b.join("a.txt"), "a\n").unwrap();
+    });
+    // The host set a trusted attribute on the backing file: not the sandbox's to see.
+    set_xattr(&m.backing.join("a.txt"), "trusted.agentsh-test", b"host").unwrap();
+
+    let a = m.path("a.txt");
+    set_xattr(&a, "user.color", b"blue").unwrap();
+    assert_eq!(get_xattr(&a, "user.color").unwrap(), b"blue");
+    assert_eq!(
+        get_xattr(&m.backing.join("a.txt"), "user.color").unwrap(),
+        b"blue",
+        "stored on the backing file"
+    );
+    assert_eq!(list_xattr(&a), ["user.color"]);
+    assert_eq!(get_xattr(&a, "trusted.agentsh-test"), Err(libc::ENODATA));
+    // A capability set here would apply to the file outside the sandbox.
+    // (A well-formed vfs_cap_data v2 granting CAP_SETUID (7), so the kernel passes it on.)
+    let mut cap = Vec::new();
+    for word in [0x0200_0000u32, 1 << 7, 0, 0, 0] {
+        cap.extend_from_slice(&word.to_le_bytes());
+    }
+    assert_eq!(set_xattr(&a, "security.capability", &cap), Err(libc::EOPNOTSUPP));
+    assert_eq!(set_xattr(&a, "trusted.x", b"1"), Err(libc::EOPNOTSUPP));
+    assert_eq!(get_xattr(&m.backing.join("a.txt"), "security.capability"), Err(libc::ENODATA));
+    // Changing attributes is writing: refused where writes are.
+    assert_eq!(set_xattr(&m.path("ro/file"), "user.color", b"red"), Err(libc::EACCES));
+    assert_eq!(get_xattr(&m.backing.join("ro/file"), "user.color"), Err(libc::ENODATA));
+    // Removal.
+    let a_c = cstr(&a);
+    // SAFETY: NUL-terminated strings.
+    assert_eq!(unsafe { libc::removexattr(a_c.as_ptr(), cstr("user.color").as_ptr()) }, 0);
+    assert_eq!(get_xattr(&a, "user.color"), Err(libc::ENODATA));
+    assert!(list_xattr(&a).is_empty());
+    // Directories carry them too.
+    fs::create_dir(m.path("dir")).unwrap();
+    set_xattr(&m.path("dir"), "user.tag", b"d").unwrap();
+    assert_eq!(get_xattr(&m.path("dir"), "user.tag").unwrap(), b"d");
+
+    let writes: Vec<String> = m
+        .events
+        .take()
+        .into_iter()
+        .filter(|e| e.kind == FileEventKind::Write)
+        .map(|e| format!("{:?} {}", e.verdict, e.path.strip_prefix(&m.mnt).unwrap().display()))
+        .collect();
+    assert!(
+        writes.contains(&"Allow a.txt".to_string()) && writes.contains(&"Deny ro/file".to_string()),
+        "{writes:?}"
+    );
 }

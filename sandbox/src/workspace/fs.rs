@@ -101,6 +101,36 @@ fn last_errno() -> Errno {
     Errno::from(io::Error::last_os_error())
 }
 
+/// The extended attributes the mount shows and changes: the `user.` namespace. The others are
+/// the host's: a `security.capability` set here would give the file capabilities outside the
+/// sandbox, and `trusted.` ones are readable only with the daemon's privilege.
+const XATTR_NAMESPACE: &[u8] = b"user.";
+
+/// `name` as a C string when it is in [`XATTR_NAMESPACE`].
+fn xattr_name(name: &OsStr) -> Option<CString> {
+    name.as_bytes().starts_with(XATTR_NAMESPACE).then(|| CString::new(name.as_bytes()).ok()).flatten()
+}
+
+/// Calls a size-probing getter (`getxattr`, `listxattr`: a zero length asks for the size)
+/// until the value fits, for a value that may grow in between.
+fn read_sized(mut call: impl FnMut(*mut u8, usize) -> isize) -> Reply<Vec<u8>> {
+    loop {
+        let size = call(std::ptr::null_mut(), 0);
+        if size < 0 {
+            return Err(last_errno());
+        }
+        let mut buf = vec![0u8; size as usize];
+        let got = call(buf.as_mut_ptr(), buf.len());
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(buf);
+        }
+        if last_errno() != Errno::ERANGE {
+            return Err(last_errno());
+        }
+    }
+}
+
 fn kind(meta: &Metadata) -> FileType {
     FileType::from_std(meta.file_type()).unwrap_or(FileType::RegularFile)
 }
@@ -511,6 +541,67 @@ impl WorkspaceFs {
 
     /// `chmod` of the inode at `rel` itself: pinned with `O_PATH | O_NOFOLLOW` first, so a
     /// symlink swapped in concurrently is never followed (symlinks have no mode to change).
+    /// `/proc/self/fd/N` of the file at `rel` (pinned without following a last symlink) for the
+    /// path-taking xattr calls, or `None` for a symlink (Linux keeps no `user.` attributes on
+    /// symlinks).
+    fn xattr_target(&self, rel: &Path) -> Reply<Option<(File, CString)>> {
+        let pinned = self.open_real(rel, libc::O_PATH, 0)?;
+        if pinned.metadata().map_err(errno)?.file_type().is_symlink() {
+            return Ok(None);
+        }
+        let proc = cpath(Path::new(&format!("/proc/self/fd/{}", pinned.as_raw_fd())))?;
+        Ok(Some((pinned, proc)))
+    }
+
+    /// The value of the extended attribute `name` of `rel` (`user.` names only; others read
+    /// as absent).
+    pub(super) fn get_xattr(&self, req: &Request, rel: &Path, name: &OsStr) -> Reply<Vec<u8>> {
+        self.check(req, rel, FileOp::Stat, false)?;
+        let name = xattr_name(name).ok_or(Errno::ENODATA)?;
+        let Some((_pinned, proc)) = self.xattr_target(rel)? else { return Err(Errno::ENODATA) };
+        read_sized(|buf, len| {
+            // SAFETY: both strings are NUL-terminated; `buf` has room for `len` bytes.
+            unsafe { libc::getxattr(proc.as_ptr(), name.as_ptr(), buf.cast(), len) }
+        })
+    }
+
+    /// The `user.` attribute names of `rel`, each NUL-terminated, as `listxattr` gives them.
+    pub(super) fn list_xattr(&self, req: &Request, rel: &Path) -> Reply<Vec<u8>> {
+        self.check(req, rel, FileOp::Stat, false)?;
+        let Some((_pinned, proc)) = self.xattr_target(rel)? else { return Ok(Vec::new()) };
+        let all = read_sized(|buf, len| {
+            // SAFETY: `proc` is NUL-terminated; `buf` has room for `len` bytes.
+            unsafe { libc::listxattr(proc.as_ptr(), buf.cast(), len) }
+        })?;
+        let mut out = Vec::new();
+        for n in all.split_inclusive(|b| *b == 0).filter(|n| n.starts_with(XATTR_NAMESPACE)) {
+            out.extend_from_slice(n);
+        }
+        Ok(out)
+    }
+
+    /// Sets (`Some`) or removes (`None`) the extended attribute `name` of `rel`, a change of
+    /// the file judged as a write. Names outside `user.` are refused with `ENOTSUP`.
+    pub(super) fn change_xattr(
+        &self,
+        req: &Request,
+        rel: &Path,
+        name: &OsStr,
+        value: Option<(&[u8], i32)>,
+    ) -> Reply<()> {
+        let name = xattr_name(name).ok_or(Errno::ENOTSUP)?;
+        self.check(req, rel, FileOp::Write, false)?;
+        let Some((_pinned, proc)) = self.xattr_target(rel)? else { return Err(Errno::EPERM) };
+        // SAFETY: both strings are NUL-terminated; `v` is valid for `v.len()` bytes.
+        let ret = match value {
+            Some((v, flags)) => unsafe {
+                libc::setxattr(proc.as_ptr(), name.as_ptr(), v.as_ptr().cast(), v.len(), flags)
+            },
+            None => unsafe { libc::removexattr(proc.as_ptr(), name.as_ptr()) },
+        };
+        if ret < 0 { Err(last_errno()) } else { Ok(()) }
+    }
+
     fn chmod_nofollow(&self, rel: &Path, mode: u32) -> Reply<()> {
         let pinned = self.open_real(rel, libc::O_PATH, 0)?;
         if pinned.metadata().map_err(errno)?.file_type().is_symlink() {

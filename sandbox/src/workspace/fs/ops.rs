@@ -24,6 +24,20 @@ use super::{
     lock,
 };
 
+/// Answers an xattr read: its size when the kernel asks (`size` 0), else the bytes, or
+/// `ERANGE` when they do not fit.
+fn answer_xattr(reply: fuser::ReplyXattr, size: u32, value: Result<Vec<u8>, Errno>) {
+    match value {
+        Ok(v) if size == 0 => match u32::try_from(v.len()) {
+            Ok(n) => reply.size(n),
+            Err(_) => reply.error(Errno::E2BIG),
+        },
+        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(e),
+    }
+}
+
 /// A file offset or length from the kernel as the signed type the syscalls take.
 fn offset_of(v: u64) -> Result<i64, Errno> {
     i64::try_from(v).map_err(|_| Errno::EINVAL)
@@ -57,6 +71,33 @@ impl fuser::Filesystem for WorkspaceFs {
             Err(Errno::ENOENT) => reply.entry(&NEGATIVE_TTL, &bare(0, FileType::RegularFile), Generation(0)),
             other => answer_entry(reply, other),
         }
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: fuser::ReplyXattr) {
+        answer_xattr(reply, size, self.path_of(ino).and_then(|rel| self.get_xattr(req, &rel, name)));
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        answer_xattr(reply, size, self.path_of(ino).and_then(|rel| self.list_xattr(req, &rel)));
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let result =
+            self.path_of(ino).and_then(|rel| self.change_xattr(req, &rel, name, Some((value, flags))));
+        answer_empty(reply, result);
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        answer_empty(reply, self.path_of(ino).and_then(|rel| self.change_xattr(req, &rel, name, None)));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
