@@ -145,6 +145,7 @@ fn mount(backing: &Path, mnt: &Path, trash: &Path, passthrough: bool) -> Workspa
         events: Arc::new(Counter(Default::default())),
         threads: std::env::var("AGENTSH_BENCH_FUSE_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2),
         passthrough,
+        xattrs: false,
     };
     WorkspaceMount::mount(config, mnt).expect("mount")
 }

@@ -364,6 +364,10 @@ pub struct FilesConfig {
     /// Unix sockets cannot be reached through it.
     #[serde(default)]
     pub fuse_workspace: bool,
+    /// Serve `user.` extended attributes through the FUSE layer (default off: they cost a
+    /// request per `ls -l` entry and per written file).
+    #[serde(default)]
+    pub fuse_xattrs: bool,
 }
 
 /// `files.landlock`: `auto`, `required` (or `true`), `off` (or `false`).

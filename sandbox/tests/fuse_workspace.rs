@@ -345,7 +345,13 @@ fn user_extended_attributes_pass_through_and_no_other_namespace_does() {
     if !privileged("user_extended_attributes_pass_through_and_no_other_namespace_does") {
         return;
     }
-    let m = Mounted::new(RULES, SymlinkEscape::Deny, |b| {
+    // Not served unless asked for: the kernel learns at the first request that there are none.
+    let off = Mounted::new(RULES, SymlinkEscape::Deny, |b| fs::write(b.join("a.txt"), "a\n").unwrap());
+    assert_eq!(set_xattr(&off.path("a.txt"), "user.color", b"blue"), Err(libc::EOPNOTSUPP));
+    assert_eq!(get_xattr(&off.path("a.txt"), "user.color"), Err(libc::EOPNOTSUPP));
+    assert_eq!(get_xattr(&off.backing.join("a.txt"), "user.color"), Err(libc::ENODATA));
+
+    let m = Mounted::with_xattrs(RULES, SymlinkEscape::Deny, |b| {
         seed(b);
         fs::write(b.join("a.txt"), "a\n").unwrap();
     });

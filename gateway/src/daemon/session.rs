@@ -128,7 +128,16 @@ impl Session {
             }
         };
         let workspace_mount = if config.files.fuse_workspace {
-            match mount_workspace(&policy, &workspace, &dir, recorder.clone(), &id, current_command.clone()) {
+            let xattrs = config.files.fuse_xattrs;
+            match mount_workspace(
+                &policy,
+                &workspace,
+                &dir,
+                xattrs,
+                recorder.clone(),
+                &id,
+                current_command.clone(),
+            ) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     let _ = cgroup.remove();
@@ -258,6 +267,7 @@ fn mount_workspace(
     policy: &Policy,
     workspace: &std::path::Path,
     dir: &std::path::Path,
+    xattrs: bool,
     recorder: Arc<Recorder>,
     session_id: &str,
     current: Arc<Mutex<Option<String>>>,
@@ -278,6 +288,7 @@ fn mount_workspace(
         events: sink,
         threads: 2,
         passthrough: true,
+        xattrs,
     };
     WorkspaceMount::mount(config, &mountpoint).context("mounting the FUSE workspace")
 }

@@ -79,6 +79,8 @@ pub(crate) struct WorkspaceFs {
     next_fh: AtomicU64,
     /// Kernel passthrough was asked for.
     want_passthrough: bool,
+    /// Extended attributes are served (see [`WorkspaceConfig::xattrs`]).
+    pub(super) xattrs: bool,
     /// The kernel granted passthrough at INIT (shared with the mount handle).
     passthrough: Arc<AtomicBool>,
     backings: Backings,
@@ -183,6 +185,7 @@ impl WorkspaceFs {
     ) -> WorkspaceFs {
         WorkspaceFs {
             want_passthrough: config.passthrough,
+            xattrs: config.xattrs,
             backings: Backings::default(),
             passthrough,
             backing,

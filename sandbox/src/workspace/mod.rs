@@ -138,6 +138,11 @@ pub struct WorkspaceConfig {
     /// open-for-write rather than at the first write. Refused by the kernel, the mount serves
     /// data itself ([`WorkspaceMount::passthrough_active`] says which).
     pub passthrough: bool,
+    /// Serve extended attributes of the `user.` namespace. Off, the kernel is told at the
+    /// first attribute request that the mount has none and asks no more: `ls -l` (which looks
+    /// for ACLs and security labels on every entry) and writes (which look for file
+    /// capabilities) then cost no request, where serving them costs one or two per entry.
+    pub xattrs: bool,
 }
 
 /// A mounted FUSE workspace; dropping it unmounts.

@@ -47,6 +47,21 @@ impl Mounted {
         passthrough: bool,
         seed: impl FnOnce(&Path),
     ) -> Mounted {
+        Mounted::build(policy_yaml, escape, passthrough, false, seed)
+    }
+
+    /// As [`Mounted::new`], serving `user.` extended attributes.
+    pub fn with_xattrs(policy_yaml: &str, escape: SymlinkEscape, seed: impl FnOnce(&Path)) -> Mounted {
+        Mounted::build(policy_yaml, escape, false, true, seed)
+    }
+
+    fn build(
+        policy_yaml: &str,
+        escape: SymlinkEscape,
+        passthrough: bool,
+        xattrs: bool,
+        seed: impl FnOnce(&Path),
+    ) -> Mounted {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let root = PathBuf::from(format!("/tmp/agentsh-fusews-{}-{n}", std::process::id()));
@@ -67,6 +82,7 @@ impl Mounted {
             events: events.clone(),
             threads: 4,
             passthrough,
+            xattrs,
         };
         let mut m = Mounted { root, backing, mnt, events, mount: None };
         m.mount = Some(WorkspaceMount::mount(config, &m.mnt).expect("mount the FUSE workspace"));

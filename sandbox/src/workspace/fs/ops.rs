@@ -74,10 +74,16 @@ impl fuser::Filesystem for WorkspaceFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: fuser::ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         answer_xattr(reply, size, self.path_of(ino).and_then(|rel| self.get_xattr(req, &rel, name)));
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         answer_xattr(reply, size, self.path_of(ino).and_then(|rel| self.list_xattr(req, &rel)));
     }
 
@@ -91,12 +97,18 @@ impl fuser::Filesystem for WorkspaceFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let result =
             self.path_of(ino).and_then(|rel| self.change_xattr(req, &rel, name, Some((value, flags))));
         answer_empty(reply, result);
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         answer_empty(reply, self.path_of(ino).and_then(|rel| self.change_xattr(req, &rel, name, None)));
     }
 
