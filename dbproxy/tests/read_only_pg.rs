@@ -212,8 +212,11 @@ async fn open_sessions_follow_the_service_when_it_turns_read_only() {
     tokio::spawn(conn);
     let wiped = ext.prepare("SELECT n FROM wiped").await.unwrap();
 
-    // The policy is reloaded without any write grant.
-    let reloaded = policies::load_policy(&policy(pg.port, &pw, READ_ONLY_RULES), "reload.yaml").unwrap();
+    // The policy is reloaded without any write grant (settings may be changed and reset).
+    let settings = format!(
+        "{READ_ONLY_RULES}  - {{name: settings, db_service: appdb, operations: [session, privilege], decision: allow}}\n"
+    );
+    let reloaded = policies::load_policy(&policy(pg.port, &pw, &settings), "reload.yaml").unwrap();
     fx.proxy.set_rules(std::sync::Arc::new(policies::engine::db::DbRules::new(&reloaded)));
     fx.proxy.set_read_only(true);
 
@@ -222,8 +225,19 @@ async fn open_sessions_follow_the_service_when_it_turns_read_only() {
     assert_eq!(rows(&idle.query("SELECT current_setting('default_transaction_read_only')").await), ["on"]);
     let e = error_of(&idle.query("SELECT * FROM wiped").await).cloned().expect("refused by the server");
     assert_eq!(e.code().as_deref(), Some("25006"), "{e:?}");
-    let lift = idle.query("SET default_transaction_read_only = off").await;
-    assert!(error_of(&lift).unwrap().message().unwrap().contains(READ_ONLY_SESSION), "{lift:?}");
+    // Neither naming the setting nor resetting every setting (whose default is still off for
+    // this session) lifts it.
+    for sql in ["SET default_transaction_read_only = off", "RESET ALL", "DISCARD ALL"] {
+        let lift = idle.query(sql).await;
+        let e = error_of(&lift).unwrap_or_else(|| panic!("{sql} ran: {lift:?}"));
+        assert!(e.message().unwrap().contains(READ_ONLY_SESSION), "{sql}: {lift:?}");
+    }
+    assert_eq!(
+        status_of(&idle.query("RESET statement_timeout").await),
+        Some(b'I'),
+        "other settings still reset"
+    );
+    assert_eq!(rows(&idle.query("SELECT current_setting('default_transaction_read_only')").await), ["on"]);
     assert_eq!(rows(&idle.query("SELECT count(*) FROM items").await), ["3"]);
 
     // Inside its transaction the other session is left as it is (its statements are decided by
@@ -239,6 +253,12 @@ async fn open_sessions_follow_the_service_when_it_turns_read_only() {
         ext.query_one("SELECT current_setting('default_transaction_read_only')", &[]).await.unwrap().get(0);
     assert_eq!(on, "on");
     assert_eq!(count(&pg), "3");
+
+    // A session opened read-only may reset everything: its defaults are read-only.
+    let mut fresh = Raw::connect(&fx.dir).await;
+    fresh.startup("agent", 0, &[]).await;
+    assert_eq!(status_of(&fresh.query("RESET ALL").await), Some(b'I'));
+    assert_eq!(rows(&fresh.query("SELECT current_setting('default_transaction_read_only')").await), ["on"]);
 
     // Turning it off again does not make open sessions writable.
     fx.proxy.set_read_only(false);

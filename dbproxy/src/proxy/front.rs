@@ -236,7 +236,8 @@ impl Front<'_, '_> {
     /// The service turned read-only while this session was open: once nothing is in flight
     /// and no transaction is open, switch the upstream session too, ahead of the message at
     /// hand (a Query, a FunctionCall or the first message of an extended batch); a statement
-    /// that would lift it is refused from now on.
+    /// that would lift it (`RESET ALL` and `DISCARD ALL` included: the session's defaults are
+    /// still read-write) is refused from now on.
     fn follow_read_only(&mut self) {
         if self.in_batch || self.policy.read_only() || !self.policy.proxy.is_read_only() {
             return;

@@ -52,6 +52,13 @@ pub fn grants_writes(policy: &Policy, service: &str) -> bool {
 /// Settings that hold the read-only mode; `*` is a `set_config` whose name is not a literal.
 const READ_ONLY_SETTINGS: &[&str] = &["default_transaction_read_only", "transaction_read_only", "*"];
 
+/// Whether a statement resets every setting to the session's defaults (`RESET ALL`, `DISCARD
+/// ALL`): harmless for a session opened read-only (its default is read-only), a lift for one
+/// switched to read-only while it was open (its default is still read-write).
+pub fn resets_all(effects: &[Effect]) -> bool {
+    effects.iter().any(|e| matches!(e.subtype.as_deref(), Some("reset_all" | "discard_all")))
+}
+
 /// Whether a statement would change the read-only mode (`SET`/`RESET`/`set_config` of it,
 /// `SET SESSION CHARACTERISTICS … READ WRITE`, `BEGIN`/`START TRANSACTION`/`SET TRANSACTION
 /// … READ WRITE`): the classifier names the setting as an object of each.
@@ -209,6 +216,12 @@ mod tests {
             "SHOW transaction_read_only",
         ] {
             assert!(!changes_read_only(&classify(sql)), "{sql}");
+        }
+        for sql in ["RESET ALL", "DISCARD ALL", "SELECT 1; reset all"] {
+            assert!(resets_all(&classify(sql)) && !changes_read_only(&classify(sql)), "{sql}");
+        }
+        for sql in ["RESET statement_timeout", "DISCARD PLANS", "SELECT 1"] {
+            assert!(!resets_all(&classify(sql)), "{sql}");
         }
     }
 

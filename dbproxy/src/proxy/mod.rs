@@ -155,6 +155,8 @@ pub(crate) struct ConnInfo {
     /// The upstream session is read-only (opened so, or switched when the service turned
     /// read-only while it was open).
     read_only: Arc<AtomicBool>,
+    /// It was switched: its defaults (what `RESET ALL` restores) are still read-write.
+    switched: Arc<AtomicBool>,
 }
 
 /// Everything a statement decision needs.
@@ -620,13 +622,16 @@ impl Policy<'_> {
 
     /// The session is switched to read-only (its SET is on its way upstream).
     pub(crate) fn set_read_only(&self) {
+        self.info.switched.store(true, Ordering::Relaxed);
         self.info.read_only.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn check(&self, effects: &[Effect], preset: Option<Decision>) -> Checked {
         let p = self.proxy;
         let preset = preset.or_else(|| {
-            (self.read_only() && guard::changes_read_only(effects)).then(|| Decision {
+            let lifts = guard::changes_read_only(effects)
+                || (self.info.switched.load(Ordering::Relaxed) && guard::resets_all(effects));
+            (self.read_only() && lifts).then(|| Decision {
                 verdict: Verdict::Deny,
                 rule: READ_ONLY_SESSION.into(),
                 message: Some("this service's sessions are read-only".into()),
