@@ -65,10 +65,16 @@ impl Framer {
 
     /// The length of the whole message at the start of the buffer, if it is all there.
     pub(crate) fn next(&self, phase: Phase) -> Result<Option<usize>, WireError> {
-        let got = check(&self.buf, self.dir, phase)?;
-        if self.dir == Direction::Frontend && phase == Phase::Normal && self.buf.len() >= 5 {
-            let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-            let max = frontend_cap(self.buf[0]);
+        self.next_at(0, phase)
+    }
+
+    /// [`Framer::next`] for the message at `off`.
+    pub(crate) fn next_at(&self, off: usize, phase: Phase) -> Result<Option<usize>, WireError> {
+        let buf = &self.buf[off..];
+        let got = check(buf, self.dir, phase)?;
+        if self.dir == Direction::Frontend && phase == Phase::Normal && buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            let max = frontend_cap(buf[0]);
             if len + 1 > max {
                 return Err(WireError::TooLarge { len: len + 1, max });
             }

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     sync::mpsc,
@@ -58,14 +58,17 @@ where
         ProxyError::Protocol { side: Side::Client, source: e }
     };
     loop {
+        // Every whole message buffered, in place; the buffer is advanced past them once.
+        let mut off = 0;
         loop {
-            let n = match f.next(Phase::Normal) {
+            let n = match f.next_at(off, Phase::Normal) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(e) => return Err(refuse(e)),
             };
-            let msg = f.buf.split_to(n);
-            let parsed = match wire::parse_frontend(&msg, Phase::Normal) {
+            let msg = &f.buf[off..off + n];
+            off += n;
+            let parsed = match wire::parse_frontend(msg, Phase::Normal) {
                 Ok(Some((m, _))) => m,
                 Ok(None) => {
                     return Err(refuse(WireError::Malformed { message: "message", why: "incomplete" }));
@@ -73,16 +76,17 @@ where
                 Err(e) => return Err(refuse(e)),
             };
             if let Frontend::Terminate = parsed {
-                st.out.extend_from_slice(&msg);
+                st.out.extend_from_slice(msg);
                 shared.client_done.store(true, Ordering::Relaxed);
                 uw.write_all(&st.out).await.map_err(ProxyError::upstream_io("forwarding Terminate"))?;
                 let _ = uw.shutdown().await;
                 return Ok(());
             }
             if st.message(parsed)? {
-                st.out.extend_from_slice(&msg);
+                st.out.extend_from_slice(msg);
             }
         }
+        f.buf.advance(off);
         if !st.out.is_empty() {
             uw.write_all(&st.out).await.map_err(ProxyError::upstream_io("forwarding to upstream"))?;
             st.out.clear();
