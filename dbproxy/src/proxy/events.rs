@@ -145,20 +145,18 @@ impl StatementInfo {
         effects: Arc<[EffectSummary]>,
         mode: LogStatements,
     ) -> Self {
-        let cut = |s: &str| {
-            let mut end = s.len().min(STATEMENT_PREVIEW_BYTES);
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            end
+        let whole: Arc<str> = match mode {
+            LogStatements::None => Arc::from(""),
+            LogStatements::ParametersRedacted => redacted,
+            LogStatements::Full => Arc::from(text),
         };
-        // The redacted text is shared with the analysis unless it has to be cut.
-        let (shown, truncated): (Arc<str>, bool) = match mode {
-            LogStatements::None => (Arc::from(""), false),
-            LogStatements::ParametersRedacted if cut(&redacted) == redacted.len() => (redacted, false),
-            LogStatements::ParametersRedacted => (Arc::from(&redacted[..cut(&redacted)]), true),
-            LogStatements::Full => (Arc::from(&text[..cut(text)]), cut(text) < text.len()),
-        };
+        let mut end = whole.len().min(STATEMENT_PREVIEW_BYTES);
+        while !whole.is_char_boundary(end) {
+            end -= 1;
+        }
+        // Shared with the analysis (the redacted text) unless it has to be cut.
+        let truncated = end < whole.len();
+        let shown = if truncated { Arc::from(&whole[..end]) } else { whole };
         StatementInfo {
             protocol,
             statement_name: name.map(Arc::from),

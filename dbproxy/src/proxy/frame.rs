@@ -18,7 +18,7 @@ const MAX_RESERVE: usize = 256 * 1024;
 
 /// Messages at least this long whose content the proxy never reads (DataRow from the server,
 /// CopyData either way) are passed on piecewise as they arrive instead of buffered whole: a
-/// 1 GiB row or COPY chunk costs a session [`MAX_RESERVE`] of memory, not 1 GiB.
+/// 1 GiB row or COPY chunk costs a session a read buffer (about [`MAX_RESERVE`]), not 1 GiB.
 pub(crate) const STREAM_AT: usize = 1 << 20;
 
 /// Why a streamed message stopped.

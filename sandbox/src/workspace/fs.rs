@@ -542,12 +542,11 @@ impl WorkspaceFs {
         }
     }
 
-    /// `chmod` of the inode at `rel` itself: pinned with `O_PATH | O_NOFOLLOW` first, so a
-    /// symlink swapped in concurrently is never followed (symlinks have no mode to change).
-    /// `/proc/self/fd/N` of the file at `rel` (pinned without following a last symlink) for the
-    /// path-taking xattr calls, or `None` for a symlink (Linux keeps no `user.` attributes on
-    /// symlinks).
-    fn xattr_target(&self, rel: &Path) -> Reply<Option<(File, CString)>> {
+    /// The inode at `rel` itself, pinned with `O_PATH | O_NOFOLLOW` so a symlink swapped in
+    /// concurrently is never followed, and its `/proc/self/fd/N` name for the path-taking calls
+    /// (`chmod`, the xattr calls); `None` for a symlink (it has no mode to change and Linux keeps
+    /// no `user.` attributes on it).
+    fn pinned(&self, rel: &Path) -> Reply<Option<(File, CString)>> {
         let pinned = self.open_real(rel, libc::O_PATH, 0)?;
         if pinned.metadata().map_err(errno)?.file_type().is_symlink() {
             return Ok(None);
@@ -561,7 +560,7 @@ impl WorkspaceFs {
     pub(super) fn get_xattr(&self, req: &Request, rel: &Path, name: &OsStr) -> Reply<Vec<u8>> {
         self.check(req, rel, FileOp::Stat, false)?;
         let name = xattr_name(name).ok_or(Errno::ENODATA)?;
-        let Some((_pinned, proc)) = self.xattr_target(rel)? else { return Err(Errno::ENODATA) };
+        let Some((_pinned, proc)) = self.pinned(rel)? else { return Err(Errno::ENODATA) };
         read_sized(|buf, len| {
             // SAFETY: both strings are NUL-terminated; `buf` has room for `len` bytes.
             unsafe { libc::getxattr(proc.as_ptr(), name.as_ptr(), buf.cast(), len) }
@@ -571,7 +570,7 @@ impl WorkspaceFs {
     /// The `user.` attribute names of `rel`, each NUL-terminated, as `listxattr` gives them.
     pub(super) fn list_xattr(&self, req: &Request, rel: &Path) -> Reply<Vec<u8>> {
         self.check(req, rel, FileOp::Stat, false)?;
-        let Some((_pinned, proc)) = self.xattr_target(rel)? else { return Ok(Vec::new()) };
+        let Some((_pinned, proc)) = self.pinned(rel)? else { return Ok(Vec::new()) };
         let all = read_sized(|buf, len| {
             // SAFETY: `proc` is NUL-terminated; `buf` has room for `len` bytes.
             unsafe { libc::listxattr(proc.as_ptr(), buf.cast(), len) }
@@ -594,7 +593,7 @@ impl WorkspaceFs {
     ) -> Reply<()> {
         let name = xattr_name(name).ok_or(Errno::ENOTSUP)?;
         self.check(req, rel, FileOp::Write, false)?;
-        let Some((_pinned, proc)) = self.xattr_target(rel)? else { return Err(Errno::EPERM) };
+        let Some((_pinned, proc)) = self.pinned(rel)? else { return Err(Errno::EPERM) };
         // SAFETY: both strings are NUL-terminated; `v` is valid for `v.len()` bytes.
         let ret = match value {
             Some((v, flags)) => unsafe {
@@ -605,12 +604,9 @@ impl WorkspaceFs {
         if ret < 0 { Err(last_errno()) } else { Ok(()) }
     }
 
+    /// `chmod` of the inode at `rel` itself (see [`WorkspaceFs::pinned`]).
     fn chmod_nofollow(&self, rel: &Path, mode: u32) -> Reply<()> {
-        let pinned = self.open_real(rel, libc::O_PATH, 0)?;
-        if pinned.metadata().map_err(errno)?.file_type().is_symlink() {
-            return Ok(());
-        }
-        let proc = cpath(Path::new(&format!("/proc/self/fd/{}", pinned.as_raw_fd())))?;
+        let Some((_pinned, proc)) = self.pinned(rel)? else { return Ok(()) };
         // SAFETY: `proc` is NUL-terminated; it names the inode `pinned` holds open.
         if unsafe { libc::chmod(proc.as_ptr(), mode as libc::mode_t) } < 0 {
             return Err(last_errno());
