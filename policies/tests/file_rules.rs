@@ -135,6 +135,39 @@ fn embedded_policy_denies_credentials_and_sockets(policy: &policies::Policy) {
             assert_eq!((got.verdict, got.rule), (FileVerdict::Deny, rule), "{}: {op:?} {path}", policy.name);
         }
     }
+    // Start-up files stay readable (a shell or git inside the session reads them) but cannot
+    // be changed, replaced or removed: they run on the host after the session.
+    for path in [
+        "/home/agent/.bashrc",
+        "/home/agent/.profile",
+        "/home/agent/.zshrc",
+        "/home/agent/.gitconfig",
+        "/home/agent/.config/systemd/user/evil.service",
+        "/home/agent/.config/autostart/x.desktop",
+    ] {
+        for op in [
+            FileOp::Write,
+            FileOp::Create,
+            FileOp::Delete,
+            FileOp::RenameTo,
+            FileOp::RenameFrom,
+            FileOp::Chmod,
+        ] {
+            let got = r.decide(Path::new(path), op);
+            assert_eq!(
+                (got.verdict, got.rule),
+                (FileVerdict::Deny, "no-startup-file-changes"),
+                "{}: {op:?} {path}",
+                policy.name
+            );
+        }
+    }
+    // A coarse layer judging the file alone: a rule naming it exactly settles it (over a tree
+    // the same rule leaves what might lie below undecided).
+    let bashrc = Path::new("/home/agent/.bashrc");
+    assert_eq!(r.leaf(bashrc, FileOp::Write), Subtree::Denied("no-startup-file-changes"));
+    assert_eq!(r.leaf(bashrc, FileOp::Read), Subtree::Clear);
+    assert_eq!(r.subtree(bashrc, FileOp::Write), Subtree::Mixed);
     let ok = r.decide(Path::new("/work/ws/src/lib.rs"), FileOp::Write);
     assert_eq!((ok.verdict, ok.rule), (FileVerdict::Allow, DEFAULT_ALLOW_WORKSPACE));
 }

@@ -25,11 +25,13 @@ const READ: &[FileOp] = &[FileOp::Read, FileOp::List];
 const WRITE: &[FileOp] = &[FileOp::Write, FileOp::Create];
 const EXEC: &[FileOp] = &[FileOp::Exec];
 
-/// The rules' judgement of `ops` over the tree at `path`: denied if any is, mixed if any is.
-fn judge<'r>(rules: &'r FileRules, path: &Path, ops: &[FileOp]) -> Subtree<'r> {
+/// The rules' judgement of `ops` over the tree at `path` (over the file alone when `leaf`):
+/// denied if any is, mixed if any is.
+fn judge<'r>(rules: &'r FileRules, path: &Path, ops: &[FileOp], leaf: bool) -> Subtree<'r> {
     let mut out = Subtree::Clear;
     for op in ops {
-        match rules.subtree(path, *op) {
+        let judged = if leaf { rules.leaf(path, *op) } else { rules.subtree(path, *op) };
+        match judged {
             d @ Subtree::Denied(_) => return d,
             Subtree::Mixed => out = Subtree::Mixed,
             Subtree::Clear => {}
@@ -39,17 +41,23 @@ fn judge<'r>(rules: &'r FileRules, path: &Path, ops: &[FileOp]) -> Subtree<'r> {
 }
 
 /// `access` at `path` less what the rules deny over the whole tree (`None`: nothing is left),
-/// and whether what is left is denied somewhere below.
-fn narrow(rules: &FileRules, path: &Path, access: LandlockAccess) -> (Option<LandlockAccess>, bool) {
+/// and whether what is left is denied somewhere below. `leaf`: `path` is a file, judged alone.
+fn narrow(
+    rules: &FileRules,
+    path: &Path,
+    access: LandlockAccess,
+    leaf: bool,
+) -> (Option<LandlockAccess>, bool) {
     use LandlockAccess as A;
-    let read = judge(rules, path, READ);
+    let judge = |ops| judge(rules, path, ops, leaf);
+    let read = judge(READ);
     if matches!(read, Subtree::Denied(_)) {
         return (None, false);
     }
     let grants_write = matches!(access, A::ReadWrite | A::ReadWriteExec | A::Devices);
     let grants_exec = matches!(access, A::ReadExec | A::ReadWriteExec);
-    let write = if grants_write { judge(rules, path, WRITE) } else { Subtree::Clear };
-    let exec = if grants_exec { judge(rules, path, EXEC) } else { Subtree::Clear };
+    let write = if grants_write { judge(WRITE) } else { Subtree::Clear };
+    let exec = if grants_exec { judge(EXEC) } else { Subtree::Clear };
     let write_ok = !matches!(write, Subtree::Denied(_));
     let exec_ok = !matches!(exec, Subtree::Denied(_));
     let narrowed = match (access, write_ok, exec_ok) {
@@ -97,7 +105,7 @@ impl Splitter<'_> {
 
     /// Grant, split or leave out the tree at `path` (`depth` levels below `template`'s).
     fn resolve(&mut self, path: &Path, access: LandlockAccess, template: &LandlockPath, depth: usize) {
-        let (Some(access), mixed) = narrow(self.rules, path, access) else {
+        let (Some(access), mixed) = narrow(self.rules, path, access, false) else {
             return;
         };
         if !template.split || !(mixed || self.holds_narrower(path, access)) {
@@ -109,7 +117,14 @@ impl Splitter<'_> {
         let meta = if depth == 0 { std::fs::metadata(path) } else { std::fs::symlink_metadata(path) };
         match meta {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            // A file the rules may deny something on is left out; so is a link.
+            // A file has nothing below it: the rules naming it settle what it gets. A link
+            // is left out.
+            Ok(m) if m.is_file() => {
+                if let (Some(access), false) = narrow(self.rules, path, access, true) {
+                    self.push(path, access, template, depth);
+                }
+                return;
+            }
             Ok(m) if !m.is_dir() => return,
             Ok(_) if depth < MAX_SPLIT_DEPTH => {}
             Ok(_) | Err(_) => return self.left_out.push(path.to_path_buf()),
@@ -141,7 +156,7 @@ impl LandlockPlan {
         let roots = self
             .paths
             .iter()
-            .filter_map(|p| narrow(rules, &p.path, p.access).0.map(|a| (p.path.clone(), a)))
+            .filter_map(|p| narrow(rules, &p.path, p.access, false).0.map(|a| (p.path.clone(), a)))
             .collect();
         let mut s = Splitter { rules, roots, out: Vec::new(), left_out: self.left_out };
         for p in &self.paths {
@@ -234,6 +249,8 @@ mod tests {
             "home/.docker/config.json",
             "home/.cargo/bin/cargo",
             "home/.gitconfig",
+            "home/.bashrc",
+            "home/.config/systemd/user/default.target.wants/",
             "home/project/",
         ] {
             t.add(rel);
@@ -243,8 +260,13 @@ mod tests {
         let plan = LandlockPlan::for_session(&ws, Some(&home), &[]).narrowed(&default_rules(&ws, &home));
 
         let rwx = Some(LandlockAccess::ReadWriteExec);
-        for kept in [".cargo", ".gitconfig", ".config/git", ".docker/config.json", "project"] {
+        for kept in [".cargo", ".docker/config.json", "project"] {
             assert_eq!(access(&plan, &home.join(kept)), rwx, "{kept}: {plan:#?}");
+        }
+        // Start-up files are readable and cannot be changed (nor, their directory being split,
+        // replaced).
+        for read_only in [".gitconfig", ".bashrc", ".config/git", ".config/systemd/user"] {
+            assert_eq!(access(&plan, &home.join(read_only)), Some(LandlockAccess::ReadExec), "{read_only}");
         }
         let granted = |p: &Path| plan.paths.iter().any(|g| p.starts_with(&g.path));
         for denied in [".ssh/id_rsa", ".aws", ".kube", ".config/gcloud", ".docker/run/docker.sock", "keys"] {

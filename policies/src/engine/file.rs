@@ -289,16 +289,35 @@ impl FileRules {
         let Some(path) = normalise(path) else {
             return FileRuling { verdict: FileVerdict::Deny, rule: INVALID_PATH, message: None };
         };
-        let hit = self
-            .rules
-            .iter()
-            .find(|r| r.covers(op) && (r.any_path || r.globs.iter().any(|g| g.matches_path(&path))));
-        match hit {
+        match self.first_match(&path, op) {
             Some(rule) => rule.ruling(op),
             None if path.starts_with(&self.workspace) => {
                 FileRuling { verdict: FileVerdict::Allow, rule: DEFAULT_ALLOW_WORKSPACE, message: None }
             }
             None => FileRuling { verdict: FileVerdict::Deny, rule: DEFAULT_DENY_FILE, message: None },
+        }
+    }
+
+    /// The first rule deciding `op` on the (normalised) `path`.
+    fn first_match(&self, path: &Path, op: FileOp) -> Option<&Compiled> {
+        self.rules
+            .iter()
+            .find(|r| r.covers(op) && (r.any_path || r.globs.iter().any(|g| g.matches_path(path))))
+    }
+
+    /// How the explicit rules judge `op` on `path` alone, for a path with nothing below it (a
+    /// file), which [`FileRules::subtree`] cannot settle when a rule names the path exactly:
+    /// denied by the first rule matching it if that rule denies, else clear (the defaults are
+    /// not consulted).
+    pub fn leaf(&self, path: &Path, op: FileOp) -> Subtree<'_> {
+        let Some(path) = normalise(path) else {
+            return Subtree::Mixed;
+        };
+        match self.first_match(&path, op) {
+            Some(rule) if FileVerdict::of(rule.decision, op) == FileVerdict::Deny => {
+                Subtree::Denied(&rule.name)
+            }
+            _ => Subtree::Clear,
         }
     }
 
