@@ -2,9 +2,10 @@
 //! it (fresh, then again as a build re-reading its sources would), list it with attributes
 //! (`ls -lR`), `grep -r` a tree the kernel has not seen yet (made in the backing directory, as a
 //! session's workspace is at its start), write many small files, read one large file
-//! sequentially. Three setups: the raw
-//! directory, the mount served by the daemon, and the mount with kernel passthrough (when the
-//! kernel grants it). Prints the median of several runs and the ratio to raw for each.
+//! sequentially. Four setups: the raw directory, the mount served by the daemon, the mount
+//! with kernel passthrough (when the kernel grants it), and the peer: `bindfs`, a libfuse
+//! mirror of a directory that applies no policy (when installed; `scripts/deps` installs it).
+//! Prints the median of several runs and the ratio to raw for each.
 //!
 //! Needs root (it mounts FUSE); without it, it says so and exits 0. `AGENTSH_BENCH_FUSE_THREADS`
 //! sets the number of FUSE worker threads (default 2).
@@ -150,13 +151,30 @@ fn mount(backing: &Path, mnt: &Path, trash: &Path, passthrough: bool) -> Workspa
     WorkspaceMount::mount(config, mnt).expect("mount")
 }
 
-/// One setup: where the workloads run, and the mount (if any) serving it.
+/// What serves a setup's directory.
+enum Served {
+    Raw,
+    Workspace(WorkspaceMount),
+    /// A `bindfs` mount at this path.
+    Peer(PathBuf),
+}
+
+/// One setup: where the workloads run, and what serves it.
 struct Setup {
     label: &'static str,
     dir: PathBuf,
     backing: PathBuf,
-    mount: Option<WorkspaceMount>,
+    served: Served,
     times: Vec<Vec<(&'static str, Duration)>>,
+}
+
+/// Mounts `backing` at `mnt` with bindfs, or says why not.
+fn mount_peer(backing: &Path, mnt: &Path) -> Result<(), String> {
+    let out = Command::new("bindfs").arg(backing).arg(mnt).output().map_err(|e| format!("bindfs: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("bindfs failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
 }
 
 fn main() {
@@ -173,21 +191,31 @@ fn main() {
     let tar = make_tarball(&scratch);
     let large_data: Vec<u8> = (0..LARGE_MIB << 20).map(|i| (i * 31 % 251) as u8).collect();
     let mut setups = Vec::new();
-    for (label, passthrough) in [("raw", None), ("fuse", Some(false)), ("fuse+passthrough", Some(true))] {
-        let backing = scratch.join(format!("{label}-backing"));
+    for (n, label) in ["raw", "fuse", "fuse+passthrough", "bindfs (peer)"].into_iter().enumerate() {
+        let backing = scratch.join(format!("{n}-backing"));
         fs::create_dir_all(&backing).unwrap();
         fs::write(backing.join("large.bin"), &large_data).unwrap();
-        let (dir, mount, label) = match passthrough {
-            None => (backing.clone(), None, label),
-            Some(pt) => {
-                let mnt = scratch.join(format!("{label}-mnt"));
-                fs::create_dir_all(&mnt).unwrap();
-                let m = mount(&backing, &mnt, &scratch.join(format!("{label}-trash")), pt);
-                let label = if pt && !m.passthrough_active() { "fuse (passthrough refused)" } else { label };
-                (mnt, Some(m), label)
+        let mnt = scratch.join(format!("{n}-mnt"));
+        if n > 0 {
+            fs::create_dir_all(&mnt).unwrap();
+        }
+        let (dir, served, label) = match n {
+            0 => (backing.clone(), Served::Raw, label),
+            1 | 2 => {
+                let m = mount(&backing, &mnt, &scratch.join(format!("{n}-trash")), n == 2);
+                let label =
+                    if n == 2 && !m.passthrough_active() { "fuse (passthrough refused)" } else { label };
+                (mnt, Served::Workspace(m), label)
             }
+            _ => match mount_peer(&backing, &mnt) {
+                Ok(()) => (mnt.clone(), Served::Peer(mnt), label),
+                Err(why) => {
+                    println!("fuse_workspace: no peer column ({why}; scripts/deps installs bindfs)");
+                    continue;
+                }
+            },
         };
-        setups.push(Setup { label, dir, backing, mount, times: Vec::new() });
+        setups.push(Setup { label, dir, backing, served, times: Vec::new() });
     }
     drop(large_data);
 
@@ -228,9 +256,11 @@ fn main() {
         }
         println!();
     }
-    for s in &mut setups {
-        if let Some(m) = s.mount.take() {
-            m.unmount().expect("unmount");
+    for s in setups {
+        match s.served {
+            Served::Raw => {}
+            Served::Workspace(m) => m.unmount().expect("unmount"),
+            Served::Peer(mnt) => run(Command::new("umount").arg(&mnt)),
         }
     }
     let _ = fs::remove_dir_all(&scratch);
