@@ -403,3 +403,56 @@ fn user_extended_attributes_pass_through_and_no_other_namespace_does() {
         "{writes:?}"
     );
 }
+
+#[test]
+fn writes_and_truncation_by_a_sandboxed_command_drop_setuid_and_setgid() {
+    if !privileged("writes_and_truncation_by_a_sandboxed_command_drop_setuid_and_setgid") {
+        return;
+    }
+    // Served by the daemon, and passed through (the kernel writes the backing file itself and
+    // asks the daemon to drop the bits).
+    for passthrough in [false, true] {
+        setid_bits_drop(passthrough);
+    }
+}
+
+fn setid_bits_drop(passthrough: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    // (name, mode before, mode after), as on a local filesystem: a write, truncation or owner
+    // change by a caller without CAP_FSETID drops set-user-ID, and set-group-ID when
+    // group-executable.
+    let cases = [
+        ("appended", 0o6775, 0o775),
+        ("opened-truncating", 0o6775, 0o775),
+        ("truncated", 0o4755, 0o755),
+        ("sgid-not-executable", 0o2764, 0o2764),
+        ("chowned", 0o6775, 0o775),
+        ("untouched", 0o4755, 0o4755),
+    ];
+    let m = Mounted::with_passthrough(RULES, SymlinkEscape::Deny, passthrough, |b| {
+        seed(b);
+        std::os::unix::fs::chown(b, Some(65534), Some(65534)).unwrap();
+        for (name, mode, _) in cases {
+            let p = b.join(name);
+            fs::write(&p, "data\n").unwrap();
+            std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+    });
+    let state = common::StateDir::new();
+    let script = "echo x >> appended && : > opened-truncating && truncate -s 1 truncated \
+        && echo x >> sgid-not-executable && chown 65534:65534 chowned && cat untouched >/dev/null \
+        && echo done";
+    let mut spec = common::sh(script, &state);
+    spec.cwd = m.mnt.clone();
+    spec.bind_dirs = vec![sandbox::BindDir { host: m.mnt.clone(), sandbox: m.mnt.clone(), writable: true }];
+    let out = common::run(spec);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "done\n"), "{out:?}");
+    for (name, _, after) in cases {
+        let mode = fs::metadata(m.backing.join(name)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, after, "{name} (passthrough {passthrough}): {mode:o}");
+        // And the mount says the same (no stale cached mode).
+        let seen = fs::metadata(m.path(name)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(seen, after, "{name} through the mount (passthrough {passthrough}): {seen:o}");
+    }
+}

@@ -83,7 +83,32 @@ pub(crate) struct WorkspaceFs {
     pub(super) xattrs: bool,
     /// The kernel granted passthrough at INIT (shared with the mount handle).
     passthrough: Arc<AtomicBool>,
+    /// The kernel leaves dropping set-user-ID and set-group-ID on writes, truncation and
+    /// owner changes to the daemon (`FUSE_HANDLE_KILLPRIV_V2`, granted at INIT), which spares
+    /// it a GETATTR before each such SETATTR.
+    pub(super) kills_privs: AtomicBool,
     backings: Backings,
+}
+
+/// `mode` less set-user-ID, and less set-group-ID when group-executable (what the kernel drops
+/// when a caller without `CAP_FSETID` writes or truncates a file), if that changes it.
+fn without_setid(mode: u32) -> Option<u32> {
+    let mut kept = mode & !libc::S_ISUID;
+    if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+        kept &= !libc::S_ISGID;
+    }
+    (kept != mode).then_some(kept & 0o7777)
+}
+
+/// Drops `file`'s set-ID bits as [`without_setid`] says. The daemon's own writes keep them (it
+/// holds `CAP_FSETID`), so it does this for the caller.
+pub(super) fn drop_setid(file: &File) -> Reply<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata().map_err(errno)?.permissions().mode();
+    if let Some(kept) = without_setid(mode) {
+        file.set_permissions(fs::Permissions::from_mode(kept)).map_err(errno)?;
+    }
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,6 +213,7 @@ impl WorkspaceFs {
             xattrs: config.xattrs,
             backings: Backings::default(),
             passthrough,
+            kills_privs: AtomicBool::new(false),
             backing,
             sandbox_path: config.sandbox_path,
             rules: config.rules,
@@ -502,11 +528,41 @@ impl WorkspaceFs {
     ) -> Reply<Metadata> {
         let real = self.real(rel);
         let handle = fh.map(|fh| self.handle(fh)).transpose()?;
+        // Set-ID bits go as the kernel would drop them for the caller (a caller holding
+        // CAP_FSETID, such as root on the host writing through the mount, loses them too): on
+        // truncation, and on a request that changes nothing else (the kernel's ask after a
+        // write it passed through). An owner change drops them on the backing file itself.
+        let kills = self.kills_privs.load(Ordering::Relaxed);
+        let bare = change.mode.is_none()
+            && change.uid.is_none()
+            && change.gid.is_none()
+            && change.size.is_none()
+            && change.atime.is_none()
+            && change.mtime.is_none();
         if let Some(size) = change.size {
             self.check(req, rel, FileOp::Write, false)?;
+            let opened;
+            let file = match &handle {
+                Some(h) => &h.file,
+                None => {
+                    opened = self.open_real(rel, libc::O_WRONLY, 0)?;
+                    &opened
+                }
+            };
+            file.set_len(size).map_err(errno)?;
+            if kills {
+                drop_setid(file)?;
+            }
+        } else if kills && bare {
+            self.check(req, rel, FileOp::Write, false)?;
             match &handle {
-                Some(h) => h.file.set_len(size).map_err(errno)?,
-                None => self.open_real(rel, libc::O_WRONLY, 0)?.set_len(size).map_err(errno)?,
+                Some(h) => drop_setid(&h.file)?,
+                None => {
+                    let meta = self.lstat(rel)?;
+                    if let Some(kept) = without_setid(meta.mode()).filter(|_| meta.is_file()) {
+                        self.chmod_nofollow(rel, kept)?;
+                    }
+                }
             }
         }
         if let Some(mode) = change.mode {
@@ -745,4 +801,19 @@ struct Change {
     size: Option<u64>,
     atime: Option<TimeOrNow>,
     mtime: Option<TimeOrNow>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_setid;
+
+    #[test]
+    fn set_id_bits_go_as_the_kernel_drops_them() {
+        assert_eq!(without_setid(0o100_4755), Some(0o755));
+        assert_eq!(without_setid(0o100_6775), Some(0o775));
+        // Set-group-ID without group execute marks mandatory locking: kept.
+        assert_eq!(without_setid(0o100_2764), None);
+        assert_eq!(without_setid(0o100_6764), Some(0o2764));
+        assert_eq!(without_setid(0o100_0755), None);
+    }
 }

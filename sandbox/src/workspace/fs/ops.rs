@@ -50,6 +50,10 @@ impl fuser::Filesystem for WorkspaceFs {
             && config.set_max_stack_depth(2).is_ok()
             && config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok();
         self.passthrough.store(granted, Ordering::Relaxed);
+        // The daemon drops set-ID bits itself (see `drop_setid`): no GETATTR before each
+        // SETATTR that might have to (every `chown`, as `tar` does per file).
+        let kills = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2).is_ok();
+        self.kills_privs.store(kills, Ordering::Relaxed);
         // Each of these only saves requests; a kernel without one works without it.
         // Listings carry the entries' attributes (the kernel picks when that pays).
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
@@ -317,13 +321,17 @@ impl fuser::Filesystem for WorkspaceFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: fuser::WriteFlags,
+        write_flags: fuser::WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
         let result = self.write_with(req, fh, |f| {
             f.write_all_at(data, offset).map_err(errno)?;
+            // Set by the kernel when the writer lacks CAP_FSETID.
+            if write_flags.contains(fuser::WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                super::drop_setid(f)?;
+            }
             Ok(data.len() as u32)
         });
         match result {
