@@ -58,3 +58,68 @@ fn the_workspace_applies_file_rules_soft_deletes_and_builds() {
     assert!(r.stdout.contains("built"), "{r:#?}");
     assert!(s.workspace.path().join("a").exists());
 }
+
+/// A policy denying `secrets/` of the workspace.
+const SECRETS_RULE: &str = "version: 1\nname: fuse\nfile_rules:\n\
+    \x20 - {name: no-secrets, paths: ['${WORKSPACE}/secrets/**'], operations: ['*'], decision: deny}\n";
+
+/// A workspace with `secrets/key.txt`.
+fn workspace_with_secret() -> TempDir {
+    let ws = TempDir::new("ws");
+    std::fs::create_dir_all(ws.path().join("secrets")).unwrap();
+    ws.write("secrets/key.txt", "top secret");
+    ws
+}
+
+/// `session show`'s FUSE line and `--json` field.
+fn fuse_shown(d: &Daemon, id: &str) -> (String, String) {
+    let human = String::from_utf8_lossy(&d.cli(&["session", "show", id]).stdout).into_owned();
+    let line = human.lines().find(|l| l.starts_with("fuse:")).unwrap_or_default().to_string();
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.cli(&["session", "show", id, "--json"]).stdout).unwrap();
+    (line, json["fuse_workspace"].as_str().unwrap_or_default().to_string())
+}
+
+#[test]
+fn by_default_a_session_whose_rules_reach_into_the_workspace_gets_the_fuse_layer() {
+    if !common::privileged("by_default_a_session_whose_rules_reach_into_the_workspace_gets_the_fuse_layer") {
+        return;
+    }
+    let dns = FakeDns::start();
+    let d = Daemon::start_with_config(&dns.server_config("synthetic"));
+    let s = d.session_in(workspace_with_secret(), SECRETS_RULE);
+    let r = d.exec(&s, &["sh", "-c", "cat secrets/key.txt || echo refused"]);
+    r.assert_exit(0);
+    assert!(r.stdout.contains("refused") && !r.stdout.contains("top secret"), "{r:#?}");
+    assert!(r.of("file_open").iter().any(|e| e.rule() == "no-secrets"), "{r:#?}");
+    let (line, json) = fuse_shown(&d, &s.id);
+    assert_eq!(line, "fuse:       on (rule no-secrets applies inside the workspace)");
+    assert_eq!(json, "on (rule no-secrets applies inside the workspace)");
+    let created = d.audit().into_iter().find(|e| e.kind == "session_created").expect("session_created");
+    assert_eq!(created.str("fuse_workspace"), json);
+
+    // A policy with no rule inside the workspace is served directly (no FUSE cost).
+    let plain = d.session(policies::embedded::source("default").unwrap());
+    assert_eq!(fuse_shown(&d, &plain.id).1, "off (no rule applies inside the workspace)");
+}
+
+#[test]
+fn with_the_fuse_layer_off_rules_inside_the_workspace_are_reported_unapplied() {
+    if !common::privileged("with_the_fuse_layer_off_rules_inside_the_workspace_are_reported_unapplied") {
+        return;
+    }
+    let dns = FakeDns::start();
+    let d = Daemon::start_with_config(&format!(
+        "{}files:\n  fuse_workspace: off\n",
+        dns.server_config("synthetic")
+    ));
+    let s = d.session_in(workspace_with_secret(), SECRETS_RULE);
+    let (line, _) = fuse_shown(&d, &s.id);
+    assert!(line.contains("off (files.fuse_workspace: off; rule no-secrets"), "{line}");
+    assert!(line.contains("not applied"), "{line}");
+    assert!(
+        d.log().contains("rule no-secrets and any other inside the workspace not applied"),
+        "{}",
+        d.log()
+    );
+}

@@ -359,11 +359,12 @@ pub struct FilesConfig {
     /// More trees the command may read and execute from (absolute paths).
     #[serde(default)]
     pub read_paths: Vec<PathBuf>,
-    /// Present the workspace through the FUSE layer (default off): `file_rules` per operation,
-    /// `file_*` events, `soft_delete` into a per-session trash (`agentsh session trash`).
-    /// Unix sockets cannot be reached through it.
+    /// Present the workspace through the FUSE layer: `file_rules` per operation, `file_*`
+    /// events, `soft_delete` into a per-session trash (`agentsh session trash`). Unix sockets
+    /// cannot be reached through it. Default `auto`: for the sessions whose rules reach into
+    /// the workspace.
     #[serde(default)]
-    pub fuse_workspace: bool,
+    pub fuse_workspace: FuseMode,
     /// Serve `user.` extended attributes through the FUSE layer (default off: they cost a
     /// request per `ls -l` entry and per written file).
     #[serde(default)]
@@ -406,25 +407,92 @@ impl FromStr for LandlockMode {
     }
 }
 
+impl From<bool> for LandlockMode {
+    fn from(on: bool) -> LandlockMode {
+        if on { LandlockMode::Required } else { LandlockMode::Off }
+    }
+}
+
 impl<'de> Deserialize<'de> for LandlockMode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = LandlockMode;
+        d.deserialize_any(WordOrBool::<LandlockMode>::new("auto, required or true, off or false"))
+    }
+}
 
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("auto, required or true, off or false")
-            }
+/// `files.fuse_workspace`: `auto`, `on` (or `true`), `off` (or `false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FuseMode {
+    /// For a session whose `file_rules` reach into its workspace (a deny, audit or soft delete
+    /// there): only the FUSE layer applies those, so the session fails to start without it.
+    #[default]
+    Auto,
+    /// For every session.
+    On,
+    /// Never: rules inside the workspace are not applied (a warning names them).
+    Off,
+}
 
-            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<LandlockMode, E> {
-                Ok(if v { LandlockMode::Required } else { LandlockMode::Off })
-            }
-
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LandlockMode, E> {
-                v.parse().map_err(E::custom)
-            }
+impl FuseMode {
+    /// The name the config and reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FuseMode::Auto => "auto",
+            FuseMode::On => "on",
+            FuseMode::Off => "off",
         }
-        d.deserialize_any(Visitor)
+    }
+}
+
+impl FromStr for FuseMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(FuseMode::Auto),
+            "on" | "true" => Ok(FuseMode::On),
+            "off" | "false" => Ok(FuseMode::Off),
+            _ => Err(format!("unknown value {s:?} (expected auto, on or true, off or false)")),
+        }
+    }
+}
+
+impl From<bool> for FuseMode {
+    fn from(on: bool) -> FuseMode {
+        if on { FuseMode::On } else { FuseMode::Off }
+    }
+}
+
+impl<'de> Deserialize<'de> for FuseMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WordOrBool::<FuseMode>::new("auto, on or true, off or false"))
+    }
+}
+
+/// Reads a mode written as one of its words or as a boolean.
+struct WordOrBool<T> {
+    expecting: &'static str,
+    mode: std::marker::PhantomData<T>,
+}
+
+impl<T> WordOrBool<T> {
+    fn new(expecting: &'static str) -> WordOrBool<T> {
+        WordOrBool { expecting, mode: std::marker::PhantomData }
+    }
+}
+
+impl<T: FromStr<Err = String> + From<bool>> serde::de::Visitor<'_> for WordOrBool<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<T, E> {
+        Ok(T::from(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        v.parse().map_err(E::custom)
     }
 }
 

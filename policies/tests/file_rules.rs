@@ -220,3 +220,33 @@ fn symlink_escape_defaults_to_deny_and_takes_evaluate() {
     let refused = load_policy("policies: {symlink_escape: allow}", "t.yaml");
     assert!(refused.is_err_and(|e| e.to_string().contains("symlink_escape")));
 }
+
+#[test]
+fn rules_reaching_into_the_workspace_are_found() {
+    let ws = Path::new(WS);
+    // Audits, soft deletes and denies below the workspace all need the per-operation layer;
+    // the first such rule (in operation order: reads come first) is named.
+    assert_eq!(rules(POLICY).rule_within(ws), Some("env-files"));
+    assert_eq!(rules("file_rules:\n  - {name: t, paths: ['${WORKSPACE}/**'], operations: [delete], decision: soft_delete}\n").rule_within(ws), Some("t"));
+    assert_eq!(
+        rules("file_rules:\n  - {name: env, paths: ['/**/.env'], operations: [read], decision: deny}\n")
+            .rule_within(ws),
+        Some("env")
+    );
+    // A rule without paths covers the workspace too.
+    assert_eq!(rules("file_rules:\n  - {name: none, decision: deny}\n").rule_within(ws), Some("none"));
+    // Rules outside it, allows, and rules an earlier allow of the whole workspace shadows do not.
+    for yaml in [
+        "file_rules:\n  - {name: ssh, paths: ['~/.ssh/**'], decision: deny}\n",
+        "file_rules:\n  - {name: ok, paths: ['${WORKSPACE}/**'], decision: allow}\n",
+        "file_rules:\n  - {name: ok, paths: ['${WORKSPACE}/**'], decision: allow}\n  - {name: env, paths: ['/**/.env'], decision: deny}\n",
+        "file_rules: []\n",
+    ] {
+        assert_eq!(rules(yaml).rule_within(ws), None, "{yaml}");
+    }
+    for name in embedded::NAMES {
+        let policy = load_policy(embedded::source(name).unwrap(), name).unwrap();
+        let r = FileRules::new(&policy.file_rules, ws, &vars);
+        assert_eq!(r.rule_within(ws), None, "{name} reaches into a workspace outside the home");
+    }
+}

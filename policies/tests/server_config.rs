@@ -1,6 +1,6 @@
 //! The server config loads through the same strict core: defaults, checks and positions.
 
-use policies::config::{DnsMode, LandlockMode, SecurityMode, ServerConfig, load_server_config};
+use policies::config::{DnsMode, FuseMode, LandlockMode, SecurityMode, ServerConfig, load_server_config};
 
 fn one(text: &str) -> String {
     let e = load_server_config(text, "c.yaml").expect_err("should not load");
@@ -16,7 +16,7 @@ fn empty_config_is_the_default() {
     assert_eq!(c.dns.mode, DnsMode::Synthetic);
     assert_eq!(c.security.mode, SecurityMode::Auto);
     assert_eq!(c.files.landlock, LandlockMode::Auto);
-    assert!(!c.files.fuse_workspace);
+    assert_eq!(c.files.fuse_workspace, FuseMode::Auto);
     assert_eq!(c.control_socket().to_str(), Some("/run/agentsh/agentsh.sock"));
 }
 
@@ -76,4 +76,22 @@ fn landlock_takes_its_modes_and_the_old_booleans() {
     );
     let m = one("files: {landlock: 1}\n");
     assert!(m.starts_with("1:9: files.landlock: ") && m.contains("expected auto, required or true"), "{m}");
+}
+
+#[test]
+fn fuse_workspace_takes_its_modes_and_the_old_booleans() {
+    for (text, mode) in [
+        ("auto", FuseMode::Auto),
+        ("on", FuseMode::On),
+        ("true", FuseMode::On),
+        ("off", FuseMode::Off),
+        ("false", FuseMode::Off),
+    ] {
+        let c = load_server_config(&format!("files: {{fuse_workspace: {text}}}\n"), "c.yaml").unwrap();
+        assert_eq!(c.files.fuse_workspace, mode, "{text}");
+    }
+    assert_eq!(
+        one("files:\n  fuse_workspace: sometimes\n"),
+        r#"2:3: files.fuse_workspace: unknown value "sometimes" (expected auto, on or true, off or false)"#
+    );
 }

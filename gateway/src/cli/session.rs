@@ -52,6 +52,9 @@ fn print_info(s: &SessionInfo) {
         (None, Some(why)) => println!("landlock:   none ({why})"),
         (None, None) => println!("landlock:   none"),
     }
+    if !s.fuse_workspace.is_empty() {
+        println!("fuse:       {}", s.fuse_workspace);
+    }
     println!("created:    {}", s.created_at);
     println!("commands:   {} ({} running)", s.commands, s.running);
 }

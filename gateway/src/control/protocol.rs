@@ -128,6 +128,9 @@ pub struct SessionInfo {
     /// Why commands run without Landlock, when the layer is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub landlock_off: Option<String>,
+    /// Whether the workspace is served by the FUSE layer, and why: "on (…)" or "off (…)".
+    #[serde(default)]
+    pub fuse_workspace: String,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Commands run so far.

@@ -155,6 +155,7 @@ fn handle(
                 LandlockState::On { abi } => created.field("landlock_abi", *abi),
                 LandlockState::Off { reason } => created.field("landlock_off", reason.clone()),
             };
+            created = created.field("fuse_workspace", session.fuse.clone());
             match signature {
                 Some(Ok(signer)) => created = created.field("policy_signed_by", signer),
                 Some(Err(why)) => {

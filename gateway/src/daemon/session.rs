@@ -18,7 +18,11 @@ use dns::{
     upstream::{UpstreamConfig, nameservers_from_resolv_conf},
 };
 use llmproxy::ca::SessionCa;
-use policies::{CompiledPolicy, Policy, config::ServerConfig};
+use policies::{
+    CompiledPolicy, Policy,
+    config::{FuseMode, ServerConfig},
+    engine::file::FileRules,
+};
 use sandbox::cgroup::SessionCgroup;
 
 use super::Recorder;
@@ -57,6 +61,8 @@ pub struct Session {
     landlock: super::landlock::LandlockState,
     /// The FUSE workspace (`files.fuse_workspace`): the sandbox binds it at the workspace path.
     workspace_mount: Mutex<Option<sandbox::workspace::WorkspaceMount>>,
+    /// Whether the session has the FUSE workspace, and why: "on (…)" or "off (…)".
+    pub fuse: String,
     cgroup: Mutex<Option<SessionCgroup>>,
     created_at: String,
     commands: AtomicU64,
@@ -127,10 +133,17 @@ impl Session {
                 return Err(e);
             }
         };
-        let workspace_mount = if config.files.fuse_workspace {
+        let rules = FileRules::new(&policy.file_rules, &workspace, &|name| std::env::var(name).ok());
+        let rule_within = rules.rule_within(&workspace).map(str::to_owned);
+        let (fuse, fuse_why) = fuse_decision(config.files.fuse_workspace, rule_within.as_deref());
+        if !fuse && rule_within.is_some() {
+            tracing::warn!(session = %id, "FUSE workspace {fuse_why}");
+        }
+        let workspace_mount = if fuse {
             let xattrs = config.files.fuse_xattrs;
             match mount_workspace(
                 &policy,
+                rules,
                 &workspace,
                 &dir,
                 xattrs,
@@ -142,7 +155,7 @@ impl Session {
                 Err(e) => {
                     let _ = cgroup.remove();
                     let _ = std::fs::remove_dir_all(&dir);
-                    return Err(e);
+                    return Err(e.context(format!("the FUSE workspace is {fuse_why}")));
                 }
             }
         } else {
@@ -160,6 +173,7 @@ impl Session {
             backend: daemon.backend.name(),
             landlock: daemon.landlock.clone(),
             workspace_mount: Mutex::new(workspace_mount),
+            fuse: fuse_why,
             workspace,
             policy_name,
             policy: Arc::new(policy),
@@ -207,6 +221,7 @@ impl Session {
             backend: self.backend.into(),
             landlock_abi: self.landlock.abi(),
             landlock_off: self.landlock.off_reason().map(str::to_owned),
+            fuse_workspace: self.fuse.clone(),
             created_at: self.created_at.clone(),
             commands: self.commands.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
@@ -263,8 +278,28 @@ impl Session {
 }
 
 /// Mount the FUSE workspace of a session over `workspace`, in `dir`.
+/// Whether a session gets the FUSE workspace under `mode`, given the first of its rules that
+/// reaches into the workspace, and why (for `session show`, the `session_created` event and
+/// errors): "on (…)" or "off (…)".
+fn fuse_decision(mode: FuseMode, rule_within: Option<&str>) -> (bool, String) {
+    match (mode, rule_within) {
+        (FuseMode::On, _) => (true, "on (files.fuse_workspace: on)".into()),
+        (FuseMode::Auto, Some(rule)) => (true, format!("on (rule {rule} applies inside the workspace)")),
+        (FuseMode::Auto, None) => (false, "off (no rule applies inside the workspace)".into()),
+        (FuseMode::Off, Some(rule)) => (
+            false,
+            format!(
+                "off (files.fuse_workspace: off; rule {rule} and any other inside the workspace not applied)"
+            ),
+        ),
+        (FuseMode::Off, None) => (false, "off (files.fuse_workspace: off)".into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn mount_workspace(
     policy: &Policy,
+    rules: FileRules,
     workspace: &std::path::Path,
     dir: &std::path::Path,
     xattrs: bool,
@@ -275,9 +310,6 @@ fn mount_workspace(
     use sandbox::workspace::{WorkspaceConfig, WorkspaceMount};
     let mountpoint = dir.join("workspace-mnt");
     std::fs::create_dir_all(&mountpoint)?;
-    let rules = policies::engine::file::FileRules::new(&policy.file_rules, workspace, &|name| {
-        std::env::var(name).ok()
-    });
     let sink = Arc::new(FileEvents { recorder, session_id: session_id.to_string(), current });
     let config = WorkspaceConfig {
         backing: workspace.to_path_buf(),

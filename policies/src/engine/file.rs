@@ -335,15 +335,36 @@ impl FileRules {
     /// not consulted): all denied, some denied, or none denied. A layer that can only grant
     /// whole trees (Landlock) leaves out a denied tree and splits a mixed one into its children.
     pub fn subtree(&self, root: &Path, op: FileOp) -> Subtree<'_> {
+        match self.over_tree(root, op, |v| v == FileVerdict::Deny) {
+            Over::All(rule) => Subtree::Denied(rule),
+            Over::Some(_) => Subtree::Mixed,
+            Over::None => Subtree::Clear,
+        }
+    }
+
+    /// The first rule that, for some operation, decides something other than a plain allow
+    /// (a deny, an audit, a soft delete) on a path at or below `root`, unless an earlier rule
+    /// settles those paths first. A layer that applies rules per operation (the FUSE
+    /// workspace) must serve `root` for this rule to hold; `None` means no rule needs it.
+    pub fn rule_within(&self, root: &Path) -> Option<&str> {
+        FileOp::ALL.iter().find_map(|op| match self.over_tree(root, *op, |v| v != FileVerdict::Allow) {
+            Over::All(rule) | Over::Some(rule) => Some(rule),
+            Over::None => None,
+        })
+    }
+
+    /// How the explicit rules decide `op` over the tree at `root`, for the verdicts `wanted`
+    /// picks: on every path (by this rule), on some (the first such rule), or on none.
+    fn over_tree(&self, root: &Path, op: FileOp, wanted: impl Fn(FileVerdict) -> bool) -> Over<'_> {
         let Some(root) = normalise(root) else {
-            return Subtree::Mixed;
+            return Over::Some(INVALID_PATH);
         };
         let segs: Vec<&[u8]> = segments(root.as_os_str().as_encoded_bytes()).collect();
-        // An earlier rule that may decide some path below (so a later covering rule does not
-        // decide them all), and whether any rule so far denies some path below.
-        let (mut touched, mut some_denied) = (false, false);
+        // Whether an earlier rule may decide some path below (so a later covering rule does
+        // not decide them all), and the first rule so far wanted for some path below.
+        let (mut touched, mut some): (bool, Option<&str>) = (false, None);
         for rule in self.rules.iter().filter(|r| r.covers(op)) {
-            let deny = FileVerdict::of(rule.decision, op) == FileVerdict::Deny;
+            let hit = wanted(FileVerdict::of(rule.decision, op));
             let reach = if rule.any_path {
                 Reach::Covers
             } else {
@@ -351,15 +372,28 @@ impl FileRules {
             };
             match reach {
                 Reach::Disjoint => {}
-                Reach::Touches => (touched, some_denied) = (true, some_denied || deny),
-                Reach::Covers if deny && !touched => return Subtree::Denied(&rule.name),
+                Reach::Touches => {
+                    touched = true;
+                    if hit {
+                        some = some.or(Some(&rule.name));
+                    }
+                }
+                Reach::Covers if hit && !touched => return Over::All(&rule.name),
                 Reach::Covers => {
-                    return if deny || some_denied { Subtree::Mixed } else { Subtree::Clear };
+                    let first = some.or(hit.then_some(rule.name.as_str()));
+                    return first.map_or(Over::None, Over::Some);
                 }
             }
         }
-        if some_denied { Subtree::Mixed } else { Subtree::Clear }
+        some.map_or(Over::None, Over::Some)
     }
+}
+
+/// [`FileRules::over_tree`]'s answer.
+enum Over<'a> {
+    All(&'a str),
+    Some(&'a str),
+    None,
 }
 
 /// How the explicit rules judge one operation over a whole tree ([`FileRules::subtree`]).
