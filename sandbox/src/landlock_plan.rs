@@ -106,6 +106,11 @@ pub struct LandlockPlan {
     /// of paths, an unreadable directory): left out whole, so what the rules allow in them is
     /// unreachable too (fail closed).
     pub left_out: Vec<PathBuf>,
+    /// Trees the rules deny in part that are granted whole all the same (the workspace, the
+    /// private `/tmp`, kernel filesystems: what a command creates in them could not be
+    /// granted): the rules inside them are not Landlock's to apply (the workspace's are the
+    /// FUSE layer's).
+    pub granted_whole: Vec<PathBuf>,
 }
 
 impl LandlockPlan {
@@ -127,7 +132,7 @@ impl LandlockPlan {
         paths.extend(fixed.iter().map(|(p, a)| LandlockPath::new(*p, *a, true, false)));
         paths.push(LandlockPath::new("/dev/shm", LandlockAccess::ReadWrite, false, false));
         paths.push(LandlockPath::new(workspace, LandlockAccess::ReadWriteExec, true, false));
-        LandlockPlan { paths, connect_tcp_ports: None, left_out: Vec::new() }
+        LandlockPlan { paths, connect_tcp_ports: None, left_out: Vec::new(), granted_whole: Vec::new() }
     }
 
     /// [`LandlockPlan::for_workspace`] plus the caller's `home` read-write-exec (when it is an

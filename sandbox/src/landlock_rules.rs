@@ -79,6 +79,7 @@ struct Splitter<'a> {
     roots: Vec<(PathBuf, LandlockAccess)>,
     out: Vec<LandlockPath>,
     left_out: Vec<PathBuf>,
+    granted_whole: Vec<PathBuf>,
 }
 
 impl Splitter<'_> {
@@ -109,6 +110,9 @@ impl Splitter<'_> {
             return;
         };
         if !template.split || !(mixed || self.holds_narrower(path, access)) {
+            if mixed {
+                self.granted_whole.push(path.to_path_buf());
+            }
             self.push(path, access, template, depth);
             return;
         }
@@ -158,11 +162,22 @@ impl LandlockPlan {
             .iter()
             .filter_map(|p| narrow(rules, &p.path, p.access, false).0.map(|a| (p.path.clone(), a)))
             .collect();
-        let mut s = Splitter { rules, roots, out: Vec::new(), left_out: self.left_out };
+        let mut s = Splitter {
+            rules,
+            roots,
+            out: Vec::new(),
+            left_out: self.left_out,
+            granted_whole: self.granted_whole,
+        };
         for p in &self.paths {
             s.resolve(&p.path, p.access, p, 0);
         }
-        LandlockPlan { paths: s.out, connect_tcp_ports: self.connect_tcp_ports, left_out: s.left_out }
+        LandlockPlan {
+            paths: s.out,
+            connect_tcp_ports: self.connect_tcp_ports,
+            left_out: s.left_out,
+            granted_whole: s.granted_whole,
+        }
     }
 
     /// [`LandlockPlan::for_workspace`] narrowed by `rules`.
@@ -232,7 +247,21 @@ mod tests {
         assert_eq!(access(&plan, Path::new("/opt")), None);
         assert_eq!(access(&plan, Path::new("/w")), Some(LandlockAccess::ReadWrite));
         assert_eq!(access(&plan, Path::new("/usr")), Some(LandlockAccess::ReadExec));
-        assert!(plan.left_out.is_empty());
+        assert!(plan.left_out.is_empty() && plan.granted_whole.is_empty(), "{plan:#?}");
+    }
+
+    #[test]
+    fn trees_granted_whole_despite_a_denied_part_are_named() {
+        let r = rules(
+            "file_rules:\n  \
+             - {name: no-tmp-keys, paths: ['/tmp/keys/**'], decision: deny}\n  \
+             - {name: no-ws-secrets, paths: ['${WORKSPACE}/secrets/**'], decision: deny}\n",
+            Path::new("/w"),
+            Path::new("/nonexistent"),
+        );
+        let plan = LandlockPlan::from_file_rules(Path::new("/w"), &r);
+        assert_eq!(plan.granted_whole, [PathBuf::from("/tmp"), PathBuf::from("/w")]);
+        assert_eq!(access(&plan, Path::new("/tmp")), Some(LandlockAccess::ReadWriteExec));
     }
 
     #[test]

@@ -78,6 +78,13 @@ pub fn plan(files: &FilesConfig, workspace: &Path, home: Option<&Path>, rules: &
     for p in &plan.left_out {
         tracing::warn!(path = %p.display(), "file_rules deny part of this tree and it could not be split: left out");
     }
+    // The workspace's are the FUSE layer's (see the session's `fuse_workspace`).
+    for p in plan.granted_whole.iter().filter(|p| *p != workspace) {
+        tracing::warn!(
+            path = %p.display(),
+            "file_rules deny part of this tree, which Landlock grants whole: not applied inside it"
+        );
+    }
     plan
 }
 
