@@ -57,10 +57,14 @@ impl Drop for ProxyFixture {
     }
 }
 
-/// A fresh temp dir.
+/// A fresh temp dir (`agentsh-dbproxy-<tag>-<pid>-<n>`). Some live as long as the test
+/// process (a password file a proxy reads at each login), so the first call of each process
+/// removes those of processes that are gone.
 pub fn temp_dir(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
+    static REAP: std::sync::Once = std::sync::Once::new();
+    REAP.call_once(reap_temp_dirs);
     let d = std::env::temp_dir().join(format!(
         "agentsh-dbproxy-{tag}-{}-{}",
         std::process::id(),
@@ -68,6 +72,20 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Removes the temp dirs of test processes that no longer run.
+fn reap_temp_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("agentsh-dbproxy-") else { continue };
+        // `<tag>-<pid>-<n>`: the pid is the second field from the end.
+        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Loads `yaml` and starts a proxy for service `appdb`.

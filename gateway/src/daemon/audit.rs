@@ -415,6 +415,7 @@ mod tests {
                         "{kind} {p:?} log_allowed={log_allowed} {collector:?}"
                     );
                     checked += usize::from(!said);
+                    let _ = std::fs::remove_dir_all(&d);
                 }
             }
         }
