@@ -123,3 +123,28 @@ fn with_the_fuse_layer_off_rules_inside_the_workspace_are_reported_unapplied() {
         d.log()
     );
 }
+
+#[test]
+fn home_in_the_rules_is_the_session_owners_not_the_daemons() {
+    if !common::privileged("home_in_the_rules_is_the_session_owners_not_the_daemons") {
+        return;
+    }
+    // The owner (this test, root) has its home in the user database; the daemon's own HOME
+    // points elsewhere. A rule on `${HOME}/…` inside a workspace under the owner's home must
+    // bring the FUSE layer and apply there.
+    let owner_home = std::path::Path::new("/root");
+    let ws = TempDir::under(owner_home, "home-ws");
+    std::fs::create_dir_all(ws.path().join("keys")).unwrap();
+    ws.write("keys/id", "KEY MATERIAL");
+    let name = ws.path().file_name().unwrap().to_str().unwrap().to_string();
+    let dns = FakeDns::start();
+    let d = Daemon::start_with_config_env(&dns.server_config("synthetic"), &[("HOME", "/nonexistent")]);
+    let policy = format!(
+        "version: 1\nname: home\nfile_rules:\n\
+         \x20 - {{name: no-keys, paths: ['${{HOME}}/{name}/keys/**'], operations: ['*'], decision: deny}}\n"
+    );
+    let s = d.session_in(ws, &policy);
+    assert_eq!(fuse_shown(&d, &s.id).1, "on (rule no-keys applies inside the workspace)");
+    let r = d.exec(&s, &["sh", "-c", "cat keys/id || echo refused"]);
+    assert!(r.stdout.contains("refused") && !r.stdout.contains("KEY MATERIAL"), "{r:#?}");
+}

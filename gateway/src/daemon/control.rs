@@ -143,8 +143,7 @@ fn handle(
                 );
             }
             let (name, policy, signature) = resolve_policy(policy, &daemon.config.policies.signing)?;
-            let mut session = Session::create(daemon, workspace, name, policy)?;
-            session.owner_uid = peer.uid;
+            let session = Session::create(daemon, workspace, name, policy, peer.uid)?;
             let info = session.info();
             let mut created = Event::new("session_created", &session.id)
                 .field("workspace", session.workspace.display().to_string())

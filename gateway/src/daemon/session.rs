@@ -71,11 +71,14 @@ pub struct Session {
 
 impl Session {
     /// Create the state dir, cgroup and resolver of a new session.
+    /// `owner_uid` is the peer creating it: its home (from the user database) is `${HOME}` in
+    /// the rules the FUSE workspace applies.
     pub fn create(
         daemon: &super::Daemon,
         workspace: PathBuf,
         policy_name: String,
         policy: Policy,
+        owner_uid: u32,
     ) -> anyhow::Result<Session> {
         let (config, recorder, upstream_tls) =
             (&daemon.config, daemon.recorder.clone(), &daemon.upstream_tls);
@@ -133,7 +136,12 @@ impl Session {
                 return Err(e);
             }
         };
-        let rules = FileRules::new(&policy.file_rules, &workspace, &|name| std::env::var(name).ok());
+        // The owner's variables, not the daemon's: `${HOME}/.ssh` is the owner's keys.
+        let home = owner_home(owner_uid);
+        let rules = FileRules::new(&policy.file_rules, &workspace, &|name| match name {
+            "HOME" => home.clone(),
+            _ => std::env::var(name).ok(),
+        });
         let rule_within = rules.rule_within(&workspace).map(str::to_owned);
         let (fuse, fuse_why) = fuse_decision(config.files.fuse_workspace, rule_within.as_deref());
         if !fuse && rule_within.is_some() {
@@ -169,7 +177,7 @@ impl Session {
             llm,
             db,
             recorder,
-            owner_uid: 0,
+            owner_uid,
             backend: daemon.backend.name(),
             landlock: daemon.landlock.clone(),
             workspace_mount: Mutex::new(workspace_mount),
@@ -278,6 +286,12 @@ impl Session {
 }
 
 /// Mount the FUSE workspace of a session over `workspace`, in `dir`.
+/// The home directory of `uid` in the user database, if it has one.
+fn owner_home(uid: u32) -> Option<String> {
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten()?;
+    user.dir.to_str().map(str::to_owned)
+}
+
 /// Whether a session gets the FUSE workspace under `mode`, given the first of its rules that
 /// reaches into the workspace, and why (for `session show`, the `session_created` event and
 /// errors): "on (…)" or "off (…)".
@@ -429,5 +443,30 @@ pub struct RunningGuard(Arc<Session>);
 impl Drop for RunningGuard {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owners_home_comes_from_the_user_database() {
+        assert_eq!(owner_home(0).as_deref(), Some("/root"));
+        // `nobody` has a home entry too; an id nobody holds has none.
+        assert!(owner_home(65534).is_some());
+        assert_eq!(owner_home(4_000_000_000), None);
+    }
+
+    #[test]
+    fn fuse_modes_say_why() {
+        assert_eq!(
+            fuse_decision(FuseMode::Auto, Some("r")),
+            (true, "on (rule r applies inside the workspace)".into())
+        );
+        assert!(!fuse_decision(FuseMode::Auto, None).0);
+        assert!(fuse_decision(FuseMode::On, None).0);
+        let (on, why) = fuse_decision(FuseMode::Off, Some("r"));
+        assert!(!on && why.contains("rule r") && why.contains("not applied"), "{why}");
     }
 }

@@ -72,6 +72,14 @@ impl TempDir {
         TempDir(path)
     }
 
+    /// A fresh directory `parent/agentsh-it-<label>-<pid>` (removed on drop).
+    pub fn under(parent: &Path, label: &str) -> TempDir {
+        let path = parent.join(format!("agentsh-it-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -141,6 +149,11 @@ impl Daemon {
     /// A daemon started with `agentsh server --config FILE`, FILE holding `config` (YAML). The
     /// config must name a DNS upstream on the host's loopback (see [`dns::FakeDns::server_config`]).
     pub fn start_with_config(config: &str) -> Daemon {
+        Daemon::start_with_config_env(config, &[])
+    }
+
+    /// [`Daemon::start_with_config`] with `env` set in the daemon's environment.
+    pub fn start_with_config_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         assert!(
             config.contains("upstream: [\"127.0.0.1:"),
             "a test daemon must forward DNS to a loopback upstream, never the host's resolver: {config}"
@@ -155,7 +168,7 @@ impl Daemon {
             _ => config.to_string(),
         };
         state.write("server.yaml", &config);
-        Daemon::spawn(state)
+        Daemon::spawn(state, env)
     }
 
     /// Stop this daemon (SIGTERM, as an operator would) and start a new one on the same state
@@ -164,10 +177,10 @@ impl Daemon {
         self.stop();
         // The state dir moves to the new daemon; this one's drop finds its child gone.
         let state = std::mem::replace(&mut self.state, TempDir(PathBuf::new()));
-        Daemon::spawn(state)
+        Daemon::spawn(state, &[])
     }
 
-    fn spawn(state: TempDir) -> Daemon {
+    fn spawn(state: TempDir, env: &[(&str, &str)]) -> Daemon {
         let config_file = state.path().join("server.yaml");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -181,6 +194,7 @@ impl Daemon {
             .env("AGENTSH_STATE_DIR", state.path())
             .env_remove("AGENTSH_SERVER")
             .env_remove("AGENTSH_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
