@@ -21,8 +21,9 @@ pub(crate) const PRIVATE_RUN: &str = "/run";
 /// Kernel filesystems mounted fresh in the sandbox; nothing may be bound under them.
 const KERNEL_FS: [&str; 2] = ["/proc", "/sys"];
 
-/// Most `bind_dirs` one spec may carry; the init keeps their source fds in a fixed array.
-pub const MAX_BIND_DIRS: usize = 32;
+/// Most `bind_dirs` one spec may carry; the init keeps their source fds in a fixed array. A
+/// home rebuilt from the parts a policy allows takes one per part.
+pub const MAX_BIND_DIRS: usize = 256;
 
 /// Most late binds: the state dir, resolv.conf and every bind dir.
 pub(crate) const MAX_LATE_BINDS: usize = MAX_BIND_DIRS + 2;
@@ -125,45 +126,53 @@ fn invalid_dir(index: usize, reason: String) -> SandboxError {
     SandboxError::InvalidSpec { field: "bind_dirs", reason: format!("[{index}] {reason}") }
 }
 
-/// Checks `bind_dirs[index]` against the host and returns its mount point inside the sandbox: the
-/// path as given when it lies in a private tmpfs, else the host's canonical path (mount(2)
-/// would follow the same symlinks inside, e.g. `/var/run` to `/run`).
-pub(crate) fn resolve_bind_dir(index: usize, d: &BindDir, hide_run: bool) -> Result<PathBuf, SandboxError> {
+/// Checks `bind_dirs[index]` against the host and returns its mount point inside the sandbox (the
+/// path as given when it lies in a private tmpfs, else the host's canonical path: mount(2)
+/// would follow the same symlinks inside, e.g. `/var/run` to `/run`), and whether it binds a
+/// single file.
+pub(crate) fn resolve_bind_dir(
+    index: usize,
+    d: &BindDir,
+    hide_run: bool,
+) -> Result<(PathBuf, bool), SandboxError> {
     for (name, path) in [("host", &d.host), ("sandbox", &d.sandbox)] {
         if !is_clean_absolute(path) {
             let reason = format!("{name} path {} must be absolute without `..`", path.display());
             return Err(invalid_dir(index, reason));
         }
     }
-    match fs::metadata(&d.host) {
-        Ok(m) if m.is_dir() => {}
+    let file = match fs::metadata(&d.host) {
+        Ok(m) if m.is_dir() => false,
+        Ok(m) if m.is_file() => true,
         Ok(_) => {
-            return Err(invalid_dir(index, format!("host path {} is not a directory", d.host.display())));
+            let reason = format!("host path {} is neither a directory nor a regular file", d.host.display());
+            return Err(invalid_dir(index, reason));
         }
         Err(e) => return Err(invalid_dir(index, format!("host path {}: {e}", d.host.display()))),
-    }
+    };
     if let Some(reason) = forbidden_target(&d.sandbox) {
         return Err(invalid_dir(index, format!("sandbox path {reason}")));
     }
     if private_root(&d.sandbox, hide_run).is_some() {
-        return Ok(d.sandbox.clone());
+        return Ok((d.sandbox.clone(), file));
     }
+    let kind = if file { "regular file" } else { "directory" };
     let not_found = |e: std::io::Error| {
         let reason = format!(
-            "sandbox path {} is outside the sandbox's private tmpfs, so it must be a directory on the host: {e}",
+            "sandbox path {} is outside the sandbox's private tmpfs, so it must be a {kind} on the host: {e}",
             d.sandbox.display()
         );
         invalid_dir(index, reason)
     };
     let resolved = fs::canonicalize(&d.sandbox).map_err(not_found)?;
-    if !resolved.is_dir() {
-        return Err(not_found(std::io::Error::from(std::io::ErrorKind::NotADirectory)));
+    if (file && !resolved.is_file()) || (!file && !resolved.is_dir()) {
+        return Err(not_found(std::io::Error::other(format!("not a {kind}"))));
     }
     if let Some(reason) = forbidden_target(&resolved) {
         let reason = format!("sandbox path {} resolves to {reason}", d.sandbox.display());
         return Err(invalid_dir(index, reason));
     }
-    Ok(resolved)
+    Ok((resolved, file))
 }
 
 /// Lexically removes `.` and `..` from an absolute path.
@@ -233,9 +242,9 @@ pub(crate) fn view(
         });
     }
     for (i, d) in spec.bind_dirs.iter().enumerate() {
-        let target = resolve_bind_dir(i, d, spec.hide_run)?;
+        let (target, file) = resolve_bind_dir(i, d, spec.hide_run)?;
         let label = target.display().to_string();
-        wanted.push(Wanted { source: d.host.clone(), target, file: false, writable: d.writable, label });
+        wanted.push(Wanted { source: d.host.clone(), target, file, writable: d.writable, label });
     }
     let late = plan(wanted, spec.hide_run)
         .map_err(|reason| SandboxError::InvalidSpec { field: "bind_dirs", reason })?;

@@ -39,16 +39,16 @@ pub enum SeccompListener {
     Trace,
 }
 
-/// A host directory bind-mounted into the sandbox, e.g. the session workspace.
+/// A host directory (or regular file) bind-mounted into the sandbox, e.g. the session workspace.
 ///
 /// [`crate::launch`] rejects it unless both paths are absolute without `..`, `host` is an
-/// existing directory, and `sandbox` lies outside `/proc`, `/sys` and `/run/agentsh`. A `sandbox`
-/// path inside a sandbox-private tmpfs (`/tmp`, or `/run` when hidden) is created there as
-/// needed; any other must already be a directory on the host. The bind is not recursive (mounts
+/// existing directory or regular file, and `sandbox` lies outside `/proc`, `/sys` and
+/// `/run/agentsh`. A `sandbox` path inside a sandbox-private tmpfs (`/tmp`, or `/run` when
+/// hidden) is created there as needed; any other must already be of the same kind on the host. The bind is not recursive (mounts
 /// below `host` are not carried over) and is always `nosuid,nodev`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BindDir {
-    /// The directory on the host.
+    /// The directory (or regular file) on the host.
     pub host: PathBuf,
     /// Where it appears inside the sandbox.
     pub sandbox: PathBuf,

@@ -119,6 +119,42 @@ fn no_mount_point_is_created_through_an_earlier_bind() {
     assert!(!ws.0.join("missing").exists(), "created on the host through the workspace bind");
 }
 
+#[test]
+fn single_files_bind_writable_or_read_only() {
+    if !privileged("single_files_bind_writable_or_read_only") {
+        return;
+    }
+    // A directory standing for the host's view of a home, bound over itself, with two files
+    // bound on their own on top: one writable, one read-only.
+    let home = HostDir::new("file-binds");
+    for (name, text) in [("rw.txt", "rw\n"), ("ro.txt", "ro\n")] {
+        std::fs::write(home.0.join(name), text).unwrap();
+        // The command's own (uid 65534): only the mount can refuse its write.
+        std::os::unix::fs::chown(home.0.join(name), Some(65534), Some(65534)).unwrap();
+    }
+    let other = HostDir::new("file-binds-src");
+    std::fs::write(other.0.join("elsewhere.txt"), "elsewhere\n").unwrap();
+    let state = StateDir::new();
+    let h = home.0.display().to_string();
+    let script = format!(
+        "echo more >> {h}/rw.txt && echo wrote-rw; echo more >> {h}/ro.txt 2>/dev/null || echo refused-ro; \
+         cat /tmp/in-tmp/elsewhere.txt; rm {h}/rw.txt 2>/dev/null || echo busy"
+    );
+    let mut spec = sh(&script, &state);
+    let file = |host: PathBuf, inside: PathBuf, writable| BindDir { host, sandbox: inside, writable };
+    spec.bind_dirs = vec![
+        file(home.0.join("rw.txt"), home.0.join("rw.txt"), true),
+        file(home.0.join("ro.txt"), home.0.join("ro.txt"), false),
+        // Inside the private /tmp the mount point is made as a file.
+        file(other.0.join("elsewhere.txt"), PathBuf::from("/tmp/in-tmp/elsewhere.txt"), false),
+    ];
+    let out = run(spec);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "wrote-rw\nrefused-ro\nelsewhere\nbusy\n", "{out:?}");
+    assert_eq!(std::fs::read_to_string(home.0.join("rw.txt")).unwrap(), "rw\nmore\n");
+    assert_eq!(std::fs::read_to_string(home.0.join("ro.txt")).unwrap(), "ro\n");
+}
+
 fn rejected(dirs: Vec<BindDir>) -> String {
     let state = StateDir::new();
     let mut spec = LaunchSpec::new(["true"], &state.0);
@@ -149,9 +185,16 @@ fn bad_bind_dirs_are_rejected_before_launch() {
             .starts_with("[0] host path /nonexistent-agentsh: ")
     );
     assert_eq!(
-        rejected(vec![bind("/etc/hostname", "/tmp/x")]),
-        "[0] host path /etc/hostname is not a directory"
+        rejected(vec![bind("/dev/null", "/tmp/x")]),
+        "[0] host path /dev/null is neither a directory nor a regular file"
     );
+    // A file lands on a file, a directory on a directory.
+    assert!(rejected(vec![bind("/etc/hostname", "/etc")]).starts_with(
+        "[0] sandbox path /etc is outside the sandbox's private tmpfs, so it must be a regular file"
+    ),);
+    assert!(rejected(vec![bind("/etc", "/etc/hostname")]).starts_with(
+        "[0] sandbox path /etc/hostname is outside the sandbox's private tmpfs, so it must be a directory"
+    ),);
     assert_eq!(rejected(vec![bind("/etc", "/proc/x")]), "[0] sandbox path /proc/x lies under /proc");
     assert_eq!(rejected(vec![bind("/etc", "/sys")]), "[0] sandbox path /sys lies under /sys");
     assert_eq!(
@@ -167,6 +210,6 @@ fn bad_bind_dirs_are_rejected_before_launch() {
         rejected(vec![bind("/etc", "/tmp/a/b"), bind("/etc", "/tmp/a")]),
         "/tmp/a would hide the earlier mount /tmp/a/b"
     );
-    let many = (0..33).map(|i| bind("/etc", &format!("/tmp/{i}"))).collect();
-    assert_eq!(rejected(many), "33 entries exceed the limit of 32");
+    let many = (0..257).map(|i| bind("/etc", &format!("/tmp/{i}"))).collect();
+    assert_eq!(rejected(many), "257 entries exceed the limit of 256");
 }
