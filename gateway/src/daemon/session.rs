@@ -236,6 +236,15 @@ impl Session {
         }
     }
 
+    /// The directory holding what `uid`'s commands create directly in `home` (see
+    /// `home_view`): the session's own, removed with it.
+    pub fn home_view_dir(&self, uid: u32, home: &std::path::Path) -> PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        home.hash(&mut h);
+        self.dir.join(format!("home-{uid}-{:016x}", h.finish()))
+    }
+
     /// What the sandbox binds at the workspace path: the FUSE mount when there is one.
     pub fn workspace_source(&self) -> PathBuf {
         match &*self.workspace_mount.lock().unwrap_or_else(|p| p.into_inner()) {

@@ -1,0 +1,278 @@
+//! A home a command can create in. Landlock cannot grant a directory without granting all
+//! below it, so a home the policy's `file_rules` deny in part (the default policy's `~/.ssh`,
+//! `~/.aws`, …) is split into its other parts and has no grant of its own: nothing could be
+//! created directly in it (`~/.npm`, `~/.cache`, `git config --global`'s lock file).
+//!
+//! Instead the sandbox sees, at `HOME`, a directory of the session's own with every part of the
+//! real home the plan grants bound back on top of it (read-only where the plan grants no
+//! write). Denied parts are not there at all; what a command creates directly in the home, or
+//! in a split directory below it, lands in the session's directory: it lasts as long as the
+//! session and never reaches the real home. Landlock then grants `HOME` whole: the mounts
+//! carry the rules.
+//!
+//! The session's directory is writable by the command, so the daemon only ever touches it
+//! through descriptors, never following a link the command may have left there.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, bail};
+use nix::{
+    errno::Errno,
+    fcntl::{OFlag, openat},
+    sys::stat::{Mode, mkdirat},
+    unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat},
+};
+use sandbox::{
+    BindDir,
+    landlock_plan::{LandlockAccess, LandlockPath, LandlockPlan},
+};
+
+/// The home as the sandbox sees it: binds in mount order (the session's directory first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeView {
+    pub binds: Vec<BindDir>,
+}
+
+/// Rewrites `plan` to grant `home` whole and returns the binds that build the view in
+/// `view_dir` (made and owned by `owner`), when the plan split the home. `None` (the plan
+/// untouched) when it did not: the home is granted whole, not at all, or lies in the
+/// workspace; or when a part is granted without execution, which a bind cannot express.
+pub fn build(
+    plan: &mut LandlockPlan,
+    home: &Path,
+    workspace: &Path,
+    view_dir: &Path,
+    owner: (u32, u32),
+) -> anyhow::Result<Option<HomeView>> {
+    let Some(parts) = parts(plan, home, workspace) else { return Ok(None) };
+    std::fs::create_dir_all(view_dir).with_context(|| format!("creating {}", view_dir.display()))?;
+    let root = open_dir(view_dir)?;
+    own(&root, owner)?;
+    let mut binds =
+        vec![BindDir { host: view_dir.to_path_buf(), sandbox: home.to_path_buf(), writable: true }];
+    let mut points: Vec<(PathBuf, bool)> = parts.iter().map(|p| (p.path.clone(), p.path.is_dir())).collect();
+    if workspace.starts_with(home) && workspace != home {
+        // The workspace is bound after the view, onto a mount point in it.
+        points.push((workspace.to_path_buf(), true));
+    }
+    for (path, dir) in &points {
+        let rel = path.strip_prefix(home).context("a part outside the home")?;
+        mount_point(&root, rel, *dir, owner).with_context(|| {
+            format!("making the mount point of {} in {}", path.display(), view_dir.display())
+        })?;
+    }
+    for p in &parts {
+        let writable = matches!(p.access, LandlockAccess::ReadWriteExec);
+        binds.push(BindDir { host: p.path.clone(), sandbox: p.path.clone(), writable });
+    }
+    plan.paths.retain(|p| !p.path.starts_with(home) || p.path.starts_with(workspace));
+    plan.paths.push(LandlockPath {
+        path: home.to_path_buf(),
+        access: LandlockAccess::ReadWriteExec,
+        required: true,
+        split: false,
+    });
+    Ok(Some(HomeView { binds }))
+}
+
+/// The plan's grants below a split `home` (outside the workspace), when a view can stand in.
+fn parts(plan: &LandlockPlan, home: &Path, workspace: &Path) -> Option<Vec<LandlockPath>> {
+    if home.starts_with(workspace) || plan.paths.iter().any(|p| p.path == home) {
+        return None;
+    }
+    let parts: Vec<LandlockPath> = plan
+        .paths
+        .iter()
+        .filter(|p| p.path.starts_with(home) && !p.path.starts_with(workspace))
+        .cloned()
+        .collect();
+    if parts.is_empty() {
+        // Not granted, or denied whole.
+        return None;
+    }
+    let bindable = |a| matches!(a, LandlockAccess::ReadWriteExec | LandlockAccess::ReadExec);
+    if let Some(p) = parts.iter().find(|p| !bindable(p.access)) {
+        tracing::debug!(path = %p.path.display(), access = ?p.access, "home left split: a part may not execute");
+        return None;
+    }
+    Some(parts)
+}
+
+fn open_dir(path: &Path) -> anyhow::Result<OwnedFd> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    nix::fcntl::open(path, flags, Mode::empty()).with_context(|| format!("opening {}", path.display()))
+}
+
+fn own(fd: &OwnedFd, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
+    fchown(fd.as_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).context("chown")
+}
+
+/// Opens the directory `name` in `parent`, making it (owned by `owner`) if absent; a link or
+/// file of that name (left by a command) is removed first.
+fn dir_at(parent: &OwnedFd, name: &OsStr, owner: (u32, u32)) -> anyhow::Result<OwnedFd> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    for _ in 0..2 {
+        match openat(parent.as_fd(), name, flags, Mode::empty()) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENOENT) => {}
+            Err(Errno::ENOTDIR | Errno::ELOOP) => unlinkat(parent.as_fd(), name, UnlinkatFlags::NoRemoveDir)?,
+            Err(e) => return Err(e.into()),
+        }
+        match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) => {
+                let fd = openat(parent.as_fd(), name, flags, Mode::empty())?;
+                own(&fd, owner)?;
+                return Ok(fd);
+            }
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("{} keeps changing", Path::new(name).display())
+}
+
+/// Makes the mount point `rel` (a directory, or an empty file) below `root`.
+fn mount_point(root: &OwnedFd, rel: &Path, dir: bool, owner: (u32, u32)) -> anyhow::Result<()> {
+    let names: Vec<&OsStr> = rel
+        .components()
+        .map(|c| match c {
+            Component::Normal(n) => Ok(n),
+            _ => Err(anyhow::anyhow!("{} is not a plain relative path", rel.display())),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let Some((last, parents)) = names.split_last() else { bail!("an empty mount point") };
+    let mut at: Option<OwnedFd> = None;
+    for name in parents {
+        let next = dir_at(at.as_ref().unwrap_or(root), name, owner)?;
+        at = Some(next);
+    }
+    let parent = at.as_ref().unwrap_or(root);
+    if dir {
+        dir_at(parent, last, owner)?;
+        return Ok(());
+    }
+    let flags = OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match openat(parent.as_fd(), *last, flags, Mode::from_bits_truncate(0o644)) {
+        Ok(fd) => own(&fd, owner),
+        Err(Errno::ELOOP) => {
+            unlinkat(parent.as_fd(), *last, UnlinkatFlags::NoRemoveDir)?;
+            let fd = openat(parent.as_fd(), *last, flags | OFlag::O_EXCL, Mode::from_bits_truncate(0o644))?;
+            own(&fd, owner)
+        }
+        Err(Errno::EISDIR) => {
+            bail!("the session's home has a directory where the home has a file; remove it to use the file")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use policies::engine::file::FileRules;
+
+    use super::*;
+
+    /// A fresh tree under /var/tmp (a home under /tmp is never granted) holding `files` (a
+    /// trailing `/` makes a directory), for `body`; removed afterwards.
+    fn with_tree(tag: &str, files: &[&str], body: impl FnOnce(&Path)) {
+        let root = PathBuf::from(format!("/var/tmp/agentsh-home-view-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for f in files {
+            let p = root.join(f.trim_end_matches('/'));
+            let dir = if f.ends_with('/') { p.as_path() } else { p.parent().unwrap() };
+            std::fs::create_dir_all(dir).unwrap();
+            if !f.ends_with('/') {
+                std::fs::write(&p, "x").unwrap();
+            }
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&root)));
+        let _ = std::fs::remove_dir_all(&root);
+        if let Err(p) = outcome {
+            std::panic::resume_unwind(p);
+        }
+    }
+
+    fn default_plan(ws: &Path, home: &Path) -> LandlockPlan {
+        let policy =
+            policies::load_policy(policies::embedded::source("default").unwrap(), "default").unwrap();
+        let h = home.display().to_string();
+        let rules = FileRules::new(&policy.file_rules, ws, &move |v| (v == "HOME").then(|| h.clone()));
+        LandlockPlan::for_session(ws, Some(home), &[]).narrowed(&rules)
+    }
+
+    #[test]
+    fn a_split_home_becomes_a_view_of_its_granted_parts() {
+        let files =
+            ["home/.ssh/id_rsa", "home/.cargo/bin/cargo", "home/.bashrc", "home/.config/gcloud/creds"];
+        let more = ["home/.config/fish/config.fish", "home/project/"];
+        with_tree("split", &[&files[..], &more[..]].concat(), |t| {
+            let (home, view) = (t.join("home"), t.join("view"));
+            let ws = home.join("project");
+            let mut plan = default_plan(&ws, &home);
+            let v = build(&mut plan, &home, &ws, &view, (65534, 65534)).unwrap().expect("a view");
+
+            let bind = |rel: &str| v.binds.iter().find(|b| b.sandbox == home.join(rel)).map(|b| b.writable);
+            assert_eq!(v.binds[0], BindDir { host: view.clone(), sandbox: home.clone(), writable: true });
+            assert_eq!(bind(".cargo"), Some(true));
+            // Start-up files and the fish config are read-only parts; denied ones are absent.
+            assert_eq!(bind(".bashrc"), Some(false));
+            assert_eq!(bind(".config/fish"), Some(false));
+            for absent in [".ssh", ".config/gcloud", ".config", "project"] {
+                assert_eq!(bind(absent), None, "{absent}: {v:#?}");
+            }
+            // Mount points exist in the view, owned by the command's user; nothing is copied.
+            for (rel, dir) in
+                [(".cargo", true), (".bashrc", false), (".config/fish", true), ("project", true)]
+            {
+                let m = std::fs::symlink_metadata(view.join(rel)).unwrap();
+                assert_eq!((m.is_dir(), m.uid()), (dir, 65534), "{rel}");
+            }
+            assert!(!view.join(".ssh").exists() && !view.join(".config/gcloud").exists());
+            assert_eq!(std::fs::read_dir(view.join(".cargo")).unwrap().count(), 0);
+            // Landlock grants the home whole and keeps the workspace's own grant.
+            let granted: Vec<_> = plan.paths.iter().filter(|p| p.path.starts_with(&home)).collect();
+            assert_eq!(granted.len(), 2, "{granted:#?}");
+            assert!(granted.iter().any(|p| p.path == home && p.access == LandlockAccess::ReadWriteExec));
+            assert!(granted.iter().any(|p| p.path == ws));
+        });
+    }
+
+    #[test]
+    fn links_left_in_the_view_are_replaced_not_followed() {
+        let files =
+            ["home/.ssh/id_rsa", "home/.cargo/config.toml", "home/.bashrc", "outside/", "view/", "ws/"];
+        with_tree("links", &files, |t| {
+            let (home, view, outside) = (t.join("home"), t.join("view"), t.join("outside"));
+            // A command made its mount points links out of the view between two launches.
+            std::os::unix::fs::symlink(&outside, view.join(".cargo")).unwrap();
+            std::os::unix::fs::symlink(outside.join("bashrc"), view.join(".bashrc")).unwrap();
+            let ws = t.join("ws");
+            let mut plan = default_plan(&ws, &home);
+            build(&mut plan, &home, &ws, &view, (65534, 65534)).unwrap().expect("a view");
+            assert!(std::fs::symlink_metadata(view.join(".cargo")).unwrap().is_dir());
+            assert!(std::fs::symlink_metadata(view.join(".bashrc")).unwrap().is_file());
+            assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing made through a link");
+            assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0, "nothing chowned through a link");
+        });
+    }
+
+    #[test]
+    fn a_home_granted_whole_or_not_at_all_needs_no_view() {
+        with_tree("whole", &["home/.cargo/config.toml", "ws/"], |t| {
+            let (home, ws) = (t.join("home"), t.join("ws"));
+            // No rule touches the home: granted whole.
+            let mut plan = LandlockPlan::for_session(&ws, Some(&home), &[]);
+            let before = plan.clone();
+            assert_eq!(build(&mut plan, &home, &ws, &t.join("view"), (0, 0)).unwrap(), None);
+            assert_eq!(plan, before);
+            // A home in the workspace is the workspace's.
+            let mut plan = default_plan(t, &home);
+            assert_eq!(build(&mut plan, &home, t, &t.join("view"), (0, 0)).unwrap(), None);
+            assert!(!t.join("view").exists());
+        });
+    }
+}
