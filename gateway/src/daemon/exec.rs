@@ -392,9 +392,9 @@ pub fn run(
         if let Some(home) = home {
             let view_dir = session.home_view_dir(peer.uid, home);
             let owner = (peer.uid, peer.gid);
-            if let Some(view) = super::home_view::build(&mut plan, home, &session.workspace, &view_dir, owner)
-                .context("building the session's view of the home")?
-            {
+            let view = super::home_view::build(&mut plan, home, &session.workspace, &view_dir, owner, &rules)
+                .context("building the session's view of the home")?;
+            if let Some(view) = view {
                 // Before the workspace, which may lie in the home.
                 spec.bind_dirs.splice(0..0, view.binds);
             }

@@ -13,6 +13,7 @@
 //! The session's directory is writable by the command, so the daemon only ever touches it
 //! through descriptors, never following a link the command may have left there.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -20,10 +21,11 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, bail};
 use nix::{
     errno::Errno,
-    fcntl::{OFlag, openat},
+    fcntl::{OFlag, openat, readlinkat},
     sys::stat::{Mode, mkdirat},
-    unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat},
+    unistd::{Gid, Uid, UnlinkatFlags, fchown, symlinkat, unlinkat},
 };
+use policies::engine::file::{FileOp, FileRules, Subtree};
 use sandbox::{
     BindDir,
     landlock_plan::{LandlockAccess, LandlockPath, LandlockPlan},
@@ -39,12 +41,15 @@ pub struct HomeView {
 /// `view_dir` (made and owned by `owner`), when the plan split the home. `None` (the plan
 /// untouched) when it did not: the home is granted whole, not at all, or lies in the
 /// workspace; or when a part is granted without execution, which a bind cannot express.
+/// Symbolic links in the split directories that no rule names are made again in the view
+/// (`rules`: the session's, with the caller's `${HOME}`).
 pub fn build(
     plan: &mut LandlockPlan,
     home: &Path,
     workspace: &Path,
     view_dir: &Path,
     owner: (u32, u32),
+    rules: &FileRules,
 ) -> anyhow::Result<Option<HomeView>> {
     let Some(parts) = parts(plan, home, workspace) else { return Ok(None) };
     std::fs::create_dir_all(view_dir).with_context(|| format!("creating {}", view_dir.display()))?;
@@ -62,6 +67,15 @@ pub fn build(
         mount_point(&root, rel, *dir, owner).with_context(|| {
             format!("making the mount point of {} in {}", path.display(), view_dir.display())
         })?;
+    }
+    // The directories the view has of its own: the home and those a split went through.
+    let split: BTreeSet<PathBuf> = points
+        .iter()
+        .flat_map(|(p, _)| p.ancestors().skip(1).take_while(|a| a.starts_with(home)).map(Path::to_path_buf))
+        .collect();
+    for dir in &split {
+        links(&root, home, dir, rules, owner)
+            .with_context(|| format!("making the links of {} in {}", dir.display(), view_dir.display()))?;
     }
     for p in &parts {
         let writable = matches!(p.access, LandlockAccess::ReadWriteExec);
@@ -133,21 +147,72 @@ fn dir_at(parent: &OwnedFd, name: &OsStr, owner: (u32, u32)) -> anyhow::Result<O
     bail!("{} keeps changing", Path::new(name).display())
 }
 
-/// Makes the mount point `rel` (a directory, or an empty file) below `root`.
-fn mount_point(root: &OwnedFd, rel: &Path, dir: bool, owner: (u32, u32)) -> anyhow::Result<()> {
-    let names: Vec<&OsStr> = rel
-        .components()
+/// The names of the plain relative path `rel`.
+fn names(rel: &Path) -> anyhow::Result<Vec<&OsStr>> {
+    rel.components()
         .map(|c| match c {
             Component::Normal(n) => Ok(n),
             _ => Err(anyhow::anyhow!("{} is not a plain relative path", rel.display())),
         })
-        .collect::<anyhow::Result<_>>()?;
-    let Some((last, parents)) = names.split_last() else { bail!("an empty mount point") };
+        .collect()
+}
+
+/// Opens (making as needed) the directory `names` below `root`; `None` is `root` itself.
+fn dirs_at(root: &OwnedFd, names: &[&OsStr], owner: (u32, u32)) -> anyhow::Result<Option<OwnedFd>> {
     let mut at: Option<OwnedFd> = None;
-    for name in parents {
+    for name in names {
         let next = dir_at(at.as_ref().unwrap_or(root), name, owner)?;
         at = Some(next);
     }
+    Ok(at)
+}
+
+/// Makes the links of the real directory `dir` (in the home) that no rule names again at the
+/// same place in the view: the rules of a link's own path could otherwise be passed by
+/// reaching its target through it. A link resolves inside the sandbox, where what the rules
+/// deny is not there.
+fn links(
+    root: &OwnedFd,
+    home: &Path,
+    dir: &Path,
+    rules: &FileRules,
+    owner: (u32, u32),
+) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let rel = dir.strip_prefix(home).context("a directory outside the home")?;
+    let at = dirs_at(root, &names(rel)?, owner)?;
+    let parent = at.as_ref().unwrap_or(root);
+    for e in entries.flatten() {
+        let path = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_symlink())
+            || FileOp::ALL.iter().any(|op| rules.leaf(&path, *op) != Subtree::Clear)
+        {
+            continue;
+        }
+        let Ok(target) = std::fs::read_link(&path) else { continue };
+        let name = e.file_name();
+        match readlinkat(parent.as_fd(), name.as_os_str()) {
+            Ok(held) if held == target.as_os_str() => continue,
+            // Made by a command, or an old link: replaced; a directory is left alone.
+            Ok(_) => unlinkat(parent.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir)?,
+            Err(Errno::ENOENT) => {}
+            Err(Errno::EINVAL) => {
+                if unlinkat(parent.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir).is_err() {
+                    continue;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        symlinkat(target.as_os_str(), parent.as_fd(), name.as_os_str())?;
+    }
+    Ok(())
+}
+
+/// Makes the mount point `rel` (a directory, or an empty file) below `root`.
+fn mount_point(root: &OwnedFd, rel: &Path, dir: bool, owner: (u32, u32)) -> anyhow::Result<()> {
+    let names = names(rel)?;
+    let Some((last, parents)) = names.split_last() else { bail!("an empty mount point") };
+    let at = dirs_at(root, parents, owner)?;
     let parent = at.as_ref().unwrap_or(root);
     if dir {
         dir_at(parent, last, owner)?;
@@ -172,8 +237,6 @@ fn mount_point(root: &OwnedFd, rel: &Path, dir: bool, owner: (u32, u32)) -> anyh
 mod tests {
     use std::os::unix::fs::MetadataExt;
 
-    use policies::engine::file::FileRules;
-
     use super::*;
 
     /// A fresh tree under /var/tmp (a home under /tmp is never granted) holding `files` (a
@@ -196,12 +259,15 @@ mod tests {
         }
     }
 
-    fn default_plan(ws: &Path, home: &Path) -> LandlockPlan {
+    fn default_rules(ws: &Path, home: &Path) -> FileRules {
         let policy =
             policies::load_policy(policies::embedded::source("default").unwrap(), "default").unwrap();
         let h = home.display().to_string();
-        let rules = FileRules::new(&policy.file_rules, ws, &move |v| (v == "HOME").then(|| h.clone()));
-        LandlockPlan::for_session(ws, Some(home), &[]).narrowed(&rules)
+        FileRules::new(&policy.file_rules, ws, &move |v| (v == "HOME").then(|| h.clone()))
+    }
+
+    fn default_plan(ws: &Path, home: &Path) -> LandlockPlan {
+        LandlockPlan::for_session(ws, Some(home), &[]).narrowed(&default_rules(ws, home))
     }
 
     #[test]
@@ -213,7 +279,8 @@ mod tests {
             let (home, view) = (t.join("home"), t.join("view"));
             let ws = home.join("project");
             let mut plan = default_plan(&ws, &home);
-            let v = build(&mut plan, &home, &ws, &view, (65534, 65534)).unwrap().expect("a view");
+            let rules = default_rules(&ws, &home);
+            let v = build(&mut plan, &home, &ws, &view, (65534, 65534), &rules).unwrap().expect("a view");
 
             let bind = |rel: &str| v.binds.iter().find(|b| b.sandbox == home.join(rel)).map(|b| b.writable);
             assert_eq!(v.binds[0], BindDir { host: view.clone(), sandbox: home.clone(), writable: true });
@@ -242,6 +309,34 @@ mod tests {
     }
 
     #[test]
+    fn links_no_rule_names_are_made_again_in_the_view() {
+        let files = ["home/.ssh/id_rsa", "home/dotfiles/vimrc", "home/.config/fish/config.fish", "ws/"];
+        with_tree("made-links", &files, |t| {
+            let (home, view, ws) = (t.join("home"), t.join("view"), t.join("ws"));
+            let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, home.join(at)).unwrap();
+            link("dotfiles/vimrc", ".vimrc");
+            link("../dotfiles", ".config/dots");
+            // Named by rules: through them the rules of their own path could be passed.
+            link("dotfiles/vimrc", ".profile");
+            link("/nonexistent/aws", ".aws");
+            let mut plan = default_plan(&ws, &home);
+            let rules = default_rules(&ws, &home);
+            build(&mut plan, &home, &ws, &view, (65534, 65534), &rules).unwrap().expect("a view");
+            let read = |rel: &str| std::fs::read_link(view.join(rel)).ok();
+            assert_eq!(read(".vimrc"), Some(PathBuf::from("dotfiles/vimrc")));
+            assert_eq!(read(".config/dots"), Some(PathBuf::from("../dotfiles")));
+            assert_eq!(read(".profile"), None);
+            assert_eq!(read(".aws"), None);
+            // A second launch finds them in place; one a command replaced is made again.
+            std::fs::remove_file(view.join(".vimrc")).unwrap();
+            std::fs::write(view.join(".vimrc"), "mine").unwrap();
+            let mut plan = default_plan(&ws, &home);
+            build(&mut plan, &home, &ws, &view, (65534, 65534), &rules).unwrap().expect("a view");
+            assert_eq!(read(".vimrc"), Some(PathBuf::from("dotfiles/vimrc")));
+        });
+    }
+
+    #[test]
     fn links_left_in_the_view_are_replaced_not_followed() {
         let files =
             ["home/.ssh/id_rsa", "home/.cargo/config.toml", "home/.bashrc", "outside/", "view/", "ws/"];
@@ -252,7 +347,8 @@ mod tests {
             std::os::unix::fs::symlink(outside.join("bashrc"), view.join(".bashrc")).unwrap();
             let ws = t.join("ws");
             let mut plan = default_plan(&ws, &home);
-            build(&mut plan, &home, &ws, &view, (65534, 65534)).unwrap().expect("a view");
+            let rules = default_rules(&ws, &home);
+            build(&mut plan, &home, &ws, &view, (65534, 65534), &rules).unwrap().expect("a view");
             assert!(std::fs::symlink_metadata(view.join(".cargo")).unwrap().is_dir());
             assert!(std::fs::symlink_metadata(view.join(".bashrc")).unwrap().is_file());
             assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing made through a link");
@@ -267,11 +363,12 @@ mod tests {
             // No rule touches the home: granted whole.
             let mut plan = LandlockPlan::for_session(&ws, Some(&home), &[]);
             let before = plan.clone();
-            assert_eq!(build(&mut plan, &home, &ws, &t.join("view"), (0, 0)).unwrap(), None);
+            let rules = default_rules(&ws, &home);
+            assert_eq!(build(&mut plan, &home, &ws, &t.join("view"), (0, 0), &rules).unwrap(), None);
             assert_eq!(plan, before);
             // A home in the workspace is the workspace's.
             let mut plan = default_plan(t, &home);
-            assert_eq!(build(&mut plan, &home, t, &t.join("view"), (0, 0)).unwrap(), None);
+            assert_eq!(build(&mut plan, &home, t, &t.join("view"), (0, 0), &rules).unwrap(), None);
             assert!(!t.join("view").exists());
         });
     }
