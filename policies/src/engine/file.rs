@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
 
 use crate::{
-    matchers::path_glob::{CompiledGlob, expand},
+    matchers::path_glob::{self, CompiledGlob, expand},
     model::file::{FileDecision, FileOperation, FileRule},
 };
 
@@ -195,8 +195,8 @@ pub struct FileRuling<'a> {
 struct Compiled {
     name: String,
     message: Option<String>,
-    /// Expanded glob texts, kept for subtree analysis.
-    texts: Vec<String>,
+    /// The segments of each expanded glob, kept for subtree analysis.
+    patterns: Vec<Vec<Vec<u8>>>,
     globs: Vec<CompiledGlob>,
     any_path: bool,
     ops: Vec<FileOperation>,
@@ -260,7 +260,12 @@ impl FileRules {
         let rules = rules
             .iter()
             .map(|r| {
-                let texts: Vec<String> = r.paths.iter().filter_map(|g| expand(g.as_str(), &lookup)).collect();
+                let patterns = r
+                    .paths
+                    .iter()
+                    .filter_map(|g| expand(g.as_str(), &lookup))
+                    .map(|t| segments(t.as_bytes()).map(<[u8]>::to_vec).collect())
+                    .collect();
                 Compiled {
                     name: r.name.clone(),
                     message: r.message.clone(),
@@ -269,7 +274,7 @@ impl FileRules {
                         .iter()
                         .filter_map(|g| CompiledGlob::compile(g.as_str(), &lookup))
                         .collect(),
-                    texts,
+                    patterns,
                     any_path: r.paths.is_empty(),
                     ops: r.operations.clone(),
                     decision: r.decision,
@@ -368,7 +373,7 @@ impl FileRules {
             let reach = if rule.any_path {
                 Reach::Covers
             } else {
-                rule.texts.iter().map(|t| reach(t, &segs)).min().unwrap_or(Reach::Disjoint)
+                rule.patterns.iter().map(|p| reach(p, &segs)).min().unwrap_or(Reach::Disjoint)
             };
             match reach {
                 Reach::Disjoint => {}
@@ -422,23 +427,14 @@ enum Reach {
     Disjoint,
 }
 
-fn segment_matches(pattern: &[u8], seg: &[u8]) -> bool {
-    let (Ok(p), Ok(s)) = (std::str::from_utf8(pattern), std::str::from_utf8(seg)) else {
-        return pattern == seg;
-    };
-    CompiledGlob::compile(&format!("/{p}"), &|_| None)
-        .is_some_and(|g| g.matches_path(Path::new(&format!("/{s}"))))
-}
-
-fn reach(glob: &str, root: &[&[u8]]) -> Reach {
-    let pat: Vec<&[u8]> = segments(glob.as_bytes()).collect();
+fn reach(pat: &[Vec<u8>], root: &[&[u8]]) -> Reach {
     for (i, p) in pat.iter().enumerate() {
-        if *p == b"**" {
-            let rest_deep = pat[i..].iter().all(|p| *p == b"**");
+        if p == b"**" {
+            let rest_deep = pat[i..].iter().all(|p| p == b"**");
             return if rest_deep { Reach::Covers } else { Reach::Touches };
         }
         match root.get(i) {
-            Some(seg) if segment_matches(p, seg) => {}
+            Some(seg) if path_glob::segment_matches(p, seg) => {}
             Some(_) => return Reach::Disjoint,
             // The root is a prefix of the pattern: something below it may match.
             None => return Reach::Touches,
@@ -459,6 +455,10 @@ mod tests {
     #[test]
     fn reach_classifies_globs_against_a_root() {
         let root: Vec<&[u8]> = vec![b"home", b"a"];
+        let reach = |glob: &str, root: &[&[u8]]| {
+            let pat: Vec<Vec<u8>> = segments(glob.as_bytes()).map(<[u8]>::to_vec).collect();
+            reach(&pat, root)
+        };
         assert_eq!(reach("/home/a/**", &root), Reach::Covers);
         assert_eq!(reach("/home/*/**", &root), Reach::Covers);
         assert_eq!(reach("/**", &root), Reach::Covers);

@@ -53,6 +53,12 @@ pub fn expand(glob: &str, vars: &dyn Fn(&str) -> Option<String>) -> Option<Strin
     Some(out)
 }
 
+/// Whether one path segment `seg` matches one segment `pat` of a glob (`*` any run within the
+/// segment, `?` one byte, anything else literal; `**` is the caller's).
+pub fn segment_matches(pat: &[u8], seg: &[u8]) -> bool {
+    flat_match(pat, seg)
+}
+
 /// `*` any run, `?` one byte, anything else literal.
 fn flat_match(pat: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t, mut star, mut mark) = (0, 0, None, 0);
