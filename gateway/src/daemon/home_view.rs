@@ -68,10 +68,12 @@ pub fn build(
             format!("making the mount point of {} in {}", path.display(), view_dir.display())
         })?;
     }
-    // The directories the view has of its own: the home and those a split went through.
+    // The directories the view has of its own: the home and those a split went through (not
+    // a part holding the workspace: that one is bound whole).
     let split: BTreeSet<PathBuf> = points
         .iter()
         .flat_map(|(p, _)| p.ancestors().skip(1).take_while(|a| a.starts_with(home)).map(Path::to_path_buf))
+        .filter(|d| !parts.iter().any(|p| d.starts_with(&p.path)))
         .collect();
     for dir in &split {
         links(&root, home, dir, rules, owner)
@@ -333,6 +335,24 @@ mod tests {
             let mut plan = default_plan(&ws, &home);
             build(&mut plan, &home, &ws, &view, (65534, 65534), &rules).unwrap().expect("a view");
             assert_eq!(read(".vimrc"), Some(PathBuf::from("dotfiles/vimrc")));
+        });
+    }
+
+    #[test]
+    fn a_workspace_inside_a_granted_part_is_bound_over_it() {
+        let files = ["home/.ssh/id_rsa", "home/src/project/", "home/src/other/notes"];
+        with_tree("ws-in-part", &files, |t| {
+            let (home, view) = (t.join("home"), t.join("view"));
+            std::os::unix::fs::symlink("other", home.join("src/link")).unwrap();
+            let ws = home.join("src/project");
+            let mut plan = default_plan(&ws, &home);
+            let rules = default_rules(&ws, &home);
+            let v = build(&mut plan, &home, &ws, &view, (65534, 65534), &rules).unwrap().expect("a view");
+            let targets: Vec<&Path> = v.binds.iter().map(|b| b.sandbox.as_path()).collect();
+            assert_eq!(targets, [home.as_path(), home.join("src").as_path()], "{v:#?}");
+            assert!(plan.paths.iter().any(|p| p.path == ws), "the workspace keeps its grant");
+            // `src` is bound whole: its links are its own, none is made under its mount point.
+            assert!(std::fs::symlink_metadata(view.join("src/link")).is_err());
         });
     }
 
