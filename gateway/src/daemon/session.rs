@@ -294,7 +294,6 @@ impl Session {
     }
 }
 
-/// Mount the FUSE workspace of a session over `workspace`, in `dir`.
 /// The home directory of `uid` in the user database, if it has one.
 fn owner_home(uid: u32) -> Option<String> {
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten()?;
@@ -319,6 +318,7 @@ fn fuse_decision(mode: FuseMode, rule_within: Option<&str>) -> (bool, String) {
     }
 }
 
+/// Mount the FUSE workspace of a session over `workspace`, in `dir`, applying `rules`.
 #[allow(clippy::too_many_arguments)]
 fn mount_workspace(
     policy: &Policy,
