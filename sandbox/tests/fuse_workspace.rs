@@ -456,3 +456,29 @@ fn setid_bits_drop(passthrough: bool) {
         assert_eq!(seen, after, "{name} through the mount (passthrough {passthrough}): {seen:o}");
     }
 }
+
+#[test]
+fn unix_sockets_bound_through_the_mount_work_and_host_bound_ones_are_refused() {
+    if !privileged("unix_sockets_bound_through_the_mount_work_and_host_bound_ones_are_refused") {
+        return;
+    }
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let m = Mounted::new(RULES, SymlinkEscape::Deny, seed);
+    // Bound and reached through the mount: the kernel finds the listener by the mount's inode.
+    let listener = UnixListener::bind(m.path("through.sock")).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.write_all(b"hello").unwrap();
+    });
+    let mut client = UnixStream::connect(m.path("through.sock")).unwrap();
+    let mut got = String::new();
+    client.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello");
+    server.join().unwrap();
+    // Bound on the backing directory (a server on the host side): the mount's inode for that
+    // name is not the listener's, so a connect through the mount is refused.
+    let _host = UnixListener::bind(m.backing.join("host.sock")).unwrap();
+    let e = UnixStream::connect(m.path("host.sock")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED), "{e}");
+}
