@@ -244,3 +244,36 @@ fn the_landlock_layer_confines_commands_to_the_workspace_and_the_rules() {
     assert!(!escaped.exists(), "nothing was written outside the workspace");
     assert_eq!(std::fs::read_to_string(s.workspace.path().join("in-workspace.txt")).unwrap(), "ok\n");
 }
+
+#[test]
+fn a_workspace_inside_the_home_is_bound_into_the_rebuilt_home() {
+    if !landlock_available("a_workspace_inside_the_home_is_bound_into_the_rebuilt_home") {
+        return;
+    }
+    let dns = FakeDns::start();
+    // Served directly, and through the FUSE layer.
+    for files in ["", "files:\n  fuse_workspace: on\n"] {
+        let d = Daemon::start_with_config(&format!("{}{files}", dns.server_config("synthetic")));
+        let home = home_with_secrets();
+        let ws = TempDir::under(home.path(), "project");
+        ws.write("src.txt", "source\n");
+        let project = ws.path().to_path_buf();
+        let name = project.file_name().unwrap().to_str().unwrap().to_string();
+        let s = d.session_in(ws, policies::embedded::source("default").unwrap());
+        let r = exec_with_home(
+            &d,
+            &s,
+            &home,
+            "pwd; cat src.txt; echo built > out.txt; ls -A \"$HOME\"; cat \"$HOME/.ssh/id_rsa\" 2>/dev/null || echo no-ssh",
+        );
+        r.assert_exit(0);
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(lines[0], project.to_str().unwrap(), "{files}: {r:#?}");
+        assert_eq!(lines[1], "source", "{files}: {r:#?}");
+        for shown in [name.as_str(), ".cargo", ".bashrc"] {
+            assert!(lines.contains(&shown), "{shown} not in the home ({files}): {r:#?}");
+        }
+        assert!(!lines.contains(&".ssh") && lines.contains(&"no-ssh"), "{files}: {r:#?}");
+        assert_eq!(std::fs::read_to_string(project.join("out.txt")).unwrap(), "built\n", "{files}");
+    }
+}
