@@ -148,3 +148,35 @@ fn home_in_the_rules_is_the_session_owners_not_the_daemons() {
     let r = d.exec(&s, &["sh", "-c", "cat keys/id || echo refused"]);
     assert!(r.stdout.contains("refused") && !r.stdout.contains("KEY MATERIAL"), "{r:#?}");
 }
+
+#[test]
+fn unix_sockets_in_the_workspace_are_reached_whoever_bound_them() {
+    if !common::privileged("unix_sockets_in_the_workspace_are_reached_whoever_bound_them") {
+        return;
+    }
+    use std::io::Write;
+    let dns = FakeDns::start();
+    let d = Daemon::start_with_config(&format!(
+        "{}files:\n  fuse_workspace: on\n",
+        dns.server_config("synthetic")
+    ));
+    let ws = TempDir::new("ws");
+    // A server on the host side, listening in the workspace directory.
+    let host = std::os::unix::net::UnixListener::bind(ws.path().join("host.sock")).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = host.accept().unwrap();
+        c.write_all(b"from-host").unwrap();
+    });
+    let s = d.session_in(ws, "version: 1\nname: socks\n");
+    let py = "import socket, threading
+def get(path):
+    c = socket.socket(socket.AF_UNIX); c.connect(path); return c.recv(64).decode()
+print(get('host.sock'))
+srv = socket.socket(socket.AF_UNIX); srv.bind('inside.sock'); srv.listen(1)
+threading.Thread(target=lambda: srv.accept()[0].sendall(b'from-inside')).start()
+print(get('inside.sock'))";
+    let r = d.exec(&s, &["python3", "-c", py]);
+    r.assert_exit(0);
+    assert_eq!(r.stdout, "from-host\nfrom-inside\n", "{r:#?}");
+    server.join().unwrap();
+}

@@ -360,10 +360,9 @@ pub struct FilesConfig {
     #[serde(default)]
     pub read_paths: Vec<PathBuf>,
     /// Present the workspace through the FUSE layer: `file_rules` per operation, `file_*`
-    /// events, `soft_delete` into a per-session trash (`agentsh session trash`). A Unix socket
-    /// bound through it works; one bound on the host side in the workspace directory cannot be
-    /// reached through it. Default `auto`: for the sessions whose rules reach into the
-    /// workspace.
+    /// events, `soft_delete` into a per-session trash (`agentsh session trash`). Unix sockets in
+    /// the workspace stay reachable (one bound on the host side through the connect
+    /// supervisor). Default `auto`: for the sessions whose rules reach into the workspace.
     #[serde(default)]
     pub fuse_workspace: FuseMode,
     /// Serve `user.` extended attributes through the FUSE layer (default off: they cost a

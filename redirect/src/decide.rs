@@ -127,6 +127,16 @@ pub trait ConnectDecider: Send + Sync + 'static {
     fn unix_refused(&self, path: &UnixAddr, why: UnixRefusal, pid: u32) {
         let _ = (path, why, pid);
     }
+
+    /// Another socket to try when the one a pinned AF_UNIX connect resolved to (the inode
+    /// `ino` on device `dev`, as the agent sees it) refused the connection: an `O_PATH`
+    /// handle on a socket with one name. A layer that presents a directory under other inodes
+    /// (the FUSE workspace) names the socket file behind its own, where a listener bound on
+    /// the host side waits. The default has none.
+    fn fallback_socket(&self, dev: u64, ino: u64) -> Option<std::os::fd::OwnedFd> {
+        let _ = (dev, ino);
+        None
+    }
 }
 
 impl<F> ConnectDecider for F

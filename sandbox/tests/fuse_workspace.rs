@@ -481,4 +481,18 @@ fn unix_sockets_bound_through_the_mount_work_and_host_bound_ones_are_refused() {
     let _host = UnixListener::bind(m.backing.join("host.sock")).unwrap();
     let e = UnixStream::connect(m.path("host.sock")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED), "{e}");
+    // The socket file behind the mount's inode is found, and the listener through it.
+    use std::os::unix::fs::MetadataExt;
+    let sockets = m.mount().backing_sockets();
+    let seen = fs::metadata(m.path("host.sock")).unwrap();
+    let behind = sockets.open(seen.dev(), seen.ino()).expect("the backing socket");
+    use std::os::fd::AsRawFd;
+    UnixStream::connect(format!("/proc/self/fd/{}", behind.as_raw_fd())).unwrap();
+    // Not for another device's inode, nor through a link planted in the backing directory.
+    assert!(sockets.open(seen.dev() + 1, seen.ino()).is_none());
+    fs::create_dir(m.backing.join("d")).unwrap();
+    let dir_ino = fs::metadata(m.path("d")).unwrap().ino();
+    fs::remove_dir(m.backing.join("d")).unwrap();
+    std::os::unix::fs::symlink(m.backing.join("host.sock"), m.backing.join("d")).unwrap();
+    assert!(sockets.open(seen.dev(), dir_ino).is_none(), "a link is not followed");
 }

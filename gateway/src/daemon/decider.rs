@@ -59,6 +59,9 @@ pub struct SessionDecider {
     pub reported_unix: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     /// The policy's `unix_socket_rules`, compiled with this command's variables.
     pub unix_rules: policies::engine::unix::UnixRules,
+    /// With the FUSE workspace: the socket files behind its inodes (a listener bound on the
+    /// host side in the workspace is reached through them).
+    pub backing_sockets: Option<sandbox::workspace::BackingSockets>,
 }
 
 /// The position of the rule named `rule` in `network_rules`, if it is one.
@@ -158,6 +161,7 @@ impl SessionDecider {
             shared_netns: reach.shared_netns,
             state_dir: reach.state_dir,
             reported_unix: Default::default(),
+            backing_sockets: session.backing_sockets(),
             unix_rules: policies::engine::unix::UnixRules::new(&session.policy.unix_socket_rules, &|name| {
                 match name {
                     "PROJECT_ROOT" | "WORKSPACE" => Some(workspace.clone()),
@@ -330,6 +334,10 @@ impl ConnectDecider for SessionDecider {
         };
         self.unix_blocked(normal.unwrap_or(path), pid, rule, message);
     }
+
+    fn fallback_socket(&self, dev: u64, ino: u64) -> Option<std::os::fd::OwnedFd> {
+        self.backing_sockets.as_ref()?.open(dev, ino)
+    }
 }
 
 /// The decider of a command whose network connects the kernel redirects (the eBPF backend):
@@ -348,6 +356,10 @@ impl ConnectDecider for UnixOnly {
 
     fn unix_refused(&self, addr: &UnixAddr, why: UnixRefusal, pid: u32) {
         self.0.unix_refused(addr, why, pid)
+    }
+
+    fn fallback_socket(&self, dev: u64, ino: u64) -> Option<std::os::fd::OwnedFd> {
+        self.0.fallback_socket(dev, ino)
     }
 }
 
@@ -444,6 +456,7 @@ mod tests {
             shared_netns: false,
             state_dir: PathBuf::from(SANDBOX_STATE_DIR),
             reported_unix: Default::default(),
+            backing_sockets: None,
             unix_rules,
         };
         (d, dir)

@@ -245,6 +245,11 @@ impl Session {
         self.dir.join(format!("home-{uid}-{:016x}", h.finish()))
     }
 
+    /// The socket files behind the FUSE workspace's inodes, when there is one.
+    pub fn backing_sockets(&self) -> Option<sandbox::workspace::BackingSockets> {
+        self.workspace_mount.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|m| m.backing_sockets())
+    }
+
     /// What the sandbox binds at the workspace path: the FUSE mount when there is one.
     pub fn workspace_source(&self) -> PathBuf {
         match &*self.workspace_mount.lock().unwrap_or_else(|p| p.into_inner()) {

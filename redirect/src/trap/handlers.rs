@@ -139,12 +139,26 @@ impl Ctx<'_> {
             Action::Redirect(_) => Reply::Error(libc::EACCES),
             Action::ConnectUnixPinned => match addr {
                 UnixAddr::Pathname(path) => match self.pin_unix(n, addr, path) {
-                    Ok(target) => connect_reply(unix::connect_pinned(fd, &target)),
+                    Ok(target) => connect_reply(self.connect_pinned_or_fallback(fd, &target)),
                     Err(r) => r,
                 },
                 UnixAddr::Abstract(name) => connect_reply(unix::connect_abstract(fd, name)),
                 UnixAddr::Unnamed => self.continue_if_valid(),
             },
+        }
+    }
+
+    /// Connects `fd` to the pinned socket `target`; when that refuses the connection, to the
+    /// decider's [`ConnectDecider::fallback_socket`] for it, if any.
+    fn connect_pinned_or_fallback(&self, fd: BorrowedFd<'_>, target: &OwnedFd) -> io::Result<()> {
+        let first = unix::connect_pinned(fd, target);
+        if !matches!(&first, Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED)) {
+            return first;
+        }
+        let Ok(st) = rustix::fs::fstat(target) else { return first };
+        match self.decider.fallback_socket(st.st_dev, st.st_ino) {
+            Some(other) => unix::connect_pinned(fd, &other),
+            None => first,
         }
     }
 

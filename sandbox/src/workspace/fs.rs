@@ -228,6 +228,11 @@ impl WorkspaceFs {
         }
     }
 
+    /// The table of the kernel's inode numbers and the paths they stand for.
+    pub fn nodes(&self) -> Arc<Mutex<Nodes>> {
+        self.nodes.clone()
+    }
+
     /// The queue of kernel entries to drop (started by the mount once it has a notifier).
     pub fn invalidator(&self) -> Arc<Invalidator> {
         self.invalidate.clone()

@@ -151,6 +151,78 @@ pub struct WorkspaceMount {
     mountpoint: PathBuf,
     trash: Arc<Trash>,
     passthrough: Arc<AtomicBool>,
+    sockets: BackingSockets,
+}
+
+/// The socket in the backing directory behind an inode of the mount. A listener bound on the
+/// host side in the workspace directory is not found by a connect through the mount (the
+/// kernel looks listeners up by inode, and the mount's inode is not the backing file's); a
+/// connect made on the agent's behalf can reach it through this instead.
+#[derive(Clone)]
+pub struct BackingSockets {
+    /// The mount's device number.
+    dev: u64,
+    nodes: Arc<std::sync::Mutex<nodes::Nodes>>,
+    /// The backing directory (canonical).
+    backing: PathBuf,
+}
+
+impl std::fmt::Debug for BackingSockets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackingSockets").field("dev", &self.dev).field("backing", &self.backing).finish()
+    }
+}
+
+impl BackingSockets {
+    /// An `O_PATH` handle on the socket file of the backing directory that the mount's inode
+    /// `ino` (on device `dev`) stands for, if it is one of this mount's, a socket with one name,
+    /// and reached with no symbolic link followed.
+    pub fn open(&self, dev: u64, ino: u64) -> Option<std::os::fd::OwnedFd> {
+        if dev != self.dev {
+            return None;
+        }
+        let rel = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).path(ino)?;
+        let root = std::ffi::CString::new(self.backing.as_os_str().as_encoded_bytes()).ok()?;
+        let path = std::ffi::CString::new(rel.as_os_str().as_encoded_bytes()).ok()?;
+        let dir_flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: `root` is NUL-terminated; the fd is owned by the OwnedFd built from it.
+        let dir = unsafe { libc::open(root.as_ptr(), dir_flags) };
+        if dir < 0 {
+            return None;
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let dir = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dir) };
+        /// `struct open_how` (libc's is not constructible).
+        #[repr(C)]
+        struct OpenHow {
+            flags: u64,
+            mode: u64,
+            resolve: u64,
+        }
+        let how = OpenHow {
+            flags: (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+        };
+        // SAFETY: openat2 with a NUL-terminated path and an `open_how` of the size passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                std::os::fd::AsRawFd::as_raw_fd(&dir),
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        let meta = std::fs::File::from(fd.try_clone().ok()?).metadata().ok()?;
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        (meta.file_type().is_socket() && meta.nlink() <= 1).then_some(fd)
+    }
 }
 
 impl std::fmt::Debug for WorkspaceMount {
@@ -185,8 +257,9 @@ impl WorkspaceMount {
         );
         let threads = config.threads.max(1);
         let passthrough = Arc::new(AtomicBool::new(false));
-        let fs = fs::WorkspaceFs::new(config, backing, trash.clone(), passthrough.clone());
+        let fs = fs::WorkspaceFs::new(config, backing.clone(), trash.clone(), passthrough.clone());
         let invalidator = fs.invalidator();
+        let nodes = fs.nodes();
         trash.on_restore(fs.restore_hook());
         let mut options = fuser::Config::default();
         options.mount_options = vec![
@@ -203,20 +276,28 @@ impl WorkspaceMount {
             SandboxError::setup(format!("mount FUSE workspace at {}", mountpoint.display()), e)
         })?;
         let notifier = session.notifier();
-        let mount = WorkspaceMount {
+        let mut mount = WorkspaceMount {
             session: Some(session),
             mountpoint: mountpoint.to_path_buf(),
             trash,
             passthrough,
+            sockets: BackingSockets { dev: 0, nodes, backing },
         };
         invalidator.start(notifier).map_err(|e| {
             SandboxError::setup(format!("start the invalidation thread of {}", mountpoint.display()), e)
         })?;
         // The first request completes the kernel's INIT, so passthrough_active is settled.
-        std::fs::metadata(mountpoint).map_err(|e| {
+        let root = std::fs::metadata(mountpoint).map_err(|e| {
             SandboxError::setup(format!("stat FUSE workspace at {}", mountpoint.display()), e)
         })?;
+        mount.sockets.dev = std::os::unix::fs::MetadataExt::dev(&root);
         Ok(mount)
+    }
+
+    /// Finds the sockets of the backing directory behind the mount's inodes (see
+    /// [`BackingSockets`]).
+    pub fn backing_sockets(&self) -> BackingSockets {
+        self.sockets.clone()
     }
 
     /// Whether the kernel granted FUSE passthrough (see [`WorkspaceConfig::passthrough`]).
