@@ -176,7 +176,7 @@ impl std::fmt::Debug for BackingSockets {
 impl BackingSockets {
     /// An `O_PATH` handle on the socket file of the backing directory that the mount's inode
     /// `ino` (on device `dev`) stands for, if it is one of this mount's, a socket with one name,
-    /// and reached with no symbolic link followed.
+    /// and reached with no symbolic link followed and no mount crossed.
     pub fn open(&self, dev: u64, ino: u64) -> Option<std::os::fd::OwnedFd> {
         if dev != self.dev {
             return None;
@@ -202,7 +202,11 @@ impl BackingSockets {
         let how = OpenHow {
             flags: (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
             mode: 0,
-            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+            // Nor into another mount below the backing directory (a host bind there).
+            resolve: libc::RESOLVE_BENEATH
+                | libc::RESOLVE_NO_SYMLINKS
+                | libc::RESOLVE_NO_MAGICLINKS
+                | libc::RESOLVE_NO_XDEV,
         };
         // SAFETY: openat2 with a NUL-terminated path and an `open_how` of the size passed.
         let fd = unsafe {
