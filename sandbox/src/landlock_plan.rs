@@ -111,6 +111,9 @@ pub struct LandlockPlan {
     /// granted): the rules inside them are not Landlock's to apply (the workspace's are the
     /// FUSE layer's).
     pub granted_whole: Vec<PathBuf>,
+    /// Directories split into their children because the rules deny part of them: they have
+    /// no grant of their own, only their granted children have.
+    pub split: Vec<PathBuf>,
 }
 
 impl LandlockPlan {
@@ -132,7 +135,13 @@ impl LandlockPlan {
         paths.extend(fixed.iter().map(|(p, a)| LandlockPath::new(*p, *a, true, false)));
         paths.push(LandlockPath::new("/dev/shm", LandlockAccess::ReadWrite, false, false));
         paths.push(LandlockPath::new(workspace, LandlockAccess::ReadWriteExec, true, false));
-        LandlockPlan { paths, connect_tcp_ports: None, left_out: Vec::new(), granted_whole: Vec::new() }
+        LandlockPlan {
+            paths,
+            connect_tcp_ports: None,
+            left_out: Vec::new(),
+            granted_whole: Vec::new(),
+            split: Vec::new(),
+        }
     }
 
     /// [`LandlockPlan::for_workspace`] plus the caller's `home` read-write-exec (when it is an

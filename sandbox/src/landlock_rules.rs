@@ -80,6 +80,7 @@ struct Splitter<'a> {
     out: Vec<LandlockPath>,
     left_out: Vec<PathBuf>,
     granted_whole: Vec<PathBuf>,
+    split: Vec<PathBuf>,
 }
 
 impl Splitter<'_> {
@@ -136,6 +137,7 @@ impl Splitter<'_> {
         let Ok(entries) = std::fs::read_dir(path) else {
             return self.left_out.push(path.to_path_buf());
         };
+        self.split.push(path.to_path_buf());
         let mut children: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| !t.is_symlink()))
@@ -168,6 +170,7 @@ impl LandlockPlan {
             out: Vec::new(),
             left_out: self.left_out,
             granted_whole: self.granted_whole,
+            split: self.split,
         };
         for p in &self.paths {
             s.resolve(&p.path, p.access, p, 0);
@@ -177,6 +180,7 @@ impl LandlockPlan {
             connect_tcp_ports: self.connect_tcp_ports,
             left_out: s.left_out,
             granted_whole: s.granted_whole,
+            split: s.split,
         }
     }
 
@@ -301,9 +305,11 @@ mod tests {
         for denied in [".ssh/id_rsa", ".aws", ".kube", ".config/gcloud", ".docker/run/docker.sock", "keys"] {
             assert!(!granted(&home.join(denied)), "{denied} is granted: {plan:#?}");
         }
-        // The split trees themselves have no rule (nothing can be created in them).
+        // The split trees themselves have no rule (nothing can be created in them), and are
+        // named as split.
         for split in ["", ".config", ".docker", ".docker/run"] {
             assert_eq!(access(&plan, &home.join(split)), None, "{split}");
+            assert!(plan.split.contains(&home.join(split)), "{split}: {:#?}", plan.split);
         }
         assert!(plan.paths.iter().filter(|p| p.path.starts_with(&home) && p.path != ws).all(|p| !p.required));
         assert_eq!(access(&plan, Path::new("/usr")), Some(LandlockAccess::ReadExec));

@@ -68,11 +68,13 @@ pub fn build(
             format!("making the mount point of {} in {}", path.display(), view_dir.display())
         })?;
     }
-    // The directories the view has of its own: the home and those a split went through (not
-    // a part holding the workspace: that one is bound whole).
+    // The directories the view has of its own: those the plan split (the home among them, and
+    // one with nothing granted in it is still there, empty) and those leading to a mount
+    // point; not a part holding the workspace, which is bound whole.
     let split: BTreeSet<PathBuf> = points
         .iter()
         .flat_map(|(p, _)| p.ancestors().skip(1).take_while(|a| a.starts_with(home)).map(Path::to_path_buf))
+        .chain(plan.split.iter().filter(|d| d.starts_with(home) && !d.starts_with(workspace)).cloned())
         .filter(|d| !parts.iter().any(|p| d.starts_with(&p.path)))
         .collect();
     for dir in &split {
@@ -169,8 +171,8 @@ fn dirs_at(root: &OwnedFd, names: &[&OsStr], owner: (u32, u32)) -> anyhow::Resul
     Ok(at)
 }
 
-/// Makes the links of the real directory `dir` (in the home) that no rule names again at the
-/// same place in the view: the rules of a link's own path could otherwise be passed by
+/// Makes the real directory `dir` (in the home) in the view, and the links in it that no rule
+/// names again at the same place: the rules of a link's own path could otherwise be passed by
 /// reaching its target through it. A link resolves inside the sandbox, where what the rules
 /// deny is not there.
 fn links(
@@ -180,9 +182,9 @@ fn links(
     rules: &FileRules,
     owner: (u32, u32),
 ) -> anyhow::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     let rel = dir.strip_prefix(home).context("a directory outside the home")?;
     let at = dirs_at(root, &names(rel)?, owner)?;
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     let parent = at.as_ref().unwrap_or(root);
     for e in entries.flatten() {
         let path = e.path();
@@ -276,7 +278,8 @@ mod tests {
     fn a_split_home_becomes_a_view_of_its_granted_parts() {
         let files =
             ["home/.ssh/id_rsa", "home/.cargo/bin/cargo", "home/.bashrc", "home/.config/gcloud/creds"];
-        let more = ["home/.config/fish/config.fish", "home/project/"];
+        // `.docker/run` holds only what the rules deny: split, with nothing granted in it.
+        let more = ["home/.config/fish/config.fish", "home/.docker/run/docker.sock", "home/project/"];
         with_tree("split", &[&files[..], &more[..]].concat(), |t| {
             let (home, view) = (t.join("home"), t.join("view"));
             let ws = home.join("project");
@@ -301,6 +304,8 @@ mod tests {
                 assert_eq!((m.is_dir(), m.uid()), (dir, 65534), "{rel}");
             }
             assert!(!view.join(".ssh").exists() && !view.join(".config/gcloud").exists());
+            // A split directory with nothing granted in it is there, empty.
+            assert_eq!(std::fs::read_dir(view.join(".docker/run")).map(|d| d.count()).ok(), Some(0));
             assert_eq!(std::fs::read_dir(view.join(".cargo")).unwrap().count(), 0);
             // Landlock grants the home whole and keeps the workspace's own grant.
             let granted: Vec<_> = plan.paths.iter().filter(|p| p.path.starts_with(&home)).collect();
