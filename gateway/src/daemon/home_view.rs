@@ -135,7 +135,7 @@ fn dir_at(parent: &OwnedFd, name: &OsStr, owner: (u32, u32)) -> anyhow::Result<O
         match openat(parent.as_fd(), name, flags, Mode::empty()) {
             Ok(fd) => return Ok(fd),
             Err(Errno::ENOENT) => {}
-            Err(Errno::ENOTDIR | Errno::ELOOP) => unlinkat(parent.as_fd(), name, UnlinkatFlags::NoRemoveDir)?,
+            Err(Errno::ENOTDIR | Errno::ELOOP) => remove_entry(parent, name)?,
             Err(e) => return Err(e.into()),
         }
         match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755)) {
@@ -195,19 +195,24 @@ fn links(
         }
         let Ok(target) = std::fs::read_link(&path) else { continue };
         let name = e.file_name();
+        // Commands of the session may launch at once: whatever another launch did first is
+        // fine (a link made, an entry removed).
         match readlinkat(parent.as_fd(), name.as_os_str()) {
             Ok(held) if held == target.as_os_str() => continue,
             // Made by a command, or an old link: replaced; a directory is left alone.
-            Ok(_) => unlinkat(parent.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir)?,
-            Err(Errno::ENOENT) => {}
-            Err(Errno::EINVAL) => {
-                if unlinkat(parent.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir).is_err() {
-                    continue;
+            Ok(_) | Err(Errno::EINVAL) => {
+                match unlinkat(parent.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(_) => continue,
                 }
             }
+            Err(Errno::ENOENT) => {}
             Err(e) => return Err(e.into()),
         }
-        symlinkat(target.as_os_str(), parent.as_fd(), name.as_os_str())?;
+        match symlinkat(target.as_os_str(), parent.as_fd(), name.as_os_str()) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -223,16 +228,27 @@ fn mount_point(root: &OwnedFd, rel: &Path, dir: bool, owner: (u32, u32)) -> anyh
         return Ok(());
     }
     let flags = OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match openat(parent.as_fd(), *last, flags, Mode::from_bits_truncate(0o644)) {
-        Ok(fd) => own(&fd, owner),
-        Err(Errno::ELOOP) => {
-            unlinkat(parent.as_fd(), *last, UnlinkatFlags::NoRemoveDir)?;
-            let fd = openat(parent.as_fd(), *last, flags | OFlag::O_EXCL, Mode::from_bits_truncate(0o644))?;
-            own(&fd, owner)
+    for _ in 0..2 {
+        match openat(parent.as_fd(), *last, flags, Mode::from_bits_truncate(0o644)) {
+            Ok(fd) => return own(&fd, owner),
+            // A link a command left: removed, then made again.
+            Err(Errno::ELOOP) => remove_entry(parent, last)?,
+            Err(Errno::EISDIR) => {
+                bail!(
+                    "the session's home has a directory where the home has a file; remove it to use the file"
+                )
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(Errno::EISDIR) => {
-            bail!("the session's home has a directory where the home has a file; remove it to use the file")
-        }
+    }
+    bail!("{} keeps changing", rel.display())
+}
+
+/// Removes the non-directory `name` from `parent`; gone already is fine (another launch of
+/// the session's commands may have removed it first).
+fn remove_entry(parent: &OwnedFd, name: &OsStr) -> anyhow::Result<()> {
+    match unlinkat(parent.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -358,6 +374,44 @@ mod tests {
             assert!(plan.paths.iter().any(|p| p.path == ws), "the workspace keeps its grant");
             // `src` is bound whole: its links are its own, none is made under its mount point.
             assert!(std::fs::symlink_metadata(view.join("src/link")).is_err());
+        });
+    }
+
+    #[test]
+    fn launches_at_once_build_the_same_view() {
+        let files = ["home/.ssh/id_rsa", "home/.cargo/config.toml", "home/.bashrc", "home/dots/vimrc", "ws/"];
+        with_tree("at-once", &files, |t| {
+            let (home, view, ws) = (t.join("home"), t.join("view"), t.join("ws"));
+            std::os::unix::fs::symlink("dots/vimrc", home.join(".vimrc")).unwrap();
+            let rules = default_rules(&ws, &home);
+            let (rounds, threads) = (30, 8);
+            let start = std::sync::Barrier::new(threads + 1);
+            let failures = std::sync::Mutex::new(Vec::new());
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(|| {
+                        for _ in 0..rounds {
+                            start.wait();
+                            let mut plan = default_plan(&ws, &home);
+                            match build(&mut plan, &home, &ws, &view, (65534, 65534), &rules) {
+                                Ok(Some(_)) => {}
+                                Ok(None) => failures.lock().unwrap().push("no view".to_string()),
+                                Err(e) => failures.lock().unwrap().push(format!("{e:#}")),
+                            }
+                            start.wait();
+                        }
+                    });
+                }
+                // Each round from an empty view, every launch at once.
+                for _ in 0..rounds {
+                    let _ = std::fs::remove_dir_all(&view);
+                    start.wait();
+                    start.wait();
+                }
+            });
+            assert_eq!(failures.into_inner().unwrap(), Vec::<String>::new());
+            assert_eq!(std::fs::read_link(view.join(".vimrc")).unwrap(), PathBuf::from("dots/vimrc"));
+            assert!(std::fs::symlink_metadata(view.join(".bashrc")).unwrap().is_file());
         });
     }
 
