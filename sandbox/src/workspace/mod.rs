@@ -163,13 +163,13 @@ pub struct BackingSockets {
     /// The mount's device number.
     dev: u64,
     nodes: Arc<std::sync::Mutex<nodes::Nodes>>,
-    /// The backing directory (canonical).
-    backing: PathBuf,
+    /// The backing directory, opened once (`O_PATH`).
+    backing: Arc<std::os::fd::OwnedFd>,
 }
 
 impl std::fmt::Debug for BackingSockets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackingSockets").field("dev", &self.dev).field("backing", &self.backing).finish()
+        f.debug_struct("BackingSockets").field("dev", &self.dev).finish_non_exhaustive()
     }
 }
 
@@ -178,54 +178,20 @@ impl BackingSockets {
     /// `ino` (on device `dev`) stands for, if it is one of this mount's, a socket with one name,
     /// and reached with no symbolic link followed and no mount crossed.
     pub fn open(&self, dev: u64, ino: u64) -> Option<std::os::fd::OwnedFd> {
+        use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
         if dev != self.dev {
             return None;
         }
         let rel = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).path(ino)?;
-        let root = std::ffi::CString::new(self.backing.as_os_str().as_encoded_bytes()).ok()?;
-        let path = std::ffi::CString::new(rel.as_os_str().as_encoded_bytes()).ok()?;
-        let dir_flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: `root` is NUL-terminated; the fd is owned by the OwnedFd built from it.
-        let dir = unsafe { libc::open(root.as_ptr(), dir_flags) };
-        if dir < 0 {
-            return None;
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let dir = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dir) };
-        /// `struct open_how` (libc's is not constructible).
-        #[repr(C)]
-        struct OpenHow {
-            flags: u64,
-            mode: u64,
-            resolve: u64,
-        }
-        let how = OpenHow {
-            flags: (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            // Nor into another mount below the backing directory (a host bind there).
-            resolve: libc::RESOLVE_BENEATH
-                | libc::RESOLVE_NO_SYMLINKS
-                | libc::RESOLVE_NO_MAGICLINKS
-                | libc::RESOLVE_NO_XDEV,
-        };
-        // SAFETY: openat2 with a NUL-terminated path and an `open_how` of the size passed.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                std::os::fd::AsRawFd::as_raw_fd(&dir),
-                path.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-        let meta = std::fs::File::from(fd.try_clone().ok()?).metadata().ok()?;
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        (meta.file_type().is_socket() && meta.nlink() <= 1).then_some(fd)
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // Nor into another mount below the backing directory (a host bind there).
+        let resolve = ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV;
+        let fd = rustix::fs::openat2(&*self.backing, &rel, flags, Mode::empty(), resolve).ok()?;
+        let st = rustix::fs::fstat(&fd).ok()?;
+        (FileType::from_raw_mode(st.st_mode) == FileType::Socket && st.st_nlink <= 1).then_some(fd)
     }
 }
 
@@ -261,7 +227,13 @@ impl WorkspaceMount {
         );
         let threads = config.threads.max(1);
         let passthrough = Arc::new(AtomicBool::new(false));
-        let fs = fs::WorkspaceFs::new(config, backing.clone(), trash.clone(), passthrough.clone());
+        let backing_dir = rustix::fs::open(
+            &backing,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| SandboxError::setup(format!("workspace {}", backing.display()), e.into()))?;
+        let fs = fs::WorkspaceFs::new(config, backing, trash.clone(), passthrough.clone());
         let invalidator = fs.invalidator();
         let nodes = fs.nodes();
         trash.on_restore(fs.restore_hook());
@@ -285,7 +257,7 @@ impl WorkspaceMount {
             mountpoint: mountpoint.to_path_buf(),
             trash,
             passthrough,
-            sockets: BackingSockets { dev: 0, nodes, backing },
+            sockets: BackingSockets { dev: 0, nodes, backing: Arc::new(backing_dir) },
         };
         invalidator.start(notifier).map_err(|e| {
             SandboxError::setup(format!("start the invalidation thread of {}", mountpoint.display()), e)
