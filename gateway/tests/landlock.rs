@@ -277,3 +277,49 @@ fn a_workspace_inside_the_home_is_bound_into_the_rebuilt_home() {
         assert_eq!(std::fs::read_to_string(project.join("out.txt")).unwrap(), "built\n", "{files}");
     }
 }
+
+#[test]
+fn a_home_part_granted_without_execution_keeps_the_rebuilt_home() {
+    if !landlock_available("a_home_part_granted_without_execution_keeps_the_rebuilt_home") {
+        return;
+    }
+    let dns = FakeDns::start();
+    let d = Daemon::start_with_config(&dns.server_config("synthetic"));
+    let home = TempDir::new("home");
+    let tool = home.path().join("tools/run.sh");
+    std::fs::create_dir_all(tool.parent().unwrap()).unwrap();
+    std::fs::write(&tool, "#!/bin/sh\necho tool-ran\n").unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let notes = home.path().join("notes/todo.txt");
+    std::fs::create_dir_all(notes.parent().unwrap()).unwrap();
+    std::fs::write(&notes, "first\n").unwrap();
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::write(home.path().join(".ssh/id_rsa"), "PRIVATE KEY\n").unwrap();
+    // Tools may be read, notes read and edited; neither may be executed; the rest is denied.
+    let s = d.session(
+        "version: 1\nname: noexec-parts\nfile_rules:\n\
+         \x20 - {name: tools-read, paths: ['${HOME}/tools/**'], operations: [read], decision: allow}\n\
+         \x20 - {name: notes-edit, paths: ['${HOME}/notes/**'], operations: [read, write, create, delete], decision: allow}\n\
+         \x20 - {name: no-more, paths: ['${HOME}/**'], operations: ['*'], decision: deny}\n",
+    );
+    let r = exec_with_home(
+        &d,
+        &s,
+        &home,
+        "cat \"$HOME/tools/run.sh\" >/dev/null && echo read-tool; \
+         \"$HOME/tools/run.sh\" 2>/dev/null || echo refused-exec; sh \"$HOME/tools/run.sh\"; \
+         echo second >> \"$HOME/notes/todo.txt\" && echo wrote-notes; \
+         cp \"$HOME/tools/run.sh\" \"$HOME/notes/run.sh\" && { \"$HOME/notes/run.sh\" 2>/dev/null || echo refused-copy; }; \
+         cat \"$HOME/.ssh/id_rsa\" 2>/dev/null || echo no-ssh; \
+         touch \"$HOME/made-here\" && echo created-in-home",
+    );
+    r.assert_exit(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        ["read-tool", "refused-exec", "tool-ran", "wrote-notes", "refused-copy", "no-ssh", "created-in-home"],
+        "{r:#?}"
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "first\nsecond\n");
+    assert!(!home.path().join("made-here").exists(), "creation in the view never reaches the real home");
+}

@@ -206,7 +206,7 @@ fn mount_view(p: &Prepared, fds: &ChildFds) {
             fail(fds, Step::AttachBind, index, e);
         }
         sys::close(tree);
-        if let Err(e) = sys::remount_bind(&bind.target, bind.writable) {
+        if let Err(e) = sys::remount_bind(&bind.target, bind.writable, bind.noexec) {
             fail(fds, Step::RemountBind, index, e);
         }
     }

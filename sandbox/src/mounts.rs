@@ -48,6 +48,8 @@ pub(crate) struct LateBind {
     pub target: PathBuf,
     /// `false` remounts it read-only.
     pub writable: bool,
+    /// `true` remounts it noexec.
+    pub noexec: bool,
     /// Directories to create inside a private tmpfs before attaching, outermost first.
     pub mkdirs: Vec<PathBuf>,
     /// Create `target` as an empty file (a file bind whose mount point lies in a private tmpfs).
@@ -64,6 +66,7 @@ pub(crate) struct Wanted {
     /// The source is a single file rather than a directory.
     pub file: bool,
     pub writable: bool,
+    pub noexec: bool,
     pub label: String,
 }
 
@@ -102,6 +105,7 @@ pub(crate) fn plan(wanted: Vec<Wanted>, hide_run: bool) -> Result<Vec<LateBind>,
             source: w.source,
             target: w.target,
             writable: w.writable,
+            noexec: w.noexec,
             mkdirs,
             create_file,
             label: w.label,
@@ -229,6 +233,7 @@ pub(crate) fn view(
         target: PathBuf::from(SANDBOX_STATE_DIR),
         file: false,
         writable: false,
+        noexec: true,
         label: format!("{SANDBOX_STATE_DIR} (state dir)"),
     }];
     let resolv_early = private_root(resolv_landing, spec.hide_run).is_none();
@@ -238,13 +243,15 @@ pub(crate) fn view(
             target: resolv_landing.to_path_buf(),
             file: true,
             writable: false,
+            noexec: true,
             label: format!("{} (/etc/resolv.conf)", resolv_landing.display()),
         });
     }
     for (i, d) in spec.bind_dirs.iter().enumerate() {
         let (target, file) = resolve_bind_dir(i, d, spec.hide_run)?;
         let label = target.display().to_string();
-        wanted.push(Wanted { source: d.host.clone(), target, file, writable: d.writable, label });
+        let (writable, noexec) = (d.writable, d.noexec);
+        wanted.push(Wanted { source: d.host.clone(), target, file, writable, noexec, label });
     }
     let late = plan(wanted, spec.hide_run)
         .map_err(|reason| SandboxError::InvalidSpec { field: "bind_dirs", reason })?;
@@ -261,6 +268,7 @@ mod tests {
             target: PathBuf::from(target),
             file,
             writable: true,
+            noexec: false,
             label: target.to_string(),
         }
     }

@@ -61,6 +61,7 @@ pub(crate) struct PreparedBind {
     pub mkdirs: Vec<CString>,
     pub create_file: bool,
     pub writable: bool,
+    pub noexec: bool,
 }
 
 impl PreparedBind {
@@ -72,6 +73,7 @@ impl PreparedBind {
             mkdirs: b.mkdirs.iter().map(|d| c(d)).collect::<Result<_, _>>()?,
             create_file: b.create_file,
             writable: b.writable,
+            noexec: b.noexec,
         })
     }
 }

@@ -54,6 +54,9 @@ pub struct BindDir {
     pub sandbox: PathBuf,
     /// `false` remounts the bind read-only, which holds even for uid 0 inside.
     pub writable: bool,
+    /// `true` remounts the bind `noexec`: nothing on it can be executed or mapped executable,
+    /// for uid 0 inside too.
+    pub noexec: bool,
 }
 
 /// Everything needed to start one command in a fresh sandbox.

@@ -94,11 +94,15 @@ pub(crate) fn attach_tree(tree: RawFd, target: &CStr) -> SysResult<()> {
 }
 
 /// Sets the per-mount flags of the bind at `target`: always nosuid and nodev, read-only unless
-/// `writable`. A bind takes none of these flags when it is created, only on a remount.
-pub(crate) fn remount_bind(target: &CStr, writable: bool) -> SysResult<()> {
+/// `writable`, noexec if `noexec`. A bind takes none of these flags when it is created, only
+/// on a remount.
+pub(crate) fn remount_bind(target: &CStr, writable: bool, noexec: bool) -> SysResult<()> {
     let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV;
     if !writable {
         flags |= libc::MS_RDONLY;
+    }
+    if noexec {
+        flags |= libc::MS_NOEXEC;
     }
     mount(None, target, None, flags, None)
 }

@@ -51,7 +51,8 @@ fn workspace_under_tmp_is_writable_at_the_same_path() {
     );
     let mut spec = sh(&script, &state);
     spec.cwd = ws.0.clone();
-    spec.bind_dirs = vec![BindDir { host: ws.0.clone(), sandbox: ws.0.clone(), writable: true }];
+    spec.bind_dirs =
+        vec![BindDir { host: ws.0.clone(), sandbox: ws.0.clone(), writable: true, noexec: false }];
     let out = run(spec);
     assert_eq!(out.code, 0, "{out:?}");
     let name = ws.0.file_name().unwrap().to_str().unwrap();
@@ -84,7 +85,12 @@ fn read_only_bind_refuses_writes_even_for_uid_zero() {
     let mut spec = sh(&script, &state);
     spec.uid = 0;
     spec.gid = 0;
-    spec.bind_dirs = vec![BindDir { host: src.0.clone(), sandbox: PathBuf::from(&inside), writable: false }];
+    spec.bind_dirs = vec![BindDir {
+        host: src.0.clone(),
+        sandbox: PathBuf::from(&inside),
+        writable: false,
+        noexec: false,
+    }];
     let out = run(spec);
     assert_eq!(out.code, 0, "{out:?}");
     let mut lines = out.stdout.lines();
@@ -99,6 +105,49 @@ fn read_only_bind_refuses_writes_even_for_uid_zero() {
 }
 
 #[test]
+fn noexec_bind_refuses_execution_even_for_uid_zero() {
+    if !privileged("noexec_bind_refuses_execution_even_for_uid_zero") {
+        return;
+    }
+    let src = HostDir::new("noexec-src");
+    let tool = src.0.join("tool");
+    std::fs::copy("/bin/true", &tool).unwrap();
+    let script_file = src.0.join("hello.sh");
+    std::fs::write(&script_file, "#!/bin/sh\necho hello\n").unwrap();
+    for f in [&tool, &script_file] {
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let state = StateDir::new();
+    let inside = format!("/run/agentsh-test-{}/noexec", std::process::id());
+    // The same binary and script run from a writable bind without the flag, beside it.
+    let exec_ok = format!("/run/agentsh-test-{}/exec", std::process::id());
+    let script = format!(
+        "{inside}/tool && echo ran-binary || echo refused-binary; \
+         {inside}/hello.sh 2>/dev/null || echo refused-script; sh {inside}/hello.sh; \
+         cp {inside}/tool {inside}/copy && {inside}/copy || echo refused-copy; \
+         {exec_ok}/tool && echo ran-elsewhere; {}",
+        mount_options(&inside)
+    );
+    let mut spec = sh(&script, &state);
+    spec.uid = 0;
+    spec.gid = 0;
+    spec.bind_dirs = vec![
+        BindDir { host: src.0.clone(), sandbox: PathBuf::from(&inside), writable: true, noexec: true },
+        BindDir { host: src.0.clone(), sandbox: PathBuf::from(&exec_ok), writable: false, noexec: false },
+    ];
+    let out = run(spec);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[..5],
+        ["refused-binary", "refused-script", "hello", "refused-copy", "ran-elsewhere"],
+        "{out:?}"
+    );
+    assert!(has_options(lines[5], &["rw", "nosuid", "nodev", "noexec"]), "{}", lines[5]);
+    assert!(src.0.join("copy").exists(), "the bind stays writable");
+}
+
+#[test]
 fn no_mount_point_is_created_through_an_earlier_bind() {
     if !privileged("no_mount_point_is_created_through_an_earlier_bind") {
         return;
@@ -108,8 +157,8 @@ fn no_mount_point_is_created_through_an_earlier_bind() {
     let state = StateDir::new();
     let mut spec = sh("true", &state);
     spec.bind_dirs = vec![
-        BindDir { host: ws.0.clone(), sandbox: ws.0.clone(), writable: true },
-        BindDir { host: other.0.clone(), sandbox: ws.0.join("missing"), writable: true },
+        BindDir { host: ws.0.clone(), sandbox: ws.0.clone(), writable: true, noexec: false },
+        BindDir { host: other.0.clone(), sandbox: ws.0.join("missing"), writable: true, noexec: false },
     ];
     let err = sandbox::launch(&spec).unwrap_err();
     assert_eq!(
@@ -141,7 +190,8 @@ fn single_files_bind_writable_or_read_only() {
          cat /tmp/in-tmp/elsewhere.txt; rm {h}/rw.txt 2>/dev/null || echo busy"
     );
     let mut spec = sh(&script, &state);
-    let file = |host: PathBuf, inside: PathBuf, writable| BindDir { host, sandbox: inside, writable };
+    let file =
+        |host: PathBuf, inside: PathBuf, writable| BindDir { host, sandbox: inside, writable, noexec: false };
     spec.bind_dirs = vec![
         file(home.0.join("rw.txt"), home.0.join("rw.txt"), true),
         file(home.0.join("ro.txt"), home.0.join("ro.txt"), false),
@@ -166,7 +216,7 @@ fn rejected(dirs: Vec<BindDir>) -> String {
 }
 
 fn bind(host: &str, sandbox: &str) -> BindDir {
-    BindDir { host: host.into(), sandbox: sandbox.into(), writable: false }
+    BindDir { host: host.into(), sandbox: sandbox.into(), writable: false, noexec: false }
 }
 
 #[test]

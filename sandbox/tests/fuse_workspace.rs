@@ -282,7 +282,8 @@ fn a_sandboxed_command_sees_the_rules_through_the_mount() {
         cat ro/file";
     let mut spec = common::sh(script, &state);
     spec.cwd = m.mnt.clone();
-    spec.bind_dirs = vec![sandbox::BindDir { host: m.mnt.clone(), sandbox: m.mnt.clone(), writable: true }];
+    spec.bind_dirs =
+        vec![sandbox::BindDir { host: m.mnt.clone(), sandbox: m.mnt.clone(), writable: true, noexec: false }];
     spec.landlock = Some(sandbox::LandlockPlan::for_workspace(&m.mnt));
     let out = common::run(spec);
     assert_eq!(out.code, 0, "{out:?}");
@@ -445,7 +446,8 @@ fn setid_bits_drop(passthrough: bool) {
         && echo done";
     let mut spec = common::sh(script, &state);
     spec.cwd = m.mnt.clone();
-    spec.bind_dirs = vec![sandbox::BindDir { host: m.mnt.clone(), sandbox: m.mnt.clone(), writable: true }];
+    spec.bind_dirs =
+        vec![sandbox::BindDir { host: m.mnt.clone(), sandbox: m.mnt.clone(), writable: true, noexec: false }];
     let out = common::run(spec);
     assert_eq!((out.code, out.stdout.as_str()), (0, "done\n"), "{out:?}");
     for (name, _, after) in cases {

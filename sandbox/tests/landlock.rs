@@ -31,7 +31,8 @@ impl Drop for HostDir {
 fn landlock_spec(script: &str, ws: &Path, state: &StateDir) -> sandbox::LaunchSpec {
     let mut spec = sh(script, state);
     spec.cwd = ws.to_path_buf();
-    spec.bind_dirs = vec![BindDir { host: ws.to_path_buf(), sandbox: ws.to_path_buf(), writable: true }];
+    spec.bind_dirs =
+        vec![BindDir { host: ws.to_path_buf(), sandbox: ws.to_path_buf(), writable: true, noexec: false }];
     spec.landlock = Some(LandlockPlan::for_workspace(ws));
     spec
 }

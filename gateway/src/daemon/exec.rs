@@ -379,6 +379,7 @@ pub fn run(
         host: session.workspace_source(),
         sandbox: session.workspace.clone(),
         writable: true,
+        noexec: false,
     }];
     if let Some(host) = super::tls::host_bundle() {
         spec.bind_files.push((session.dir.join(super::session::CA_BUNDLE), host.to_path_buf()));

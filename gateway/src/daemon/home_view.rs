@@ -40,7 +40,10 @@ pub struct HomeView {
 /// Rewrites `plan` to grant `home` whole and returns the binds that build the view in
 /// `view_dir` (made and owned by `owner`), when the plan split the home. `None` (the plan
 /// untouched) when it did not: the home is granted whole, not at all, or lies in the
-/// workspace; or when a part is granted without execution, which a bind cannot express.
+/// workspace; or when a part is granted as a device directory (read and write existing
+/// files, create nothing), which a bind cannot express. A part granted without execution is
+/// bound `noexec`: stricter than Landlock, which refuses `execve` there but not an executable
+/// mapping.
 /// Symbolic links in the split directories that no rule names are made again in the view
 /// (`rules`: the session's, with the caller's `${HOME}`).
 pub fn build(
@@ -55,8 +58,12 @@ pub fn build(
     std::fs::create_dir_all(view_dir).with_context(|| format!("creating {}", view_dir.display()))?;
     let root = open_dir(view_dir)?;
     own(&root, owner)?;
-    let mut binds =
-        vec![BindDir { host: view_dir.to_path_buf(), sandbox: home.to_path_buf(), writable: true }];
+    let mut binds = vec![BindDir {
+        host: view_dir.to_path_buf(),
+        sandbox: home.to_path_buf(),
+        writable: true,
+        noexec: false,
+    }];
     let mut points: Vec<(PathBuf, bool)> = parts.iter().map(|p| (p.path.clone(), p.path.is_dir())).collect();
     if workspace.starts_with(home) && workspace != home {
         // The workspace is bound after the view, onto a mount point in it.
@@ -82,8 +89,9 @@ pub fn build(
             .with_context(|| format!("making the links of {} in {}", dir.display(), view_dir.display()))?;
     }
     for p in &parts {
-        let writable = matches!(p.access, LandlockAccess::ReadWriteExec);
-        binds.push(BindDir { host: p.path.clone(), sandbox: p.path.clone(), writable });
+        let writable = matches!(p.access, LandlockAccess::ReadWrite | LandlockAccess::ReadWriteExec);
+        let noexec = matches!(p.access, LandlockAccess::Read | LandlockAccess::ReadWrite);
+        binds.push(BindDir { host: p.path.clone(), sandbox: p.path.clone(), writable, noexec });
     }
     plan.paths.retain(|p| !p.path.starts_with(home) || p.path.starts_with(workspace));
     plan.paths.push(LandlockPath {
@@ -110,9 +118,8 @@ fn parts(plan: &LandlockPlan, home: &Path, workspace: &Path) -> Option<Vec<Landl
         // Not granted, or denied whole.
         return None;
     }
-    let bindable = |a| matches!(a, LandlockAccess::ReadWriteExec | LandlockAccess::ReadExec);
-    if let Some(p) = parts.iter().find(|p| !bindable(p.access)) {
-        tracing::debug!(path = %p.path.display(), access = ?p.access, "home left split: a part may not execute");
+    if let Some(p) = parts.iter().find(|p| p.access == LandlockAccess::Devices) {
+        tracing::debug!(path = %p.path.display(), "home left split: a part is granted as devices");
         return None;
     }
     Some(parts)
@@ -304,7 +311,10 @@ mod tests {
             let v = build(&mut plan, &home, &ws, &view, (65534, 65534), &rules).unwrap().expect("a view");
 
             let bind = |rel: &str| v.binds.iter().find(|b| b.sandbox == home.join(rel)).map(|b| b.writable);
-            assert_eq!(v.binds[0], BindDir { host: view.clone(), sandbox: home.clone(), writable: true });
+            assert_eq!(
+                v.binds[0],
+                BindDir { host: view.clone(), sandbox: home.clone(), writable: true, noexec: false }
+            );
             assert_eq!(bind(".cargo"), Some(true));
             // Start-up files and the fish config are read-only parts; denied ones are absent.
             assert_eq!(bind(".bashrc"), Some(false));
@@ -328,6 +338,36 @@ mod tests {
             assert_eq!(granted.len(), 2, "{granted:#?}");
             assert!(granted.iter().any(|p| p.path == home && p.access == LandlockAccess::ReadWriteExec));
             assert!(granted.iter().any(|p| p.path == ws));
+        });
+    }
+
+    #[test]
+    fn a_part_granted_without_execution_is_bound_noexec() {
+        let files = ["home/.ssh/id_rsa", "home/tools/run.sh", "home/notes/todo.txt", "ws/"];
+        with_tree("noexec", &files, |t| {
+            let (home, view, ws) = (t.join("home"), t.join("view"), t.join("ws"));
+            let mut policy =
+                policies::load_policy(policies::embedded::source("default").unwrap(), "default").unwrap();
+            let extra = policies::load_policy(
+                "file_rules:\n\
+                 \x20 - {name: tools-read, paths: [\"${HOME}/tools/**\"], operations: [read], decision: allow}\n\
+                 \x20 - {name: notes-edit, paths: [\"${HOME}/notes/**\"], operations: [read, write, create, delete], decision: allow}\n\
+                 \x20 - {name: no-more, paths: [\"${HOME}/tools/**\", \"${HOME}/notes/**\"], operations: [\"*\"], decision: deny}\n",
+                "extra.yaml",
+            )
+            .unwrap();
+            policy.file_rules.splice(0..0, extra.file_rules);
+            let h = home.display().to_string();
+            let rules = FileRules::new(&policy.file_rules, &ws, &move |v| (v == "HOME").then(|| h.clone()));
+            let mut plan = LandlockPlan::for_session(&ws, Some(&home), &[]).narrowed(&rules);
+            let v = build(&mut plan, &home, &ws, &view, (65534, 65534), &rules).unwrap().expect("a view");
+            let bind = |rel: &str| {
+                v.binds.iter().find(|b| b.sandbox == home.join(rel)).map(|b| (b.writable, b.noexec))
+            };
+            assert_eq!(bind("tools"), Some((false, true)), "{v:#?}");
+            assert_eq!(bind("notes"), Some((true, true)), "{v:#?}");
+            assert_eq!(bind(".ssh"), None);
+            assert!(plan.paths.iter().any(|p| p.path == home && p.access == LandlockAccess::ReadWriteExec));
         });
     }
 
