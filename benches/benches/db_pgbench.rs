@@ -2,10 +2,13 @@
 //! Unix socket, and loopback TCP with SCRAM), through the DB proxy (client → proxy Unix
 //! socket → loopback TCP), and through pgbouncer in session mode (client → pgbouncer Unix
 //! socket → loopback TCP), each with the simple and the prepared (`-M prepared`) protocol.
-//! The proxy runs twice: its sessions on a two-worker runtime (as the gateway spawns them)
-//! and on a `SessionPool`. Prints a table of TPS, each one's ratio to direct, and for the
+//! The proxy runs twice: its sessions on a `SessionPool` (as the gateway serves them) and
+//! spawned on a two-worker runtime, to show what the scheduler costs. Prints a table of TPS, each one's ratio to direct, and for the
 //! proxy and pgbouncer the CPU time their process spent per transaction (from
-//! `/proc/<pid>/task/*/schedstat`; a figure a busy machine disturbs less than TPS). Not a
+//! `/proc/<pid>/task/*/schedstat`; a figure a busy machine disturbs less than TPS). A bare
+//! relay (client → Unix socket → loopback TCP, bytes copied on one thread with tokio, no
+//! protocol handling; the client logs in with SCRAM itself) runs beside them as the floor of
+//! what any relay on this runtime costs, so the proxy's own share is the difference. Not a
 //! criterion bench: pgbench does the measuring. Skips (prints why) without a cluster;
 //! pgbouncer's rows are skipped when it is not installed (`scripts/deps` installs it).
 //!
@@ -44,6 +47,34 @@ struct Target {
 fn proxy_target(name: &'static str, dir: &Path) -> Target {
     let cpu_of = Some(std::process::id());
     Target { name, host: dir.display().to_string(), port: 5432, user: "agent", password: None, cpu_of }
+}
+
+/// The bare relay in `<cluster>/relay`: each connection to its Unix socket is copied to and
+/// from a loopback TCP connection to the server, on one thread of its own (as the session
+/// pool's), with nothing read or decided.
+fn start_relay(cluster: &pg::PgCluster) -> PathBuf {
+    let dir = cluster.dir.join("relay");
+    std::fs::create_dir_all(&dir).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.join(".s.PGSQL.5432")).expect("bind");
+    listener.set_nonblocking(true).unwrap();
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.port));
+    std::thread::Builder::new()
+        .name("relay".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+                while let Ok((mut client, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                        let _ = server.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    });
+                }
+            });
+        })
+        .unwrap();
+    dir
 }
 
 /// What one pgbench run measured.
@@ -164,8 +195,8 @@ fn main() {
         .expect("pgbench -i runs");
     assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
 
-    // Two workers, as the gateway runs it: the proxy shares the machine with pgbench and the
-    // server, as it would. The same proxy with its sessions on a `SessionPool` runs beside it,
+    // The proxy shares the machine with pgbench and the server, as it would. Its sessions run
+    // on a `SessionPool`, as the gateway's do, and spawned on a two-worker runtime beside it,
     // to show what the scheduler costs. One pool thread by default: on two shared CPUs it
     // measured best (its poll returns several sessions' wake-ups at once, as pgbouncer's
     // single loop does); two threads cost as much as the two workers.
@@ -175,6 +206,7 @@ fn main() {
     let pool = std::sync::Arc::new(dbproxy::proxy::SessionPool::new(pool_threads).expect("session pool"));
     let pool_dir = start_proxy(&rt, &cluster, "proxy-pool", Some(pool));
     let bouncer = start_pgbouncer(&cluster);
+    let relay_dir = start_relay(&cluster);
 
     let dir = |p: &Path| p.display().to_string();
     let mut targets = vec![
@@ -198,6 +230,11 @@ fn main() {
         // the runtime not under test is idle.
         proxy_target("agentsh db proxy", &proxy_dir),
         proxy_target("db proxy, session pool", &pool_dir),
+        Target {
+            password: Some(pg::APP_PASSWORD),
+            user: "app",
+            ..proxy_target("bare relay (floor)", &relay_dir)
+        },
     ];
     match &bouncer {
         Some((_, d, port)) => targets.push(Target {
