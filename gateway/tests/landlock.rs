@@ -322,4 +322,15 @@ fn a_home_part_granted_without_execution_keeps_the_rebuilt_home() {
     );
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "first\nsecond\n");
     assert!(!home.path().join("made-here").exists(), "creation in the view never reaches the real home");
+    // It is kept in the session's data dir (beside the state in tests), not in the state dir.
+    let data = d.state.path().join("data").join("sessions").join(&s.id);
+    let views: Vec<_> = std::fs::read_dir(&data).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(views.iter().any(|v| v.join("made-here").is_file()), "{views:?}");
+    let state = d.state.path().join("sessions").join(&s.id);
+    assert!(
+        std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with("home-"))
+    );
 }

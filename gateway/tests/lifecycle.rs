@@ -25,6 +25,11 @@ fn session_dir(d: &Daemon, s: &Session) -> PathBuf {
     d.state.path().join("sessions").join(&s.id)
 }
 
+/// The session's part of the data dir (the harness puts `data_dir` beside the state).
+fn session_data(d: &Daemon, s: &Session) -> PathBuf {
+    d.state.path().join("data").join("sessions").join(&s.id)
+}
+
 fn session_cgroup(s: &Session) -> PathBuf {
     sandbox::cgroup::unified_root().expect("cgroup2 mount").join("agentsh").join(&s.id)
 }
@@ -37,6 +42,7 @@ fn create_list_show_destroy() {
     let d = Daemon::start();
     let s = d.session(OPEN);
     assert!(session_dir(&d, &s).is_dir());
+    assert!(session_data(&d, &s).is_dir());
     assert!(session_cgroup(&s).is_dir());
 
     let list = json(&d, &["session", "list", "--json"]);
@@ -58,6 +64,7 @@ fn create_list_show_destroy() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such session"));
     assert!(!session_dir(&d, &s).exists(), "the state dir is removed");
+    assert!(!session_data(&d, &s).exists(), "the data dir is removed");
     assert!(!session_cgroup(&s).exists(), "the cgroup is removed");
     let kinds: Vec<String> = d.audit().into_iter().filter(|e| e.session_id == s.id).map(|e| e.kind).collect();
     assert_eq!(kinds.first().map(String::as_str), Some("session_created"));

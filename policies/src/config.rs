@@ -20,6 +20,10 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/run/agentsh")
 }
 
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/agentsh")
+}
+
 /// The whole server config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +31,11 @@ pub struct ServerConfig {
     /// Where sessions keep their sockets and state (default `/run/agentsh`).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Where sessions keep what can grow large: what commands create in the rebuilt home, and
+    /// the `soft_delete` trash (default `/var/lib/agentsh`: the state dir is often a `/run`
+    /// held in memory). Each session's part is removed with the session.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
     /// Control API listeners.
     #[serde(default)]
     pub listeners: Listeners,
@@ -57,6 +66,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             state_dir: default_state_dir(),
+            data_dir: default_data_dir(),
             listeners: Listeners::default(),
             dns: DnsConfig::default(),
             audit: AuditConfig::default(),
@@ -549,6 +559,9 @@ impl Validate for ServerConfig {
         let root = YamlPath::root();
         if !self.state_dir.is_absolute() {
             v.error(root.key("state_dir"), "must be an absolute path");
+        }
+        if !self.data_dir.is_absolute() {
+            v.error(root.key("data_dir"), "must be an absolute path");
         }
         if let Some(tcp) = self.listeners.tcp
             && !tcp.ip().is_loopback()

@@ -18,6 +18,7 @@ fn empty_config_is_the_default() {
     assert_eq!(c.files.landlock, LandlockMode::Auto);
     assert_eq!(c.files.fuse_workspace, FuseMode::Auto);
     assert_eq!(c.control_socket().to_str(), Some("/run/agentsh/agentsh.sock"));
+    assert_eq!(c.data_dir.to_str(), Some("/var/lib/agentsh"));
 }
 
 #[test]
@@ -41,6 +42,7 @@ fn checks_report_positions() {
     let m = one("dns:\n  upstream: [1.1.1.1, 'x:53']\n");
     assert!(m.starts_with("2:23: dns.upstream[1]: invalid DNS upstream \"x:53\""), "{m}");
     assert!(one("state_dir: run\n").ends_with("must be an absolute path"));
+    assert_eq!(one("data_dir: var/lib\n"), "1:1: data_dir: must be an absolute path");
     assert_eq!(
         one("tls:\n  extra_roots: [/etc/ca.pem, ca.pem]\n"),
         "2:30: tls.extra_roots[1]: must be an absolute path"

@@ -42,6 +42,9 @@ pub struct Session {
     pub compiled: Arc<CompiledPolicy>,
     /// Host path of the session's state dir (seen as `/run/agentsh` inside the sandbox).
     pub dir: PathBuf,
+    /// `<data_dir>/sessions/<id>`: what can grow large (the rebuilt home's own files, the
+    /// trash), kept off the state dir.
+    pub data: PathBuf,
     /// The session resolver: one synthetic pool per session, so bindings outlive commands.
     pub resolver: Arc<SessionResolver>,
     /// The command DNS events are attributed to (the latest started).
@@ -111,7 +114,13 @@ impl Session {
             .mode(0o755)
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
+        let data = config.data_dir.join("sessions").join(&id);
         let made = write_trust(&dir, &ca).and_then(|()| {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&data)
+                .with_context(|| format!("creating {} (data_dir)", data.display()))?;
             let db = super::db::SessionDb::create(
                 &policy,
                 super::db::DbSetup {
@@ -132,7 +141,7 @@ impl Session {
         let (db, cgroup) = match made {
             Ok(x) => x,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                remove_dirs(&dir, &data);
                 return Err(e);
             }
         };
@@ -154,6 +163,7 @@ impl Session {
                 rules,
                 &workspace,
                 &dir,
+                &data.join("trash"),
                 xattrs,
                 recorder.clone(),
                 &id,
@@ -162,7 +172,7 @@ impl Session {
                 Ok(m) => Some(m),
                 Err(e) => {
                     let _ = cgroup.remove();
-                    let _ = std::fs::remove_dir_all(&dir);
+                    remove_dirs(&dir, &data);
                     return Err(e.context(format!("the FUSE workspace is {fuse_why}")));
                 }
             }
@@ -187,6 +197,7 @@ impl Session {
             policy: Arc::new(policy),
             compiled,
             dir,
+            data,
             cgroup: Mutex::new(Some(cgroup)),
             created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             commands: AtomicU64::new(0),
@@ -242,7 +253,7 @@ impl Session {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         home.hash(&mut h);
-        self.dir.join(format!("home-{uid}-{:016x}", h.finish()))
+        self.data.join(format!("home-{uid}-{:016x}", h.finish()))
     }
 
     /// The socket files behind the FUSE workspace's inodes, when there is one.
@@ -277,7 +288,8 @@ impl Session {
         &self.recorder
     }
 
-    /// Kill every process of the session, remove its cgroup and its state dir (sockets included).
+    /// Kill every process of the session, remove its cgroup, its state dir (sockets included)
+    /// and its data dir.
     pub fn destroy(&self) -> anyhow::Result<()> {
         if let Some(db) = &self.db {
             db.stop();
@@ -290,13 +302,22 @@ impl Session {
                 .context("waiting for the session's processes")?;
             cg.remove().context("removing the session cgroup")?;
         }
-        match std::fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("removing {}", self.dir.display()))
+        for dir in [&self.dir, &self.data] {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", dir.display()));
+                }
+                _ => {}
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
+}
+
+/// Removes a session's state and data dirs after a failed start.
+fn remove_dirs(dir: &std::path::Path, data: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(data);
 }
 
 /// The home directory of `uid` in the user database, if it has one.
@@ -330,6 +351,7 @@ fn mount_workspace(
     rules: FileRules,
     workspace: &std::path::Path,
     dir: &std::path::Path,
+    trash_dir: &std::path::Path,
     xattrs: bool,
     recorder: Arc<Recorder>,
     session_id: &str,
@@ -344,7 +366,7 @@ fn mount_workspace(
         sandbox_path: workspace.to_path_buf(),
         rules,
         symlink_escape: policy.policies.symlink_escape,
-        trash_dir: dir.join("trash"),
+        trash_dir: trash_dir.to_path_buf(),
         events: sink,
         threads: 2,
         passthrough: true,

@@ -167,6 +167,12 @@ impl Daemon {
             }
             _ => config.to_string(),
         };
+        // Session data beside the state, not in the host's /var/lib/agentsh.
+        let config = if config.contains("data_dir:") {
+            config
+        } else {
+            format!("data_dir: {}\n{config}", state.path().join("data").display())
+        };
         state.write("server.yaml", &config);
         Daemon::spawn(state, env)
     }
