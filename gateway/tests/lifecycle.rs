@@ -125,3 +125,32 @@ fn timeout_ends_the_command_with_124() {
     assert_eq!(e.num("timeout_ms"), 1000);
     assert_eq!(e.command_id.as_deref(), Some(r.command_id.as_str()));
 }
+
+#[test]
+fn a_restart_removes_the_data_an_earlier_run_left() {
+    if !common::privileged("a_restart_removes_the_data_an_earlier_run_left") {
+        return;
+    }
+    let d = Daemon::start();
+    let s = d.session(OPEN);
+    let ours = session_data(&d, &s);
+    let marker = std::fs::read(ours.join(".state_dir")).expect("the session's data names its server");
+    assert_eq!(marker, d.state.path().as_os_str().as_encoded_bytes());
+    let sessions = ours.parent().unwrap().to_path_buf();
+    let theirs = sessions.join("session-of-another-server");
+    let unmarked = sessions.join("session-unmarked");
+    // The clean stop removes the session's data; put it back as a server killed outright
+    // leaves it, beside data of another server sharing the data dir and an unmarked entry.
+    let d = d.restart_with(|| {
+        assert!(!ours.exists(), "a clean stop removes the data");
+        std::fs::create_dir_all(ours.join("home-0-0")).unwrap();
+        std::fs::write(ours.join("home-0-0/cache.bin"), "x").unwrap();
+        std::fs::write(ours.join(".state_dir"), &marker).unwrap();
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::write(theirs.join(".state_dir"), "/run/elsewhere").unwrap();
+        std::fs::create_dir_all(&unmarked).unwrap();
+    });
+    assert!(!ours.exists(), "the earlier run's session data is removed at start");
+    assert!(theirs.is_dir() && unmarked.is_dir(), "data of other servers is left alone");
+    drop(d);
+}

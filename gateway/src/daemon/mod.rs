@@ -115,6 +115,9 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     // never touched by a second one.
     let socket = config.control_socket();
     refuse_if_live(&socket)?;
+    for stale in session::reap_stale_data(&config.data_dir, &state_dir) {
+        tracing::info!(path = %stale.display(), "removed the data of a session of an earlier run");
+    }
     let recorder = Arc::new(Recorder::open(&state_dir, &config.audit).context("opening the audit log")?);
     if let Some(otlp) = &config.audit.otlp {
         let tls = upstream_tls.client_config(vec![b"http/1.1".to_vec()]);

@@ -2,7 +2,7 @@
 //! holds every process the session ever started.
 
 use std::{
-    os::unix::fs::DirBuilderExt,
+    os::unix::{ffi::OsStrExt, fs::DirBuilderExt},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -121,6 +121,8 @@ impl Session {
                 .mode(0o700)
                 .create(&data)
                 .with_context(|| format!("creating {} (data_dir)", data.display()))?;
+            std::fs::write(data.join(DATA_OWNER), config.state_dir.as_os_str().as_bytes())
+                .with_context(|| format!("writing {}", data.join(DATA_OWNER).display()))?;
             let db = super::db::SessionDb::create(
                 &policy,
                 super::db::DbSetup {
@@ -312,6 +314,27 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The file in a session's data dir naming the state dir of the server that made it.
+const DATA_OWNER: &str = ".state_dir";
+
+/// Removes what sessions of the server on `state_dir` left in `data_dir` when it did not end
+/// cleanly (no session outlives its server, and one server runs per state dir); what servers
+/// on other state dirs keep there is left alone. Returns what was removed.
+pub fn reap_stale_data(data_dir: &std::path::Path, state_dir: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("sessions")) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        let owner = std::fs::read(path.join(DATA_OWNER)).ok();
+        if owner.as_deref() == Some(state_dir.as_os_str().as_bytes())
+            && std::fs::remove_dir_all(&path).is_ok()
+        {
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 /// Removes a session's state and data dirs after a failed start.

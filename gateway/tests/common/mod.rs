@@ -179,8 +179,14 @@ impl Daemon {
 
     /// Stop this daemon (SIGTERM, as an operator would) and start a new one on the same state
     /// dir and config.
-    pub fn restart(mut self) -> Daemon {
+    pub fn restart(self) -> Daemon {
+        self.restart_with(|| {})
+    }
+
+    /// [`Daemon::restart`], running `between` once this daemon has stopped.
+    pub fn restart_with(mut self, between: impl FnOnce()) -> Daemon {
         self.stop();
+        between();
         // The state dir moves to the new daemon; this one's drop finds its child gone.
         let state = std::mem::replace(&mut self.state, TempDir(PathBuf::new()));
         Daemon::spawn(state, &[])
