@@ -321,8 +321,12 @@ const DATA_OWNER: &str = ".state_dir";
 
 /// Removes what sessions of the server on `state_dir` left in `data_dir` when it did not end
 /// cleanly (no session outlives its server, and one server runs per state dir); what servers
-/// on other state dirs keep there is left alone. Returns what was removed.
+/// on other state dirs keep there is left alone. Nothing when the data dir is the state dir,
+/// whose session dirs may hold a mount point of a FUSE layer. Returns what was removed.
 pub fn reap_stale_data(data_dir: &std::path::Path, state_dir: &std::path::Path) -> Vec<PathBuf> {
+    if data_dir == state_dir {
+        return Vec::new();
+    }
     let Ok(entries) = std::fs::read_dir(data_dir.join("sessions")) else { return Vec::new() };
     let mut removed = Vec::new();
     for e in entries.flatten() {
