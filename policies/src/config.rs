@@ -3,7 +3,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     str::FromStr,
 };
 
@@ -20,10 +20,6 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/run/agentsh")
 }
 
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/agentsh")
-}
-
 /// The whole server config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,10 +28,11 @@ pub struct ServerConfig {
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Where sessions keep what can grow large: what commands create in the rebuilt home, and
-    /// the `soft_delete` trash (default `/var/lib/agentsh`: the state dir is often a `/run`
-    /// held in memory). Each session's part is removed with the session.
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
+    /// the `soft_delete` trash. Each session's part is removed with the session. Unset, `agentsh
+    /// server` uses `/var/lib/agentsh` when it runs as root (the state dir is often a `/run`
+    /// held in memory), else the state dir; see [`ServerConfig::data_dir`].
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
     /// Control API listeners.
     #[serde(default)]
     pub listeners: Listeners,
@@ -66,7 +63,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             state_dir: default_state_dir(),
-            data_dir: default_data_dir(),
+            data_dir: None,
             listeners: Listeners::default(),
             dns: DnsConfig::default(),
             audit: AuditConfig::default(),
@@ -80,6 +77,11 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// Where sessions keep what can grow large: `data_dir`, else the state dir.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.as_deref().unwrap_or(&self.state_dir)
+    }
+
     /// The control socket: `listeners.control_socket`, else `<state_dir>/agentsh.sock`.
     pub fn control_socket(&self) -> PathBuf {
         self.listeners.control_socket.clone().unwrap_or_else(|| self.state_dir.join("agentsh.sock"))
@@ -560,7 +562,7 @@ impl Validate for ServerConfig {
         if !self.state_dir.is_absolute() {
             v.error(root.key("state_dir"), "must be an absolute path");
         }
-        if !self.data_dir.is_absolute() {
+        if self.data_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
             v.error(root.key("data_dir"), "must be an absolute path");
         }
         if let Some(tcp) = self.listeners.tcp

@@ -18,7 +18,8 @@ fn empty_config_is_the_default() {
     assert_eq!(c.files.landlock, LandlockMode::Auto);
     assert_eq!(c.files.fuse_workspace, FuseMode::Auto);
     assert_eq!(c.control_socket().to_str(), Some("/run/agentsh/agentsh.sock"));
-    assert_eq!(c.data_dir.to_str(), Some("/var/lib/agentsh"));
+    assert_eq!(c.data_dir, None);
+    assert_eq!(c.data_dir().to_str(), Some("/run/agentsh"));
 }
 
 #[test]

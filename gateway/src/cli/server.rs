@@ -6,6 +6,7 @@ use anyhow::Context;
 use policies::config::{ServerConfig, load_server_config};
 
 /// Load the config (strictly; `AGENTSH_STATE_DIR` overrides `state_dir`) and run the daemon.
+/// Run as root without a `data_dir`, sessions keep their bulky data in `/var/lib/agentsh`.
 pub fn run(config: Option<&str>) -> anyhow::Result<ExitCode> {
     let mut cfg = match config {
         Some(path) => {
@@ -19,6 +20,9 @@ pub fn run(config: Option<&str>) -> anyhow::Result<ExitCode> {
         cfg.state_dir = dir.into();
     } else if config.is_none() {
         cfg.state_dir = super::client::state_dir();
+    }
+    if cfg.data_dir.is_none() && nix::unistd::geteuid().is_root() {
+        cfg.data_dir = Some("/var/lib/agentsh".into());
     }
     crate::daemon::run(cfg)?;
     Ok(ExitCode::SUCCESS)

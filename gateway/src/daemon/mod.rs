@@ -115,7 +115,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
     // never touched by a second one.
     let socket = config.control_socket();
     refuse_if_live(&socket)?;
-    for stale in session::reap_stale_data(&config.data_dir, &state_dir) {
+    for stale in session::reap_stale_data(config.data_dir(), &state_dir) {
         tracing::info!(path = %stale.display(), "removed the data of a session of an earlier run");
     }
     let recorder = Arc::new(Recorder::open(&state_dir, &config.audit).context("opening the audit log")?);

@@ -114,15 +114,17 @@ impl Session {
             .mode(0o755)
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
-        let data = config.data_dir.join("sessions").join(&id);
+        let data = config.data_dir().join("sessions").join(&id);
         let made = write_trust(&dir, &ca).and_then(|()| {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(&data)
                 .with_context(|| format!("creating {} (data_dir)", data.display()))?;
-            std::fs::write(data.join(DATA_OWNER), config.state_dir.as_os_str().as_bytes())
-                .with_context(|| format!("writing {}", data.join(DATA_OWNER).display()))?;
+            if data != dir {
+                std::fs::write(data.join(DATA_OWNER), config.state_dir.as_os_str().as_bytes())
+                    .with_context(|| format!("writing {}", data.join(DATA_OWNER).display()))?;
+            }
             let db = super::db::SessionDb::create(
                 &policy,
                 super::db::DbSetup {
