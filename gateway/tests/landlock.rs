@@ -334,3 +334,22 @@ fn a_home_part_granted_without_execution_keeps_the_rebuilt_home() {
             .all(|e| !e.file_name().to_string_lossy().starts_with("home-"))
     );
 }
+
+#[test]
+fn a_rule_path_with_an_unset_variable_is_warned_about() {
+    if !landlock_available("a_rule_path_with_an_unset_variable_is_warned_about") {
+        return;
+    }
+    let dns = FakeDns::start();
+    let d = Daemon::start_with_config(&dns.server_config("synthetic"));
+    let s = d.session(
+        "version: 1\nname: unset-var\nfile_rules:\n\
+         \x20 - {name: vault, paths: ['${AGENTSH_TEST_NEVER_SET}/**'], operations: ['*'], decision: deny}\n",
+    );
+    d.exec(&s, &["true"]).assert_exit(0);
+    let log = d.log();
+    for layer in ["in the FUSE layer", "under Landlock"] {
+        let line = log.lines().find(|l| l.contains(&format!("matches nothing {layer}")));
+        assert!(line.is_some_and(|l| l.contains("vault")), "{layer}: {log}");
+    }
+}

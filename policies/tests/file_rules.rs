@@ -98,13 +98,18 @@ fn operation_families() {
 fn unset_variables_match_nothing_and_workspace_is_a_variable() {
     let r = rules(
         "file_rules:
-  - {name: unset, paths: ['${NOPE}/**'], decision: deny}
+  - {name: unset, paths: ['${NOPE}/**', '${HOME}/.netrc'], decision: deny}
   - {name: ws, paths: ['${PROJECT_ROOT}/secret/**'], decision: deny}
+  - {name: defaulted, paths: ['${NOPE:-/srv/keys}/**', '${REL:-relative}/**'], decision: deny}
 ",
     );
     assert_eq!(r.decide(Path::new("/work/ws/secret/a"), FileOp::Read).rule, "ws");
     assert_eq!(r.decide(Path::new("/work/ws/a"), FileOp::Read).rule, DEFAULT_ALLOW_WORKSPACE);
+    assert_eq!(r.decide(Path::new("/srv/keys/a"), FileOp::Read).rule, "defaulted");
     assert_eq!(r.workspace(), Path::new(WS));
+    // What matches nothing is named, to be warned about.
+    let unapplied: Vec<(&str, &str)> = r.unapplied().iter().map(|(r, p)| (r.as_str(), p.as_str())).collect();
+    assert_eq!(unapplied, [("unset", "${NOPE}/**"), ("defaulted", "${REL:-relative}/**")]);
 }
 
 #[test]

@@ -388,6 +388,9 @@ pub fn run(
         let rules = FileRules::new(&session.policy.file_rules, &session.workspace, &|name| {
             req.env.get(name).cloned()
         });
+        for (rule, path) in rules.unapplied() {
+            tracing::warn!(session = %session.id, rule, path, "file rule path matches nothing under Landlock: a variable in it is unset in the command's environment");
+        }
         let home = req.env.get("HOME").map(std::path::Path::new);
         let mut plan = super::landlock::plan(&daemon.config.files, &session.workspace, home, &rules);
         if let Some(home) = home {

@@ -155,6 +155,9 @@ impl Session {
             "HOME" => home.clone(),
             _ => std::env::var(name).ok(),
         });
+        for (rule, path) in rules.unapplied() {
+            tracing::warn!(session = %id, rule, path, "file rule path matches nothing in the FUSE layer: a variable in it is unset in the server's environment");
+        }
         let rule_within = rules.rule_within(&workspace).map(str::to_owned);
         let (fuse, fuse_why) = fuse_decision(config.files.fuse_workspace, rule_within.as_deref());
         if !fuse && rule_within.is_some() {

@@ -222,6 +222,8 @@ impl Compiled {
 pub struct FileRules {
     rules: Vec<Compiled>,
     workspace: PathBuf,
+    /// `(rule, path)` of every path left out for an unset variable or a relative expansion.
+    unapplied: Vec<(String, String)>,
 }
 
 /// `path` without `.` and `..` (lexically), or `None` when it is not absolute.
@@ -249,7 +251,7 @@ pub fn normalise(path: &Path) -> Option<Cow<'_, Path>> {
 impl FileRules {
     /// Compile `rules` for a session whose workspace is `workspace` (absolute). `${WORKSPACE}`
     /// and `${PROJECT_ROOT}` expand to it; `~`, `${HOME}` and other variables come from `vars`.
-    /// A glob with an unset variable matches nothing.
+    /// A glob with an unset variable matches nothing (see [`FileRules::unapplied`]).
     pub fn new(rules: &[FileRule], workspace: &Path, vars: &dyn Fn(&str) -> Option<String>) -> FileRules {
         let workspace = normalise(workspace).map_or_else(|| PathBuf::from("/nonexistent"), Cow::into_owned);
         let ws = workspace.to_string_lossy().into_owned();
@@ -257,9 +259,21 @@ impl FileRules {
             "WORKSPACE" | "PROJECT_ROOT" => Some(ws.clone()),
             _ => vars(name),
         };
+        let mut unapplied = Vec::new();
         let rules = rules
             .iter()
             .map(|r| {
+                let globs: Vec<CompiledGlob> = r
+                    .paths
+                    .iter()
+                    .filter_map(|g| {
+                        let c = CompiledGlob::compile(g.as_str(), &lookup);
+                        if c.is_none() {
+                            unapplied.push((r.name.clone(), g.as_str().to_string()));
+                        }
+                        c
+                    })
+                    .collect();
                 let patterns = r
                     .paths
                     .iter()
@@ -269,11 +283,7 @@ impl FileRules {
                 Compiled {
                     name: r.name.clone(),
                     message: r.message.clone(),
-                    globs: r
-                        .paths
-                        .iter()
-                        .filter_map(|g| CompiledGlob::compile(g.as_str(), &lookup))
-                        .collect(),
+                    globs,
                     patterns,
                     any_path: r.paths.is_empty(),
                     ops: r.operations.clone(),
@@ -281,7 +291,14 @@ impl FileRules {
                 }
             })
             .collect();
-        FileRules { rules, workspace }
+        FileRules { rules, workspace, unapplied }
+    }
+
+    /// `(rule, path)` of the rules' paths that match nothing in this session: a variable in
+    /// them is unset (and has no `${VAR:-default}`), or they are not absolute once expanded.
+    /// Worth a warning: a `deny` that names such a path protects nothing.
+    pub fn unapplied(&self) -> &[(String, String)] {
+        &self.unapplied
     }
 
     /// The workspace the defaults are relative to.
