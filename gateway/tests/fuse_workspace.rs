@@ -41,6 +41,10 @@ fn the_workspace_applies_file_rules_soft_deletes_and_builds() {
     assert_eq!(denied.rule(), "no-secrets");
     let deleted = r.of("file_delete");
     assert!(deleted.iter().any(|e| e.decision() == "soft_delete"), "{deleted:#?}");
+    // The trash is kept in the session's data dir, out of the sandbox's view of its state dir.
+    let r =
+        d.exec(&s, &["sh", "-c", "ls -A /run/agentsh; grep -rs 'keep me' /run/agentsh || echo not-found"]);
+    assert!(!r.stdout.lines().any(|l| l == "trash") && r.stdout.contains("not-found"), "{r:#?}");
 
     let list: serde_json::Value =
         serde_json::from_slice(&d.cli(&["session", "trash", &s.id, "--json"]).stdout).unwrap();
