@@ -154,3 +154,19 @@ fn a_restart_removes_the_data_an_earlier_run_left() {
     assert!(theirs.is_dir() && unmarked.is_dir(), "data of other servers is left alone");
     drop(d);
 }
+
+#[test]
+fn a_workspace_holding_the_state_or_data_dir_is_refused() {
+    if !common::privileged("a_workspace_holding_the_state_or_data_dir_is_refused") {
+        return;
+    }
+    let d = Daemon::start();
+    let state = d.state.path().to_path_buf();
+    let data = state.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (ws, what) in [(state.as_path(), "state dir"), (data.as_path(), "data dir")] {
+        let err = d.refused_session_in(ws, OPEN);
+        assert!(err.contains(&format!("contains the agentsh {what}")), "{what}: {err}");
+    }
+    assert_eq!(json(&d, &["session", "list", "--json"]), serde_json::json!([]));
+}

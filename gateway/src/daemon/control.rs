@@ -135,12 +135,18 @@ fn handle(
             if !workspace.is_absolute() || !workspace.is_dir() {
                 bail!("workspace {} is not an existing absolute directory", workspace.display());
             }
-            if daemon.config.state_dir.starts_with(&workspace) {
-                bail!(
-                    "workspace {} contains the agentsh state dir {}: the agent could reach the daemon's sockets",
-                    workspace.display(),
-                    daemon.config.state_dir.display()
-                );
+            let kept = [
+                ("state dir", daemon.config.state_dir.as_path(), "the daemon's sockets"),
+                ("data dir", daemon.config.data_dir(), "other sessions' homes and trash"),
+            ];
+            for (what, dir, reach) in kept {
+                if dir.starts_with(&workspace) {
+                    bail!(
+                        "workspace {} contains the agentsh {what} {}: the agent could reach {reach}",
+                        workspace.display(),
+                        dir.display()
+                    );
+                }
             }
             let (name, policy, signature) = resolve_policy(policy, &daemon.config.policies.signing)?;
             let session = Session::create(daemon, workspace, name, policy, peer.uid)?;

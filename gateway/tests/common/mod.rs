@@ -291,8 +291,12 @@ impl Daemon {
 
     /// Try to create a session with `policy`, which must be refused; returns the CLI's stderr.
     pub fn refused_session(&self, policy: &str) -> String {
-        let ws = TempDir::new("ws");
-        let out = self.create_session(ws.path(), policy);
+        self.refused_session_in(TempDir::new("ws").path(), policy)
+    }
+
+    /// [`Daemon::refused_session`] over `workspace`.
+    pub fn refused_session_in(&self, workspace: &Path, policy: &str) -> String {
+        let out = self.create_session(workspace, policy);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "the session was created: {stderr}");
         stderr
