@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Daemon, TempDir, dns::FakeDns};
+use common::{Daemon, Session, TempDir, dns::FakeDns};
 
 #[test]
 fn the_workspace_applies_file_rules_soft_deletes_and_builds() {
@@ -183,4 +183,40 @@ print(get('inside.sock'))";
     r.assert_exit(0);
     assert_eq!(r.stdout, "from-host\nfrom-inside\n", "{r:#?}");
     server.join().unwrap();
+}
+
+#[test]
+fn rule_variables_come_from_the_creators_environment() {
+    if !common::privileged("rule_variables_come_from_the_creators_environment") {
+        return;
+    }
+    let dns = FakeDns::start();
+    // The server's own environment names another directory: it must not count.
+    let d = Daemon::start_with_config_env(
+        &dns.server_config("synthetic"),
+        &[("AGENTSH_TEST_PRIVATE", "/nowhere")],
+    );
+    let ws = TempDir::new("ws");
+    std::fs::create_dir_all(ws.path().join("private")).unwrap();
+    ws.write("private/key.txt", "top secret");
+    let policy_dir = TempDir::new("policy");
+    let policy = policy_dir.write(
+        "policy.yaml",
+        "version: 1\nname: vars\nfile_rules:\n\
+         \x20 - {name: no-private, paths: ['${AGENTSH_TEST_PRIVATE}/**'], operations: ['*'], decision: deny}\n",
+    );
+    let out = d
+        .command()
+        .env("AGENTSH_TEST_PRIVATE", ws.path().join("private"))
+        .args(["session", "create", "--json", "--workspace", ws.path().to_str().unwrap(), "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id =
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"].as_str().unwrap().to_string();
+    let s = Session { id, workspace: ws };
+    assert!(fuse_shown(&d, &s.id).0.contains("no-private"), "{:?}", fuse_shown(&d, &s.id));
+    let r = d.exec(&s, &["sh", "-c", "cat private/key.txt 2>/dev/null || echo refused"]);
+    assert_eq!(r.stdout, "refused\n", "{r:#?}");
 }

@@ -29,7 +29,9 @@ pub fn policy_spec(arg: &str) -> anyhow::Result<PolicySpec> {
 pub fn create_session(workspace: &Path, policy: &str) -> anyhow::Result<SessionInfo> {
     let workspace =
         std::fs::canonicalize(workspace).with_context(|| format!("workspace {}", workspace.display()))?;
-    let req = Request::SessionCreate { workspace, policy: policy_spec(policy)? };
+    // Variables that are not UTF-8 cannot be named in a policy: left out.
+    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let req = Request::SessionCreate { workspace, policy: policy_spec(policy)?, env: env.collect() };
     match client::call(&req)? {
         Response::Created { session } => Ok(session),
         other => bail!("unexpected response: {other:?}"),

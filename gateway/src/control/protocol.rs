@@ -52,6 +52,10 @@ pub enum Request {
         workspace: PathBuf,
         /// The policy.
         policy: PolicySpec,
+        /// The creator's environment: the FUSE layer's rules expand `${VAR}` (other than
+        /// `HOME` and `WORKSPACE`) from it. Absent from older clients: no variable is set.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
     },
     /// List sessions.
     SessionList,

@@ -131,7 +131,7 @@ fn handle(
     peer: Peer,
 ) -> anyhow::Result<Response> {
     match req {
-        Request::SessionCreate { workspace, policy } => {
+        Request::SessionCreate { workspace, policy, env } => {
             if !workspace.is_absolute() || !workspace.is_dir() {
                 bail!("workspace {} is not an existing absolute directory", workspace.display());
             }
@@ -149,7 +149,7 @@ fn handle(
                 }
             }
             let (name, policy, signature) = resolve_policy(policy, &daemon.config.policies.signing)?;
-            let session = Session::create(daemon, workspace, name, policy, peer.uid)?;
+            let session = Session::create(daemon, workspace, name, policy, peer.uid, &env)?;
             let info = session.info();
             let mut created = Event::new("session_created", &session.id)
                 .field("workspace", session.workspace.display().to_string())

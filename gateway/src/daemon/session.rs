@@ -75,13 +75,15 @@ pub struct Session {
 impl Session {
     /// Create the state dir, cgroup and resolver of a new session.
     /// `owner_uid` is the peer creating it: its home (from the user database) is `${HOME}` in
-    /// the rules the FUSE workspace applies.
+    /// the rules the FUSE workspace applies, and `env` (its environment) holds their other
+    /// variables.
     pub fn create(
         daemon: &super::Daemon,
         workspace: PathBuf,
         policy_name: String,
         policy: Policy,
         owner_uid: u32,
+        env: &std::collections::BTreeMap<String, String>,
     ) -> anyhow::Result<Session> {
         let (config, recorder, upstream_tls) =
             (&daemon.config, daemon.recorder.clone(), &daemon.upstream_tls);
@@ -153,10 +155,10 @@ impl Session {
         let home = owner_home(owner_uid);
         let rules = FileRules::new(&policy.file_rules, &workspace, &|name| match name {
             "HOME" => home.clone(),
-            _ => std::env::var(name).ok(),
+            _ => env.get(name).cloned(),
         });
         for (rule, path) in rules.unapplied() {
-            tracing::warn!(session = %id, rule, path, "file rule path matches nothing in the FUSE layer: a variable in it is unset in the server's environment");
+            tracing::warn!(session = %id, rule, path, "file rule path matches nothing in the FUSE layer: a variable in it is unset in the creator's environment");
         }
         let rule_within = rules.rule_within(&workspace).map(str::to_owned);
         let (fuse, fuse_why) = fuse_decision(config.files.fuse_workspace, rule_within.as_deref());
