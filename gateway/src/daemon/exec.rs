@@ -388,10 +388,13 @@ pub fn run(
         let rules = FileRules::new(&session.policy.file_rules, &session.workspace, &|name| {
             req.env.get(name).cloned()
         });
-        for (rule, path) in rules.unapplied() {
+        let home = req.env.get("HOME").map(std::path::Path::new);
+        // Without a HOME nothing of a home is granted: its rules have nothing to narrow.
+        let about_home =
+            |p: &str| p.starts_with('~') || p.starts_with("${HOME}") || p.starts_with("${HOME:-");
+        for (rule, path) in rules.unapplied().iter().filter(|(_, p)| home.is_some() || !about_home(p)) {
             tracing::warn!(session = %session.id, rule, path, "file rule path matches nothing under Landlock: a variable in it is unset in the command's environment");
         }
-        let home = req.env.get("HOME").map(std::path::Path::new);
         let mut plan = super::landlock::plan(&daemon.config.files, &session.workspace, home, &rules);
         if let Some(home) = home {
             let view_dir = session.home_view_dir(peer.uid, home);
