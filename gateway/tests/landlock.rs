@@ -353,7 +353,10 @@ fn a_rule_path_with_an_unset_variable_is_warned_about() {
     let log = d.log();
     for layer in ["in the FUSE layer", "under Landlock"] {
         let line = log.lines().find(|l| l.contains(&format!("matches nothing {layer}")));
-        assert!(line.is_some_and(|l| l.contains("vault")), "{layer}: {log}");
+        assert!(
+            line.is_some_and(|l| l.contains("vault") && l.contains("\"AGENTSH_TEST_NEVER_SET\"")),
+            "{layer}: {log}"
+        );
     }
     assert!(!log.contains("home-vault"), "{log}");
 }

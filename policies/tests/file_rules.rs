@@ -108,8 +108,12 @@ fn unset_variables_match_nothing_and_workspace_is_a_variable() {
     assert_eq!(r.decide(Path::new("/srv/keys/a"), FileOp::Read).rule, "defaulted");
     assert_eq!(r.workspace(), Path::new(WS));
     // What matches nothing is named, to be warned about.
-    let unapplied: Vec<(&str, &str)> = r.unapplied().iter().map(|(r, p)| (r.as_str(), p.as_str())).collect();
-    assert_eq!(unapplied, [("unset", "${NOPE}/**"), ("defaulted", "${REL:-relative}/**")]);
+    let unapplied: Vec<(&str, &str, Option<&str>)> =
+        r.unapplied().iter().map(|u| (u.rule.as_str(), u.path.as_str(), u.unset.as_deref())).collect();
+    assert_eq!(
+        unapplied,
+        [("unset", "${NOPE}/**", Some("NOPE")), ("defaulted", "${REL:-relative}/**", None)]
+    );
 }
 
 #[test]

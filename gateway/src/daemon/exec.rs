@@ -390,10 +390,9 @@ pub fn run(
         });
         let home = req.env.get("HOME").map(std::path::Path::new);
         // Without a HOME nothing of a home is granted: its rules have nothing to narrow.
-        let about_home =
-            |p: &str| p.starts_with('~') || p.starts_with("${HOME}") || p.starts_with("${HOME:-");
-        for (rule, path) in rules.unapplied().iter().filter(|(_, p)| home.is_some() || !about_home(p)) {
-            tracing::warn!(session = %session.id, rule, path, "file rule path matches nothing under Landlock: a variable in it is unset in the command's environment");
+        for u in rules.unapplied().iter().filter(|u| home.is_some() || u.unset.as_deref() != Some("HOME")) {
+            let (rule, path, unset) = (&u.rule, &u.path, u.unset.as_deref().unwrap_or("-"));
+            tracing::warn!(session = %session.id, rule, path, unset, "file rule path matches nothing under Landlock (its variable is unset in the command's environment, or it is not absolute)");
         }
         let mut plan = super::landlock::plan(&daemon.config.files, &session.workspace, home, &rules);
         if let Some(home) = home {

@@ -157,8 +157,9 @@ impl Session {
             "HOME" => home.clone(),
             _ => env.get(name).cloned(),
         });
-        for (rule, path) in rules.unapplied() {
-            tracing::warn!(session = %id, rule, path, "file rule path matches nothing in the FUSE layer: a variable in it is unset in the creator's environment");
+        for u in rules.unapplied() {
+            let (rule, path, unset) = (&u.rule, &u.path, u.unset.as_deref().unwrap_or("-"));
+            tracing::warn!(session = %id, rule, path, unset, "file rule path matches nothing in the FUSE layer (its variable is unset in the creator's environment, or it is not absolute)");
         }
         let rule_within = rules.rule_within(&workspace).map(str::to_owned);
         let (fuse, fuse_why) = fuse_decision(config.files.fuse_workspace, rule_within.as_deref());

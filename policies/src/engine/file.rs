@@ -222,8 +222,19 @@ impl Compiled {
 pub struct FileRules {
     rules: Vec<Compiled>,
     workspace: PathBuf,
-    /// `(rule, path)` of every path left out for an unset variable or a relative expansion.
-    unapplied: Vec<(String, String)>,
+    unapplied: Vec<Unapplied>,
+}
+
+/// A rule's path that matches nothing in a session (see [`FileRules::unapplied`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unapplied {
+    /// The rule's name.
+    pub rule: String,
+    /// The path as the policy writes it.
+    pub path: String,
+    /// The variable in it that is unset (with no default); `None` when it expands to a path
+    /// that is not absolute.
+    pub unset: Option<String>,
 }
 
 /// `path` without `.` and `..` (lexically), or `None` when it is not absolute.
@@ -269,7 +280,12 @@ impl FileRules {
                     .filter_map(|g| {
                         let c = CompiledGlob::compile(g.as_str(), &lookup);
                         if c.is_none() {
-                            unapplied.push((r.name.clone(), g.as_str().to_string()));
+                            let unset = path_glob::try_expand(g.as_str(), &lookup).err().flatten();
+                            unapplied.push(Unapplied {
+                                rule: r.name.clone(),
+                                path: g.as_str().to_string(),
+                                unset,
+                            });
                         }
                         c
                     })
@@ -294,10 +310,10 @@ impl FileRules {
         FileRules { rules, workspace, unapplied }
     }
 
-    /// `(rule, path)` of the rules' paths that match nothing in this session: a variable in
-    /// them is unset (and has no `${VAR:-default}`), or they are not absolute once expanded.
-    /// Worth a warning: a `deny` that names such a path protects nothing.
-    pub fn unapplied(&self) -> &[(String, String)] {
+    /// The rules' paths that match nothing in this session: a variable in them is unset (and
+    /// has no `${VAR:-default}`), or they are not absolute once expanded. Worth a warning: a
+    /// `deny` that names such a path protects nothing.
+    pub fn unapplied(&self) -> &[Unapplied] {
         &self.unapplied
     }
 

@@ -30,27 +30,36 @@ pub struct SegPattern(Seg);
 /// Expand `~` and `${VAR}` / `${VAR:-default}` with `vars`; `None` when a variable is unset and
 /// has no default (the rule then matches nothing rather than something unintended).
 pub fn expand(glob: &str, vars: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    try_expand(glob, vars).ok()
+}
+
+/// [`expand`], telling why it failed: `Err(Some(name))` names the first variable that is unset
+/// with no default (`HOME` for `~`), `Err(None)` an unclosed `${`.
+pub fn try_expand(glob: &str, vars: &dyn Fn(&str) -> Option<String>) -> Result<String, Option<String>> {
+    let value = |name: &str, default: Option<&str>| {
+        vars(name).or_else(|| default.map(str::to_string)).ok_or_else(|| Some(name.to_string()))
+    };
     let mut out = String::new();
     let mut rest = glob;
     if let Some(tail) = rest.strip_prefix('~')
         && (tail.is_empty() || tail.starts_with('/'))
     {
-        out.push_str(&vars("HOME")?);
+        out.push_str(&value("HOME", None)?);
         rest = tail;
     }
     while let Some(i) = rest.find("${") {
         out.push_str(&rest[..i]);
         let tail = &rest[i + 2..];
-        let end = tail.find('}')?;
+        let end = tail.find('}').ok_or(None)?;
         let (name, default) = match tail[..end].split_once(":-") {
             Some((n, d)) => (n, Some(d)),
             None => (&tail[..end], None),
         };
-        out.push_str(&vars(name).or_else(|| default.map(str::to_string))?);
+        out.push_str(&value(name, default)?);
         rest = &tail[end + 1..];
     }
     out.push_str(rest);
-    Some(out)
+    Ok(out)
 }
 
 /// Whether one path segment `seg` matches one segment `pat` of a glob (`*` any run within the
@@ -159,6 +168,8 @@ mod tests {
         assert!(m("${PROJECT_ROOT}/**", "/work/ws/run/x.sock"));
         assert!(m("${UNSET:-/opt}/x", "/opt/x"));
         assert!(CompiledGlob::compile("${UNSET}/x", &vars).is_none());
+        assert_eq!(try_expand("${UNSET:-/opt}/${ALSO}/x", &vars), Err(Some("ALSO".into())));
+        assert_eq!(try_expand("${UNCLOSED/x", &vars), Err(None));
     }
 
     #[test]
