@@ -1,7 +1,10 @@
-//! pgbench select-only, side by side in one run on one throwaway cluster: direct (the server's
+//! pgbench, side by side in one run on one throwaway cluster: direct (the server's
 //! Unix socket, and loopback TCP with SCRAM), through the DB proxy (client → proxy Unix
 //! socket → loopback TCP), and through pgbouncer in session mode (client → pgbouncer Unix
-//! socket → loopback TCP), each with the simple and the prepared (`-M prepared`) protocol.
+//! socket → loopback TCP). Three workloads: select-only (`-S`) with the simple and with the
+//! prepared (`-M prepared`) protocol, and pgbench's TPC-B-like default script (`tpcb`: BEGIN,
+//! three updates, a select, an insert and END per transaction, prepared), where the proxy's share of
+//! the work is what a write-heavy client sees.
 //! The proxy runs twice: its sessions on a `SessionPool` (as the gateway serves them) and
 //! spawned on a two-worker runtime, to show what the scheduler costs. Prints a table of TPS, each one's ratio to direct, and for the
 //! proxy and pgbouncer the CPU time their process spent per transaction (from
@@ -15,7 +18,7 @@
 //! `AGENTSH_PGBENCH_SECONDS` (default 10), `AGENTSH_PGBENCH_CLIENTS` (default 4) and
 //! `AGENTSH_PGBENCH_ROUNDS` (default 3) tune it; `AGENTSH_PGBENCH_ONLY` (comma-separated
 //! words, e.g. `proxy,bouncer`) keeps the targets whose name contains one of them, and
-//! `AGENTSH_PGBENCH_MODES` (`simple`, `prepared`) the modes, for profiling one of them;
+//! `AGENTSH_PGBENCH_MODES` (`simple`, `prepared`, `tpcb`) the workloads, for profiling one;
 //! `AGENTSH_PGBENCH_POOL_THREADS` (default 1) sizes the session pool.
 
 mod db_common;
@@ -95,11 +98,17 @@ fn cpu_ns(pid: u32) -> Option<u64> {
     Some(sum)
 }
 
-/// Runs pgbench select-only against `t` in `mode`.
+/// Runs pgbench against `t` in `mode`: `simple` or `prepared` select-only, or `tpcb`.
 fn pgbench(bin: &Path, t: &Target, mode: &str, seconds: u32, clients: u32) -> Result<Run, String> {
     let mut c = Command::new(bin.join("pgbench"));
     let threads = clients.min(std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
-    c.args(["-n", "-S", "-M", mode])
+    let workload: &[&str] = match mode {
+        "tpcb" => &["-M", "prepared"],
+        "simple" | "prepared" => &["-S", "-M", mode],
+        _ => return Err(format!("unknown mode {mode:?} (simple, prepared or tpcb)")),
+    };
+    c.arg("-n")
+        .args(workload)
         .args(["-c", &clients.to_string(), "-j", &threads.to_string(), "-T", &seconds.to_string()])
         .args(["-h", &t.host, "-p", &t.port.to_string(), "-U", t.user, "appdb"]);
     c.env_remove("PGPASSWORD");
@@ -201,10 +210,13 @@ fn main() {
     // measured best (its poll returns several sessions' wake-ups at once, as pgbouncer's
     // single loop does); two threads cost as much as the two workers.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let proxy_dir = start_proxy(&rt, &cluster, "proxy", None);
+    // The statements pgbench sends, and no more: reads, and for `tpcb` its updates, insert and
+    // transaction.
+    let ops = "[READ, UPDATE, INSERT, transaction]";
+    let proxy_dir = start_proxy(&rt, &cluster, "proxy", ops, None);
     let pool_threads = env_num("AGENTSH_PGBENCH_POOL_THREADS", 1) as usize;
     let pool = std::sync::Arc::new(dbproxy::proxy::SessionPool::new(pool_threads).expect("session pool"));
-    let pool_dir = start_proxy(&rt, &cluster, "proxy-pool", Some(pool));
+    let pool_dir = start_proxy(&rt, &cluster, "proxy-pool", ops, Some(pool));
     let bouncer = start_pgbouncer(&cluster);
     let relay_dir = start_relay(&cluster);
 
@@ -255,12 +267,13 @@ fn main() {
     }
     let modes: Vec<String> = std::env::var("AGENTSH_PGBENCH_MODES")
         .map(|m| m.split(',').map(str::to_string).collect())
-        .unwrap_or_else(|_| vec!["simple".into(), "prepared".into()]);
+        .unwrap_or_else(|_| vec!["simple".into(), "prepared".into(), "tpcb".into()]);
 
     // Rounds interleave the targets, so a load that comes and goes on the machine is spread
     // over all of them; each figure is the median of its rounds.
     println!(
-        "pgbench -S (select-only), {clients} clients, {seconds} s per run, median of {rounds} interleaved rounds, scale 1, {} CPUs",
+        "pgbench: simple and prepared are select-only (-S), tpcb the TPC-B-like default (prepared); \
+         {clients} clients, {seconds} s per run, median of {rounds} interleaved rounds, scale 1, {} CPUs",
         num_cpus()
     );
     println!("{:<24} {:>8} {:>12} {:>9} {:>11}  runs", "target", "mode", "tps", "% direct", "cpu µs/txn");

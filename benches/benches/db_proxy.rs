@@ -68,7 +68,7 @@ impl Client {
 fn bench(c: &mut Criterion) {
     let Some(cluster) = pg::PgCluster::start_or_skip() else { return };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let sock = start_proxy(&rt, &cluster, "proxy", None).join(".s.PGSQL.5432");
+    let sock = start_proxy(&rt, &cluster, "proxy", "[READ]", None).join(".s.PGSQL.5432");
 
     let mut direct = Client::connect(&cluster.dir.join(format!(".s.PGSQL.{}", cluster.port)), "app");
     let mut proxied = Client::connect(&sock, "agent");

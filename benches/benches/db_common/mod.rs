@@ -1,5 +1,5 @@
 //! What the database benches share: a throwaway cluster (the dbproxy tests' harness) and
-//! the DB proxy in front of it, allowing reads.
+//! the DB proxy in front of it.
 
 #[path = "../../../dbproxy/tests/common/pg.rs"]
 #[allow(dead_code)]
@@ -14,12 +14,14 @@ use dbproxy::{
 use policies::{Policy, engine::db::DbRules, load_policy};
 
 /// The DB proxy for `cluster` on `<cluster>/<name>/.s.PGSQL.5432` (that dir returned), its
-/// service's rules allowing reads (so sessions are read-only), accepting on `rt` until it is
-/// dropped; sessions run on `rt` too, or on `pool`'s threads when given.
+/// service's one statement rule allowing `operations` (e.g. `[READ]`, which makes sessions
+/// read-only), accepting on `rt` until it is dropped; sessions run on `rt` too, or on `pool`'s
+/// threads when given.
 pub fn start_proxy(
     rt: &tokio::runtime::Runtime,
     cluster: &pg::PgCluster,
     name: &str,
+    operations: &str,
     pool: Option<Arc<SessionPool>>,
 ) -> PathBuf {
     let pw = cluster.dir.join("app-password");
@@ -27,7 +29,7 @@ pub fn start_proxy(
     let yaml = format!(
         "db_services:\n  appdb: {{family: postgres, upstream: '127.0.0.1:{}', tls_mode: terminate_plaintext_upstream, credentials: {{user: app, password_file: '{}'}}}}\n\
 database_connection_rules:\n  - {{name: connect, db_service: appdb, decision: allow}}\n\
-database_rules:\n  - {{name: reads, db_service: appdb, operations: [READ], decision: allow}}\n",
+database_rules:\n  - {{name: statements, db_service: appdb, operations: {operations}, decision: allow}}\n",
         cluster.port,
         pw.display()
     );
