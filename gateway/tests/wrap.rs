@@ -164,3 +164,65 @@ fn a_failed_hand_off_runs_nothing_unless_fail_open() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(marker.exists(), "--fail-open ran it unwrapped");
 }
+
+/// The wrapped command trusts the session CA without being told: TLS the gateway terminates
+/// (a `rewrite_sni` redirect) verifies with curl's and Python's default trust, TLS it passes
+/// through still verifies against the caller's own bundle (the base of the command's), and
+/// the trust files are gone once the command ended.
+#[test]
+fn a_wrapped_command_trusts_the_session_ca_beside_the_callers_roots() {
+    if !common::privileged("a_wrapped_command_trusts_the_session_ca_beside_the_callers_roots") {
+        return;
+    }
+    let ca = TestCa::with_names(&["localhost", "new.test"]);
+    let echo = ca.serve_sni_echo();
+    let dns = FakeDns::start();
+    let roots = TempDir::new("roots");
+    let own = roots.write("own-roots.pem", &ca.ca_pem);
+    let config = format!("{}tls:\n  extra_roots: ['{}']\n", dns.server_config("synthetic"), own.display());
+    let d = Daemon::start_with_config(&config);
+    let e = echo.port();
+    let policy = format!(
+        "version: 1\nname: wrap-trust\nnetwork_rules:\n\
+         \x20 - {{name: rw, domains: [rw.test], ports: [{e}], decision: allow}}\n\
+         \x20 - {{name: local-echo, cidrs: [127.0.0.1/32], ports: [{e}], decision: allow}}\n\
+         connect_redirects:\n\
+         \x20 - {{name: rewrite-rw, match: '^rw\\.test:{e}$', redirect_to: '127.0.0.1:{e}', tls: {{mode: rewrite_sni, sni: new.test}}}}\n"
+    );
+    let s = d.session(&policy);
+    // The caller trusts only its own roots (the echo server's CA), as a container might.
+    let wrap_with_own_roots = |args: &[&str]| {
+        let mut c = d.command();
+        c.current_dir(s.workspace.path()).env("SSL_CERT_FILE", &own).args(["wrap", "--session", &s.id, "--"]);
+        let out = c.args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let terminated = format!("https://rw.test:{e}/");
+    let (code, out, err) = wrap_with_own_roots(&["curl", "-4", "-sS", "--max-time", "10", &terminated]);
+    assert_eq!((code, out.as_str()), (0, "sni=new.test"), "terminated with the session CA: {err}");
+    let py = format!(
+        "import urllib.request; print(urllib.request.urlopen('{terminated}', timeout=10).read().decode())"
+    );
+    let (code, out, err) = wrap_with_own_roots(&["python3", "-c", &py]);
+    assert_eq!((code, out.trim()), (0, "sni=new.test"), "{err}");
+    let passed_through = format!("https://localhost:{e}/");
+    let (code, out, err) = wrap_with_own_roots(&["curl", "-4", "-sS", "--max-time", "10", &passed_through]);
+    assert_eq!((code, out.as_str()), (0, "sni=localhost"), "the caller's own roots still apply: {err}");
+
+    let (code, out, _) = wrap_with_own_roots(&[
+        "sh",
+        "-c",
+        "echo \"$SSL_CERT_FILE $AGENTSH_SESSION_ID\"; grep -c BEGIN \"$SSL_CERT_FILE\"",
+    ]);
+    assert_eq!(code, 0);
+    let mut lines = out.lines();
+    let first = lines.next().unwrap_or_default();
+    let (bundle, sid) = first.split_once(' ').unwrap_or_default();
+    assert_eq!(sid, s.id);
+    assert_eq!(lines.next(), Some("2"), "the caller's root and the session CA: {out}");
+    assert!(!std::path::Path::new(bundle).exists(), "{bundle} outlived the command");
+}

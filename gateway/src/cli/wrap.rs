@@ -3,8 +3,21 @@
 //! the filter's notify fd handed to the gateway over `<state dir>/notify.sock`. The command
 //! starts only once the gateway has taken it into the session; if the hand-off fails, it does
 //! not run at all (exit 126) unless `--fail-open` says to run it unwrapped.
+//!
+//! The command trusts the session CA, with which the gateway terminates TLS (LLM provider
+//! hosts, `rewrite_sni` redirects): `SSL_CERT_FILE` and the other variables of a sandboxed
+//! command name files the wrapper makes in a private temp dir, removed when the command ends —
+//! the caller's own bundle (its `SSL_CERT_FILE`, …, else this system's) with the CA appended,
+//! and the CA with the caller's own extra roots (`NODE_EXTRA_CA_CERTS`, `PGSSLROOTCERT`).
 
-use std::{ffi::OsString, os::fd::AsFd, os::unix::net::UnixStream, path::Path, process::ExitCode};
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    os::fd::AsFd,
+    os::unix::{fs::DirBuilderExt, net::UnixStream},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::Context;
 use redirect::filter::{FilterSpec, compile};
@@ -62,8 +75,91 @@ fn wrapped(session_id: &str, command: &[String]) -> anyhow::Result<i32> {
     if let Some(error) = reply.error {
         anyhow::bail!("the gateway refused: {error}");
     }
-    child.release().context("releasing the command")?;
-    child.wait().context("waiting for the command")
+    let trust = reply.ca_pem.as_deref().map(Trust::write).transpose()?;
+    let env = environment(std::env::vars_os(), session_id, &reply, trust.as_ref());
+    child.release_with_env(&env).context("releasing the command")?;
+    let code = child.wait().context("waiting for the command");
+    drop(trust);
+    code
+}
+
+/// The caller's variables that name a CA bundle, in the order they are taken as the base of
+/// the command's.
+const BUNDLE_VARS: [&str; 3] = ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"];
+/// The caller's variables that name extra roots, kept beside the CA.
+const EXTRA_ROOT_VARS: [&str; 2] = ["NODE_EXTRA_CA_CERTS", "PGSSLROOTCERT"];
+
+/// The trust files of one wrapped command, in a private temp dir removed on drop.
+struct Trust {
+    dir: PathBuf,
+}
+
+impl Trust {
+    fn write(ca_pem: &str) -> anyhow::Result<Trust> {
+        let dir = std::env::temp_dir().join(format!("agentsh-wrap-{}", uuid::Uuid::new_v4()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("making {}", dir.display()))?;
+        let trust = Trust { dir };
+        let read = |var: &str| std::env::var_os(var).and_then(|p| std::fs::read_to_string(p).ok());
+        let base = BUNDLE_VARS
+            .iter()
+            .find_map(|v| read(v))
+            .or_else(|| crate::daemon::host_bundle().and_then(|p| std::fs::read_to_string(p).ok()))
+            .unwrap_or_default();
+        let extra: Vec<String> = EXTRA_ROOT_VARS.iter().filter_map(|v| read(v)).collect();
+        let write = |name: &str, parts: &[&str]| -> anyhow::Result<()> {
+            let mut text = String::new();
+            for p in parts.iter().filter(|p| !p.is_empty()) {
+                text.push_str(p);
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+            let path = trust.dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        };
+        write("ca-bundle.pem", &[&base, ca_pem])?;
+        let mut roots: Vec<&str> = vec![ca_pem];
+        roots.extend(extra.iter().map(String::as_str));
+        write("ca.pem", &roots)?;
+        Ok(trust)
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.dir.join("ca-bundle.pem")
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
+
+impl Drop for Trust {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The command's environment: the caller's, with the session's ids and the trust variables.
+fn environment(
+    caller: impl IntoIterator<Item = (OsString, OsString)>,
+    session_id: &str,
+    reply: &WrapReply,
+    trust: Option<&Trust>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: BTreeMap<OsString, OsString> = caller.into_iter().collect();
+    env.insert("AGENTSH_SESSION_ID".into(), session_id.into());
+    if let Some(id) = &reply.command_id {
+        env.insert("AGENTSH_COMMAND_ID".into(), id.into());
+    }
+    if let Some(t) = trust {
+        for (var, value) in crate::daemon::trust_vars(&t.bundle(), &t.ca(), reply.db) {
+            env.insert(var.into(), value.into());
+        }
+    }
+    env.into_iter().collect()
 }
 
 fn hand_off(

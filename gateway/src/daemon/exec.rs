@@ -137,18 +137,12 @@ fn environment(
     env.insert("AGENTSH_SESSION_ID".into(), session_id.into());
     env.insert("AGENTSH_COMMAND_ID".into(), command_id.into());
     env.remove("AGENTSH_SERVER");
-    // The session CA, for the connections the gateway terminates, in every place common TLS
-    // stacks look (OpenSSL, curl, Python requests, git, Node.js); the host bundle's path is
+    // The session CA, for the connections the gateway terminates; the host bundle's path is
     // also covered by a bind mount of the same file.
     let state = std::path::Path::new(sandbox::SANDBOX_STATE_DIR);
-    let bundle = state.join(super::session::CA_BUNDLE).display().to_string();
-    for var in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"] {
-        env.insert(var.into(), bundle.clone());
-    }
-    env.insert("NODE_EXTRA_CA_CERTS".into(), state.join(super::session::CA_FILE).display().to_string());
-    // libpq verifies servers against its own root file, not the system bundle.
-    if session.db.is_some() {
-        env.insert("PGSSLROOTCERT".into(), state.join(super::session::CA_FILE).display().to_string());
+    let (bundle, ca) = (state.join(super::session::CA_BUNDLE), state.join(super::session::CA_FILE));
+    for (var, value) in super::session::trust_vars(&bundle, &ca, session.db.is_some()) {
+        env.insert(var.into(), value);
     }
     // The LLM proxy's base URLs and placeholder keys replace whatever the caller passed: the
     // real keys stay in the gateway.

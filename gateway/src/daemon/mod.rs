@@ -18,6 +18,9 @@ mod session;
 mod tls;
 pub mod wrap;
 
+pub(crate) use session::trust_vars;
+pub(crate) use tls::host_bundle;
+
 use std::{
     collections::BTreeMap,
     os::unix::fs::{DirBuilderExt, PermissionsExt},

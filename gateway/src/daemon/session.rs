@@ -452,6 +452,23 @@ pub const CA_FILE: &str = "ca.pem";
 /// bundle's path in the sandbox and named by `SSL_CERT_FILE` and friends.
 pub const CA_BUNDLE: &str = "ca-bundle.pem";
 
+/// The variables through which common TLS stacks (OpenSSL, curl, Python requests, git) trust
+/// `bundle`, a bundle holding the session CA, and Node.js `ca`, the CA alone; with database
+/// services also libpq, which verifies servers against its own root file.
+pub fn trust_vars(bundle: &std::path::Path, ca: &std::path::Path, db: bool) -> Vec<(&'static str, String)> {
+    let (bundle, ca) = (bundle.display().to_string(), ca.display().to_string());
+    let mut vars: Vec<(&'static str, String)> =
+        ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"]
+            .into_iter()
+            .map(|v| (v, bundle.clone()))
+            .collect();
+    vars.push(("NODE_EXTRA_CA_CERTS", ca.clone()));
+    if db {
+        vars.push(("PGSSLROOTCERT", ca));
+    }
+    vars
+}
+
 /// Write the session's trust files: its CA, and the host bundle with the CA appended.
 fn write_trust(dir: &std::path::Path, ca: &SessionCa) -> anyhow::Result<()> {
     let write = |name: &str, text: &str| {

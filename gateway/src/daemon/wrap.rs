@@ -58,6 +58,14 @@ pub struct WrapReply {
     pub command_id: Option<String>,
     /// Why the hand-off was refused.
     pub error: Option<String>,
+    /// The session CA (PEM), for the wrapper to make the command trust it: the gateway
+    /// terminates TLS with it (LLM provider hosts, `rewrite_sni` redirects). Absent from an
+    /// older gateway.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    /// Whether the session has database services (libpq is then pointed at the CA too).
+    #[serde(default)]
+    pub db: bool,
 }
 
 /// Accept hand-offs on `<state dir>/notify.sock` until the daemon exits.
@@ -80,8 +88,13 @@ pub fn listen(daemon: &Arc<Daemon>) -> anyhow::Result<()> {
 fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let reply = match accept(daemon, &mut stream) {
-        Ok(command_id) => WrapReply { command_id: Some(command_id), error: None },
-        Err(e) => WrapReply { command_id: None, error: Some(format!("{e:#}")) },
+        Ok((command_id, session)) => WrapReply {
+            command_id: Some(command_id),
+            error: None,
+            ca_pem: Some(session.ca.cert_pem().to_string()),
+            db: session.db.is_some(),
+        },
+        Err(e) => WrapReply { command_id: None, error: Some(format!("{e:#}")), ca_pem: None, db: false },
     };
     let _ = write_frame(&mut stream, &reply);
 }
@@ -107,12 +120,13 @@ fn wrapped_child(peer_pid: i32, claimed: i32) -> anyhow::Result<Option<(i32, u32
     Ok(None)
 }
 
-fn accept(daemon: &Arc<Daemon>, stream: &mut UnixStream) -> anyhow::Result<String> {
+/// Takes the wrapper's child into its session: the command id and the session.
+fn accept(daemon: &Arc<Daemon>, stream: &mut UnixStream) -> anyhow::Result<(String, Arc<Session>)> {
     let cred = getsockopt(&*stream, PeerCredentials).context("reading the peer's credentials")?;
     let hello: WrapHello = read_frame(stream).context("reading the hand-off request")?;
     let notify = recv_fd(stream).context("receiving the notify fd")?;
     let session = daemon.session(&hello.session_id)?;
-    let refuse = |reason: &str, why: String| -> anyhow::Result<String> {
+    let refuse = |reason: &str, why: String| -> anyhow::Result<(String, Arc<Session>)> {
         let mut e = Event::new("listener_auth_fail", &session.id)
             .field("listener", "notify")
             .field("peer_uid", cred.uid())
@@ -148,7 +162,7 @@ fn accept(daemon: &Arc<Daemon>, stream: &mut UnixStream) -> anyhow::Result<Strin
     e.command_id = Some(command_id.clone());
     e.pid = Some(pid);
     daemon.recorder.record(e);
-    Ok(command_id)
+    Ok((command_id, session))
 }
 
 /// Start the supervisor, the funnel and the resolver for the wrapped process; they stop when
