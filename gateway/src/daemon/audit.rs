@@ -1,6 +1,15 @@
 //! The audit recorder: every event goes to the JSONL audit file under the state dir, to the
 //! configured sinks, and to the collector of the command that caused it (for `exec --events`).
 //!
+//! Files are written by a thread of their own: [`Recorder::record`] hands the event over (a
+//! busy source, such as a statement per database round trip or a file operation, pays no
+//! encoding, no `write` and no chain bookkeeping), and the writer encodes what has queued up
+//! and appends it with one `write` per file. The queue is bounded: a writer that cannot keep
+//! up slows the recorders down rather than growing without limit. [`Recorder::flush`] waits
+//! until everything recorded before it is written; the control API flushes before every
+//! answer, so what a command did is in the log when `exec` returns, and so does the daemon
+//! before it exits.
+//!
 //! With `audit.integrity` each JSONL file carries its own HMAC chain ([`crate::integrity`]),
 //! with its state mirrored in a `<file>.chain` sidecar (0600, replaced atomically). At start the
 //! chain continues from the file's last line when that line verifies and the sidecar does not
@@ -17,7 +26,10 @@ use std::{
     io::{self, Read, Seek, SeekFrom, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        mpsc::{Receiver, SyncSender},
+    },
 };
 
 use anyhow::Context;
@@ -34,15 +46,36 @@ const MAX_COLLECTED: usize = 10_000;
 
 /// Fans events out to files, stderr and per-command collectors.
 pub struct Recorder {
-    files: Vec<Mutex<Sink>>,
-    key: Option<Key>,
-    stderr: bool,
     log_allowed: bool,
-    max_size: u64,
-    max_backups: u32,
     collectors: Mutex<HashMap<String, Collector>>,
     followers: Mutex<Vec<std::sync::mpsc::SyncSender<Event>>>,
     otlp: std::sync::OnceLock<super::otlp::Exporter>,
+    writer: SyncSender<Msg>,
+}
+
+/// Events waiting for the writer before [`Recorder::record`] waits for room.
+const QUEUE: usize = 16 * 1024;
+/// Most events the writer encodes before it writes them out.
+const BATCH: usize = 1024;
+/// How long the writer lets events queue up after a batch before it looks again.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// What the writer thread is handed.
+enum Msg {
+    /// An event, encoded by its recorder: the writer then frees one string, not the many
+    /// small allocations of an event (freeing another thread's memory is what costs).
+    Event(String),
+    /// Answer once everything before is written.
+    Flush(SyncSender<()>),
+}
+
+/// The writer thread's own: the files, their chains, and where else lines go.
+struct Writer {
+    files: Vec<Sink>,
+    key: Option<Key>,
+    stderr: bool,
+    max_size: u64,
+    max_backups: u32,
 }
 
 /// Events a follower may fall behind by before it is dropped (a slow reader never slows the
@@ -53,8 +86,13 @@ const FOLLOW_BACKLOG: usize = 4096;
 struct Sink {
     path: PathBuf,
     file: File,
+    /// Bytes in the file and in `pending`.
     size: u64,
     chain: Option<ChainState>,
+    /// Lines encoded, not yet written.
+    pending: Vec<u8>,
+    /// The chain state to mirror in the sidecar once `pending` is written.
+    sidecar: Option<Value>,
 }
 
 /// What one running command keeps of its events for `exec --events`.
@@ -82,8 +120,14 @@ pub fn load_key(config: &IntegrityConfig) -> anyhow::Result<Key> {
 }
 
 impl Recorder {
-    /// Open `<state_dir>/audit.jsonl` and the sinks of `config`, resuming or starting chains.
+    /// Open `<state_dir>/audit.jsonl` and the sinks of `config`, resuming or starting chains,
+    /// and start the writer thread.
     pub fn open(state_dir: &Path, config: &AuditConfig) -> anyhow::Result<Recorder> {
+        Recorder::open_sized(state_dir, config, config.max_size_mb.saturating_mul(1 << 20))
+    }
+
+    /// [`Recorder::open`] with files rotated at `max_size` bytes (0: never).
+    fn open_sized(state_dir: &Path, config: &AuditConfig, max_size: u64) -> anyhow::Result<Recorder> {
         let default = state_dir.join("audit.jsonl");
         let mut paths: Vec<PathBuf> = vec![default];
         let mut stderr = false;
@@ -99,27 +143,39 @@ impl Recorder {
         for path in paths {
             let file = open_append(&path).with_context(|| format!("opening {}", path.display()))?;
             let size = file.metadata()?.len();
-            let mut sink = Sink { path, file, size, chain: None };
+            let mut sink = Sink { path, file, size, chain: None, pending: Vec::new(), sidecar: None };
             if let Some(key) = &key {
                 let (state, reason) = recover(&sink.path, key);
                 sink.chain = Some(state);
                 if let Some((reason, prior)) = reason {
-                    sink.write_line(key, rotated_event(reason, prior))?;
+                    sink.write_line(key, rotated_event(reason, prior));
+                    sink.write_out()?;
                 }
             }
-            files.push(Mutex::new(sink));
+            files.push(sink);
         }
+        let writer = Writer { files, key, stderr, max_size, max_backups: config.max_backups };
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("agentsh-audit".into())
+            .spawn(move || writer.run(rx))
+            .context("starting the audit writer")?;
         Ok(Recorder {
-            files,
-            key,
-            stderr,
             log_allowed: config.log_allowed,
-            max_size: config.max_size_mb.saturating_mul(1 << 20),
-            max_backups: config.max_backups,
             collectors: Mutex::default(),
             followers: Mutex::default(),
             otlp: std::sync::OnceLock::new(),
+            writer: tx,
         })
+    }
+
+    /// Waits until every event recorded before the call is in the files (and their chain
+    /// state in the sidecars).
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.writer.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
     }
 
     /// Whether an event of `kind` with `policy`, of command `command_id`, would be kept: an
@@ -147,27 +203,22 @@ impl Recorder {
             self.collect(event);
             return;
         }
-        let value = match serde_json::to_value(&event) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) | Err(_) => {
-                eprintln!("agentsh: audit encode failed for a {} event", event.kind);
-                return;
-            }
-        };
-        for f in &self.files {
-            let mut sink = f.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = self.append(&mut sink, value.clone()) {
-                eprintln!("agentsh: audit write to {} failed: {e}", sink.path.display());
-            }
-        }
-        if self.stderr {
-            eprintln!("{}", Value::Object(value));
-        }
         self.notify(&event);
         if let Some(x) = self.otlp.get() {
             x.export(&event);
         }
-        self.collect(event);
+        self.collect_copy(&event);
+        let line = match serde_json::to_string(&event) {
+            Ok(line) => line,
+            Err(_) => {
+                eprintln!("agentsh: audit encode failed for a {} event", event.kind);
+                return;
+            }
+        };
+        drop(event);
+        if self.writer.send(Msg::Event(line)).is_err() {
+            eprintln!("agentsh: the audit writer has stopped; an event was not written");
+        }
     }
 
     /// Also export every event through `exporter` from now on.
@@ -189,48 +240,24 @@ impl Recorder {
         }
     }
 
-    fn append(&self, sink: &mut Sink, event: Map<String, Value>) -> io::Result<()> {
-        if self.max_size > 0 && sink.size >= self.max_size {
-            self.rotate(sink)?;
-        }
-        match &self.key {
-            Some(key) => sink.write_line(key, event),
-            None => sink.write_plain(&Value::Object(event).to_string()),
-        }
-    }
-
-    /// `<file>` → `<file>.1`, older ones shifted, the oldest beyond `max_backups` dropped; the
-    /// new file's chain starts with a link to the old one's last line.
-    fn rotate(&self, sink: &mut Sink) -> io::Result<()> {
-        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", sink.path.display()));
-        let keep = self.max_backups.max(1);
-        let _ = std::fs::remove_file(numbered(keep));
-        let _ = std::fs::remove_file(sidecar(&numbered(keep)));
-        for n in (1..keep).rev() {
-            let _ = std::fs::rename(numbered(n), numbered(n + 1));
-            let _ = std::fs::rename(sidecar(&numbered(n)), sidecar(&numbered(n + 1)));
-        }
-        std::fs::rename(&sink.path, numbered(1))?;
-        let _ = std::fs::rename(sidecar(&sink.path), sidecar(&numbered(1)));
-        sink.file = open_append(&sink.path)?;
-        sink.size = 0;
-        if let (Some(key), Some(chain)) = (&self.key, sink.chain.take()) {
-            let prior = json!({"last_sequence_seen_in_log": chain.next.checked_sub(1),
-                               "last_entry_hash_seen_in_log": chain.prev_hash});
-            sink.chain = Some(ChainState::default());
-            sink.write_line(key, rotated_event("rotation", prior))?;
-        }
-        Ok(())
-    }
-
     fn collect(&self, event: Event) {
         let Some(cmd) = event.command_id.clone() else { return };
         let mut collectors = self.collectors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = collectors.get_mut(&cmd)
-            && c.events.len() < c.limit
-            && (!c.blocked_only || event.is_blocked())
+            && c.wants(&event)
         {
             c.events.push(event);
+        }
+    }
+
+    /// [`Recorder::collect`] of a copy, made only when a collector keeps it.
+    fn collect_copy(&self, event: &Event) {
+        let Some(cmd) = event.command_id.as_deref() else { return };
+        let mut collectors = self.collectors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = collectors.get_mut(cmd)
+            && c.wants(event)
+        {
+            c.events.push(event.clone());
         }
     }
 
@@ -252,25 +279,160 @@ impl Recorder {
     }
 }
 
-impl Sink {
-    fn write_plain(&mut self, line: &str) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        self.file.write_all(&bytes)?;
-        self.size += bytes.len() as u64;
+impl Collector {
+    fn wants(&self, event: &Event) -> bool {
+        self.events.len() < self.limit && (!self.blocked_only || event.is_blocked())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl Writer {
+    /// Writes what arrives until every [`Recorder`] is gone: each batch (what queued up while
+    /// the last was written, up to [`BATCH`]) is encoded, then written out, then its flushes
+    /// are answered.
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut flushed = Vec::new();
+        // Idle, the thread waits on the queue, and the first event wakes it.
+        while let Ok(first) = rx.recv() {
+            let mut next = Some(first);
+            loop {
+                let mut n = 0;
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Msg::Event(line) => self.add(line),
+                        Msg::Flush(done) => flushed.push(done),
+                    }
+                    n += 1;
+                    if n < BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                self.write_out();
+                for done in flushed.drain(..) {
+                    let _ = done.send(());
+                }
+                // Busy, it lingers instead: events queue up meanwhile without each waking it
+                // (a wake costs the recorder more than handing the event over).
+                std::thread::sleep(LINGER);
+                match rx.try_recv() {
+                    Ok(msg) => next = Some(msg),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+        }
+        self.write_out();
+    }
+
+    /// Appends the encoded event `line` to every file (sealed into each chain with
+    /// integrity), and to stderr when asked.
+    fn add(&mut self, line: String) {
+        // Sealing works on the object: decoded once, here, off the recorder's path.
+        let object = match &self.key {
+            Some(_) => match serde_json::from_str::<Value>(&line) {
+                Ok(Value::Object(map)) => Some(map),
+                _ => {
+                    eprintln!("agentsh: audit: an event did not decode for sealing");
+                    return;
+                }
+            },
+            None => None,
+        };
+        for i in 0..self.files.len() {
+            if let Err(e) = self.append(i, &line, object.as_ref()) {
+                eprintln!("agentsh: audit write to {} failed: {e}", self.files[i].path.display());
+            }
+        }
+        if self.stderr {
+            eprintln!("{line}");
+        }
+    }
+
+    fn append(&mut self, i: usize, line: &str, object: Option<&Map<String, Value>>) -> io::Result<()> {
+        if self.max_size > 0 && self.files[i].size >= self.max_size {
+            self.rotate(i)?;
+        }
+        let sink = &mut self.files[i];
+        match (&self.key, object) {
+            (Some(key), Some(object)) => sink.write_line(key, object.clone()),
+            _ => sink.write_plain(line),
+        }
         Ok(())
     }
 
-    /// Seal `event` into the chain, append it, and mirror the chain state in the sidecar.
-    fn write_line(&mut self, key: &Key, event: Map<String, Value>) -> io::Result<()> {
+    fn write_out(&mut self) {
+        for sink in &mut self.files {
+            if let Err(e) = sink.write_out() {
+                eprintln!("agentsh: audit write to {} failed: {e}", sink.path.display());
+            }
+        }
+    }
+
+    /// `<file>` → `<file>.1`, older ones shifted, the oldest beyond `max_backups` dropped; the
+    /// new file's chain starts with a link to the old one's last line.
+    fn rotate(&mut self, i: usize) -> io::Result<()> {
+        let sink = &mut self.files[i];
+        sink.write_out()?;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", sink.path.display()));
+        let keep = self.max_backups.max(1);
+        let _ = std::fs::remove_file(numbered(keep));
+        let _ = std::fs::remove_file(sidecar(&numbered(keep)));
+        for n in (1..keep).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+            let _ = std::fs::rename(sidecar(&numbered(n)), sidecar(&numbered(n + 1)));
+        }
+        std::fs::rename(&sink.path, numbered(1))?;
+        let _ = std::fs::rename(sidecar(&sink.path), sidecar(&numbered(1)));
+        sink.file = open_append(&sink.path)?;
+        sink.size = 0;
+        if let (Some(key), Some(chain)) = (&self.key, sink.chain.take()) {
+            let prior = json!({"last_sequence_seen_in_log": chain.next.checked_sub(1),
+                               "last_entry_hash_seen_in_log": chain.prev_hash});
+            sink.chain = Some(ChainState::default());
+            sink.write_line(key, rotated_event("rotation", prior));
+        }
+        Ok(())
+    }
+}
+
+impl Sink {
+    fn write_plain(&mut self, line: &str) {
+        self.pending.extend_from_slice(line.as_bytes());
+        self.pending.push(b'\n');
+        self.size += line.len() as u64 + 1;
+    }
+
+    /// Seal `event` into the chain and queue it; the chain state is mirrored in the sidecar
+    /// when the line is written.
+    fn write_line(&mut self, key: &Key, event: Map<String, Value>) {
         let chain = self.chain.get_or_insert_with(ChainState::default);
         let line = integrity::seal(key, chain, event);
-        let state = json!({"format_version": integrity::FORMAT_VERSION, "sequence": chain.next - 1,
+        self.sidecar = Some(json!({"format_version": integrity::FORMAT_VERSION, "sequence": chain.next - 1,
                            "prev_hash": chain.prev_hash, "key_fingerprint": key.fingerprint(),
-                           "updated_at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()});
-        self.write_plain(&line)?;
-        write_sidecar(&self.path, &state)
+                           "updated_at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()}));
+        self.write_plain(&line);
+    }
+
+    /// Appends the queued lines (one `write`), then mirrors the chain state they end with.
+    fn write_out(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            let written = self.file.write_all(&self.pending);
+            if written.is_err() {
+                // What did not reach the file is not counted.
+                self.size = self.file.metadata().map_or(self.size, |m| m.len());
+            }
+            self.pending.clear();
+            written?;
+        }
+        match self.sidecar.take() {
+            Some(state) => write_sidecar(&self.path, &state),
+            None => Ok(()),
+        }
     }
 }
 
@@ -406,6 +568,7 @@ mod tests {
                     e.command_id = Some("cmd-1".into());
                     e.policy = p.clone();
                     r.record(e);
+                    r.flush();
                     let logged =
                         std::fs::read_to_string(d.join("audit.jsonl")).unwrap_or_default().contains(kind);
                     let collected = !r.finish("cmd-1").is_empty();
@@ -426,9 +589,9 @@ mod tests {
     fn rotation_links_files_and_keeps_max_backups() {
         let d = dir("rotate");
         let cfg = config(&d);
-        let mut r = Recorder::open(&d, &cfg).unwrap();
-        r.max_size = 2048;
+        let r = Recorder::open_sized(&d, &cfg, 2048).unwrap();
         events(&r, 60);
+        r.flush();
         let log = d.join("audit.jsonl");
         let set = [
             PathBuf::from(format!("{}.2", log.display())),
@@ -460,6 +623,50 @@ mod tests {
         }
         let first = lines(&log).into_iter().next().unwrap();
         assert!(first.contains("\"reason_code\":\"rotation\""), "{first}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Recorders on several threads hand events to the writer; after `flush` every one of
+    /// them is in the file, in one chain that verifies, and the sidecar names its last line.
+    #[test]
+    fn events_from_many_threads_are_all_written_in_one_chain_once_flushed() {
+        let d = dir("threads");
+        let cfg = config(&d);
+        let r = std::sync::Arc::new(Recorder::open(&d, &cfg).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        r.record(Event::new("net_connect", "s").field("t", t).field("i", i));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        r.flush();
+        let log = d.join("audit.jsonl");
+        let ls = lines(&log);
+        // The chain's first line says why it started.
+        assert_eq!(ls.len(), 1 + 4 * 500);
+        let key = load_key(&cfg.integrity).unwrap();
+        let mut v = Verifier::default();
+        for (i, l) in ls.iter().enumerate() {
+            v.next(&key, l, false).unwrap_or_else(|e| panic!("line {}: {e}", i + 1));
+        }
+        for t in 0..4 {
+            let mine: Vec<u64> = ls
+                .iter()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .filter(|e| e["fields"]["t"] == t)
+                .map(|e| e["fields"]["i"].as_u64().unwrap())
+                .collect();
+            assert_eq!(mine, (0..500).collect::<Vec<_>>(), "thread {t}'s events in its order");
+        }
+        let state: Value = serde_json::from_str(&std::fs::read_to_string(sidecar(&log)).unwrap()).unwrap();
+        assert_eq!(state["sequence"], (ls.len() - 1) as u64, "{state}");
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -70,6 +70,8 @@ pub fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
             .unwrap_or_else(|e| Response::Error { error: format!("{e:#}") }),
         Err(e) => Response::Error { error: format!("bad request: {e}") },
     };
+    // What the request caused is in the log before the caller hears back.
+    daemon.recorder.flush();
     let _ = write_frame(&mut stream, &response);
 }
 
@@ -228,8 +230,10 @@ fn handle(
             daemon.destroy_all();
             let _ = std::fs::remove_file(daemon.config.control_socket());
             // Answer first, then leave: the caller waits for the reply.
-            std::thread::spawn(|| {
+            let recorder = daemon.recorder.clone();
+            std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_millis(100));
+                recorder.flush();
                 std::process::exit(0);
             });
             Ok(Response::Done)
@@ -251,6 +255,7 @@ fn stream_events(
         session.is_none_or(|s| e.session_id == s) && (kinds.is_empty() || kinds.contains(&e.kind))
     };
     let live = follow.then(|| daemon.recorder.follow());
+    daemon.recorder.flush();
     let mut sent = std::collections::HashSet::new();
     let log = daemon.config.state_dir.join("audit.jsonl");
     if let Ok(f) = std::fs::File::open(&log) {

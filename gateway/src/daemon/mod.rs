@@ -159,6 +159,7 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         on_signal.destroy_all();
         let _ = std::fs::remove_file(&sock_path);
+        on_signal.recorder.flush();
         std::process::exit(0);
     });
 
