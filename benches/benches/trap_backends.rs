@@ -175,7 +175,8 @@ fn start_ebpf(cgroup: &Path) -> Backend {
     Backend { name: "ebpf", side, connects: Cell::new(0) }
 }
 
-/// Starts the side of `name` (`direct`, `seccomp` or `ptrace`).
+/// Starts the side of `name` (`direct`, `seccomp`, `seccomp-wq`: seccomp with the kernel's
+/// plain wake-ups instead of synchronous ones, or `ptrace`).
 fn start(name: &'static str, gw: SocketAddr, table: &Arc<OriginalDstTable>) -> Backend {
     if name == "direct" {
         return Backend { name, side: Side::Direct { gw, zero: open_zero() }, connects: Cell::new(0) };
@@ -189,10 +190,13 @@ fn start(name: &'static str, gw: SocketAddr, table: &Arc<OriginalDstTable>) -> B
     // The closure owns the client's pipe ends: the client keeps them, and our copies close when
     // the spawn drops it here.
     let body = move || client(cmd_r, res_w, redirected);
-    let (tracee, answering): (Tracee, Box<dyn std::any::Any>) = if name == "seccomp" {
+    let (tracee, answering): (Tracee, Box<dyn std::any::Any>) = if name.starts_with("seccomp") {
         let program = compile_with(&FilterSpec::sandbox_default(), TrapAction::UserNotify).unwrap();
         let mut t = spawn_tracee(&program, body).expect("spawn");
-        let sup = Supervisor::new(t.take_notify(), decider, table.clone()).spawn().expect("supervisor");
+        let sup = Supervisor::new(t.take_notify(), decider, table.clone())
+            .sync_wake_up(name == "seccomp")
+            .spawn()
+            .expect("supervisor");
         (t, Box::new(sup))
     } else {
         let program = compile_with(&FilterSpec::sandbox_default(), TrapAction::Trace).unwrap();
@@ -232,7 +236,7 @@ fn main() {
     let table = Arc::new(OriginalDstTable::new(4096, Duration::from_secs(30)));
     serve(listener, table.clone());
     let mut backends: Vec<Backend> =
-        ["direct", "seccomp", "ptrace"].into_iter().map(|n| start(n, gw, &table)).collect();
+        ["direct", "seccomp", "seccomp-wq", "ptrace"].into_iter().map(|n| start(n, gw, &table)).collect();
     // The eBPF session has a stand-in of its own, naming connections from the kernel's record.
     let ebpf_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let SocketAddr::V4(ebpf_gw) = ebpf_listener.local_addr().unwrap() else { unreachable!() };

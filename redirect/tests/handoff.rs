@@ -28,9 +28,22 @@ fn notify_fd_handed_over_scm_rights_works() {
     let fd = tracee.notify_fd().expect("notify fd received");
     // A seccomp listener answers ID_VALID for an unknown id with ENOENT, anything else EINVAL/ENOTTY.
     assert!(!notif::id_valid(fd, 12345));
+    // Synchronous wake-ups (the supervisor's default) are taken where the kernel has them.
+    match notif::set_sync_wake_up(fd) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !kernel_at_least(6, 6) => {}
+        Err(e) => panic!("SECCOMP_IOCTL_NOTIF_SET_FLAGS: {e}"),
+    }
     let handle =
         Supervisor::new(tracee.take_notify(), Arc::new(TestDecider(routes)), table()).spawn().unwrap();
     tracee.release().unwrap();
     assert_eq!(tracee.wait().unwrap(), TraceeExit::Code(0));
     assert_eq!(handle.join().unwrap(), Exit::TraceesGone);
+}
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }

@@ -28,12 +28,21 @@ use notif::Waiting;
 pub struct Supervisor {
     notify: OwnedFd,
     handler: Handler,
+    sync_wake_up: bool,
 }
 
 impl Supervisor {
     /// A supervisor for the filter behind `notify`.
     pub fn new(notify: OwnedFd, decider: Arc<dyn ConnectDecider>, table: Arc<OriginalDstTable>) -> Self {
-        Self { notify, handler: Handler::new(decider, table) }
+        Self { notify, handler: Handler::new(decider, table), sync_wake_up: true }
+    }
+
+    /// Whether to ask the kernel for synchronous wake-ups ([`notif::set_sync_wake_up`]; on by
+    /// default where the kernel has them): the trapped thread and this loop then hand over on
+    /// one CPU. Off, the benches can show the difference.
+    pub fn sync_wake_up(mut self, on: bool) -> Self {
+        self.sync_wake_up = on;
+        self
     }
 
     /// Runs the loop on a new thread named `seccomp-supervisor`.
@@ -49,6 +58,11 @@ impl Supervisor {
     /// Runs the loop on the calling thread until the tracees are gone or `stop` becomes readable
     /// (an eventfd or pipe). Errors are only those of the notify fd itself.
     pub fn run(self, stop: BorrowedFd<'_>) -> io::Result<Exit> {
+        if self.sync_wake_up
+            && let Err(e) = notif::set_sync_wake_up(self.notify.as_fd())
+        {
+            tracing::debug!(error = %e, "no synchronous seccomp wake-ups (Linux 6.6+)");
+        }
         loop {
             let mut fds = [PollFd::new(&self.notify, PollFlags::IN), PollFd::new(&stop, PollFlags::IN)];
             match poll(&mut fds, None) {
