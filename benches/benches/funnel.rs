@@ -147,10 +147,19 @@ fn run() -> Result<()> {
     let policy = policy_dir.path().join("policy.yaml");
     std::fs::write(&policy, policy_yaml(&ups)).map_err(|e| e.to_string())?;
     let sid = daemon.create_session(workspace.path(), &policy)?;
+    // Inside the session the client runs from the workspace: Landlock leaves the target dir
+    // out of the sandbox. Copied by `cp`, not by this process, whose threads could hand a
+    // still-open copy to a fork (ETXTBSY when it is run).
+    let sandboxed_client = workspace.path().join("funnel_client");
+    let copied = Command::new("cp").arg(client_bin).arg(&sandboxed_client).status();
+    if !copied.is_ok_and(|s| s.success()) {
+        return Err(format!("copying {client_bin} into the workspace"));
+    }
+    let sandboxed_client = sandboxed_client.to_str().ok_or("a workspace path that is not UTF-8")?;
 
     let mut direct = Client::spawn(Command::new(client_bin), "direct")?;
     let mut exec = daemon.command();
-    exec.args(["exec", "--events", "none", &sid, "--", client_bin]);
+    exec.args(["exec", "--events", "none", &sid, "--", sandboxed_client]);
     let mut funnel = Client::spawn(exec, "funnel")?;
     let mut report = Report::default();
     eprintln!("funnel: daemon pid {} (for perf record -p), session {sid}", daemon.pid());

@@ -70,7 +70,11 @@ async fn recv(mut r: tokio::net::tcp::OwnedReadHalf, mib: usize) -> u64 {
 }
 
 async fn bulk(mode: RelayMode, mib: usize) -> RelayStats {
-    let (client, server, relay) = topology(config(mode, Duration::from_secs(30))).await;
+    bulk_with(config(mode, Duration::from_secs(30)), mib).await
+}
+
+async fn bulk_with(config: RelayConfig, mib: usize) -> RelayStats {
+    let (client, server, relay) = topology(config).await;
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     let run = async {
@@ -95,6 +99,15 @@ async fn bulk_64mib_each_way_spliced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_16mib_each_way_copy_fallback() {
     let stats = bulk(RelayMode::Copy, 16).await;
+    assert!(!stats.spliced);
+}
+
+/// The copy path with the gateway's 1 MiB buffers: each direction starts small and grows while
+/// reads fill it, and the bytes come through whole and in order across every growth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_copy_through_a_growing_buffer() {
+    let big = RelayConfig { pipe_size: MIB, ..config(RelayMode::Copy, Duration::from_secs(30)) };
+    let stats = bulk_with(big, 24).await;
     assert!(!stats.spliced);
 }
 
