@@ -63,11 +63,34 @@ pub struct Event {
     pub fields: BTreeMap<String, serde_json::Value>,
 }
 
+/// A random (version 4) UUID for an event id. Ids need to be unique, not unguessable: they come
+/// from a generator per thread seeded once from the system's random source, so a busy source
+/// of events (a statement per database round trip) makes no `getrandom` call per event.
+fn event_uuid() -> uuid::Uuid {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> =
+            std::cell::Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);
+    }
+    // splitmix64: a full-period sequence of 64-bit words, each well mixed.
+    let next = || {
+        STATE.with(|s| {
+            let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            s.set(x);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    };
+    let bytes = (u128::from(next()) << 64 | u128::from(next())).to_be_bytes();
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
 impl Event {
     /// A new event of `kind` for `session_id`, stamped now.
     pub fn new(kind: &str, session_id: &str) -> Self {
         Event {
-            id: format!("evt-{}", uuid::Uuid::new_v4()),
+            id: format!("evt-{}", event_uuid()),
             timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             kind: kind.to_string(),
             session_id: session_id.to_string(),
@@ -107,6 +130,22 @@ pub fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Event ids are version 4 UUIDs, distinct across threads and many events.
+    #[test]
+    fn event_ids_are_distinct_random_uuids() {
+        let ids: Vec<String> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..20_000).map(|_| Event::new("t", "s").id).collect::<Vec<_>>()))
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in ids.iter().take(100) {
+            let u = uuid::Uuid::parse_str(id.strip_prefix("evt-").expect("evt- prefix")).expect("a UUID");
+            assert_eq!(u.get_version_num(), 4, "{id}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+    }
 
     #[test]
     fn serialises_in_the_documented_shape() {
