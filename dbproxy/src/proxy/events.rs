@@ -61,6 +61,18 @@ pub enum StatementProtocol {
     FunctionCall,
 }
 
+impl StatementProtocol {
+    /// Its name in events: `simple`, `parse`, `execute`, `functioncall`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementProtocol::Simple => "simple",
+            StatementProtocol::Parse => "parse",
+            StatementProtocol::Execute => "execute",
+            StatementProtocol::FunctionCall => "functioncall",
+        }
+    }
+}
+
 /// Bind parameters as logged: never their values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParamSummary {
@@ -217,4 +229,18 @@ pub struct NoEvents;
 
 impl EventSink for NoEvents {
     fn emit(&self, _event: DbEvent) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatementProtocol;
+
+    /// The names events carry are the variants' own, lower-cased, as they always were.
+    #[test]
+    fn protocol_names_are_the_lower_cased_variants() {
+        use StatementProtocol::*;
+        for p in [Simple, Parse, Execute, FunctionCall] {
+            assert_eq!(p.as_str(), format!("{p:?}").to_lowercase());
+        }
+    }
 }

@@ -274,7 +274,7 @@ impl EventSink for AuditSink {
             e = e
                 .field("statement", &*s.text)
                 .field("truncated", s.truncated)
-                .field("protocol", format!("{:?}", s.protocol).to_lowercase())
+                .field("protocol", s.protocol.as_str())
                 .field("effects", effects)
                 .field("digest", &*s.digest);
             if let Some(name) = s.statement_name {
