@@ -134,10 +134,11 @@ mod tests {
     /// Event ids are version 4 UUIDs, distinct across threads and many events.
     #[test]
     fn event_ids_are_distinct_random_uuids() {
-        let ids: Vec<String> = (0..4)
+        // All four threads run at once: spawned before any is joined.
+        let threads: Vec<_> = (0..4)
             .map(|_| std::thread::spawn(|| (0..20_000).map(|_| Event::new("t", "s").id).collect::<Vec<_>>()))
-            .flat_map(|t| t.join().unwrap())
             .collect();
+        let ids: Vec<String> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
         let distinct: std::collections::HashSet<&String> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());
         for id in ids.iter().take(100) {
